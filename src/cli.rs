@@ -1,0 +1,155 @@
+//! The command line. Every flag has a twin in the TOML file and wins over it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, FpmAddr, ListenAddr, LogFormat, Route};
+
+/// WebSockets for plain PHP: every WebSocket event becomes one FastCGI request to PHP-FPM.
+///
+/// Example:
+///   ws2fcgi --listen 127.0.0.1:8090 --fpm unix:/run/php/php8.2-fpm.sock \
+///           --script /srv/app/ws.php --control /run/ws2fcgi/control.sock
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// TOML configuration file (see ws2fcgi.example.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to accept WebSocket clients on: IP:PORT or unix:/path. Repeatable. [toml: listen]
+    /// Default 127.0.0.1:8090.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<ListenAddr>,
+
+    /// PHP-FPM's address: unix:/path or HOST:PORT. [toml: fpm.address]
+    #[arg(long, value_name = "ADDR")]
+    pub fpm: Option<FpmAddr>,
+
+    /// The PHP script for every WebSocket path (absolute). [toml: script]
+    #[arg(long, value_name = "PATH")]
+    pub script: Option<PathBuf>,
+
+    /// A path served by its own script: /chat=/srv/app/chat.php. Repeatable. [toml: [[route]]]
+    #[arg(long, value_name = "PATH=SCRIPT")]
+    pub route: Vec<Route>,
+
+    /// DOCUMENT_ROOT for PHP; default: the script's directory. [toml: document_root]
+    #[arg(long, value_name = "DIR")]
+    pub document_root: Option<PathBuf>,
+
+    /// Path of the control socket PHP pushes through. [toml: control.socket]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+
+    /// Keep-alive FastCGI connections at most (≤ pm.max_children). Default 8. [toml: fpm.pool_size]
+    #[arg(long, value_name = "N")]
+    pub fpm_pool_size: Option<usize>,
+
+    /// Log format: human or json. [toml: log.format]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, e.g. info or ws2fcgi=debug; RUST_LOG wins. [toml: log.level]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and validate a configuration file, print the result, and exit (0 valid, 64 invalid).
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+impl Cli {
+    /// The configuration: the file (if any) with the flags applied on top. Not yet validated.
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        Ok(config)
+    }
+
+    /// Applies the flags given to `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if !self.listen.is_empty() {
+            config.listen = self.listen.clone();
+        }
+        if let Some(fpm) = &self.fpm {
+            config.fpm.address = Some(fpm.clone());
+        }
+        if let Some(script) = &self.script {
+            config.script = Some(script.clone());
+        }
+        if !self.route.is_empty() {
+            config.routes = self.route.clone();
+        }
+        if let Some(root) = &self.document_root {
+            config.document_root = Some(root.clone());
+        }
+        if let Some(control) = &self.control {
+            config.control.socket = Some(control.clone());
+        }
+        if let Some(size) = self.fpm_pool_size {
+            config.fpm.pool_size = size;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "ws2fcgi",
+            "--listen",
+            "127.0.0.1:8090",
+            "--fpm",
+            "unix:/run/php/php8.2-fpm.sock",
+            "--script",
+            "/srv/app/ws.php",
+            "--control",
+            "/run/ws2fcgi/control.sock",
+        ])
+        .unwrap();
+        let config = cli.load_config().unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.control.socket,
+            Some(PathBuf::from("/run/ws2fcgi/control.sock"))
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        let err = Cli::try_parse_from(["ws2fcgi", "--listen", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("unix:/path"), "{err}");
+        let err = Cli::try_parse_from(["ws2fcgi", "--route", "chat.php"]).unwrap_err();
+        assert!(err.to_string().contains("PATH=SCRIPT"), "{err}");
+    }
+
+    #[test]
+    fn help_is_complete() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,726 @@
+//! The daemon's settings: typed TOML, defaults, and validation.
+//!
+//! A [`Config`] is loaded from a file (or built from defaults), the command
+//! line is applied on top of it (see `cli.rs`), and [`Config::validate`] runs
+//! before any socket is bound, so a bad setting fails at start with one message
+//! that names it. Every field has a named default function; `ws2fcgi.example.toml`
+//! documents each one.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, …).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and line.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("invalid setting `{setting}`: {message}")]
+    Invalid {
+        /// The setting's TOML name (`fpm.pool_size`, `listen`, …).
+        setting: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// Where the daemon accepts WebSocket clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address, `host:port`.
+    Tcp(SocketAddr),
+    /// A Unix stream socket, written `unix:/path` (for nginx in front).
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path, e.g. unix:/run/ws2fcgi/ws.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse::<SocketAddr>()
+            .map(Self::Tcp)
+            .map_err(|_| format!("`{s}` is neither ip:port (e.g. 127.0.0.1:8090) nor unix:/path"))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Where PHP-FPM listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FpmAddr {
+    /// `host:port`; the host is resolved at each connect.
+    Tcp(String),
+    /// `unix:/path`, PHP-FPM's usual `listen = /run/php/php8.2-fpm.sock`.
+    Unix(PathBuf),
+}
+
+impl FromStr for FpmAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a path, e.g. unix:/run/php/php8.2-fpm.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Tcp(s.to_owned()))
+            }
+            _ => Err(format!(
+                "`{s}` is neither unix:/path nor host:port (e.g. 127.0.0.1:9000)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FpmAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+macro_rules! deserialize_from_str {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+deserialize_from_str!(ListenAddr);
+deserialize_from_str!(FpmAddr);
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The whole configuration, as in `ws2fcgi.example.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses to accept WebSocket clients on (`ip:port` or `unix:/path`).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<ListenAddr>,
+    /// The script for every path not named in `route`.
+    #[serde(default)]
+    pub script: Option<PathBuf>,
+    /// Per-path scripts, matched exactly on the request path.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    /// DOCUMENT_ROOT for PHP; defaults to the directory of the event's script.
+    #[serde(default)]
+    pub document_root: Option<PathBuf>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// PHP-FPM and the FastCGI connection pool.
+    #[serde(default)]
+    pub fpm: FpmConfig,
+    /// The local control socket PHP pushes through.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// Per-connection behaviour and limits.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// One WebSocket path served by its own script.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The request path, e.g. `/chat`. Matched exactly, query string ignored.
+    pub path: String,
+    /// The PHP script (SCRIPT_FILENAME) for events of connections on this path.
+    pub script: PathBuf,
+}
+
+impl FromStr for Route {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((path, script)) if path.starts_with('/') && !script.is_empty() => Ok(Self {
+                path: path.to_owned(),
+                script: PathBuf::from(script),
+            }),
+            _ => Err(format!(
+                "`{s}` is not PATH=SCRIPT (e.g. /chat=/srv/app/chat.php)"
+            )),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `ws2fcgi=debug`); `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// `[fpm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FpmConfig {
+    /// PHP-FPM's address (`unix:/path` or `host:port`). Required.
+    #[serde(default)]
+    pub address: Option<FpmAddr>,
+    /// Keep-alive FastCGI connections at most; each pins one FPM worker.
+    /// Keep it at or below the pool's `pm.max_children`.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// How long to wait for a connect to PHP-FPM.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long an event may wait for a free FastCGI connection.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// How long PHP may take to answer one event.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long.
+    #[serde(default = "default_fpm_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest header block PHP may answer with, in bytes.
+    #[serde(default = "default_max_response_header_bytes")]
+    pub max_response_header_bytes: usize,
+    /// Largest body PHP may answer with, in bytes.
+    #[serde(default = "default_max_response_body_bytes")]
+    pub max_response_body_bytes: usize,
+    /// For a message or close event, how long to keep retrying while PHP-FPM
+    /// cannot be reached before the connection is closed with 1011.
+    #[serde(default = "default_retry_window", with = "humantime_serde")]
+    pub retry_window: Duration,
+}
+
+impl Default for FpmConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            pool_size: default_pool_size(),
+            connect_timeout: default_connect_timeout(),
+            queue_timeout: default_queue_timeout(),
+            request_timeout: default_request_timeout(),
+            idle_timeout: default_fpm_idle_timeout(),
+            max_response_header_bytes: default_max_response_header_bytes(),
+            max_response_body_bytes: default_max_response_body_bytes(),
+            retry_window: default_retry_window(),
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Path of the control socket; none means no control socket.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// File mode of the socket, octal (`"0660"`).
+    #[serde(default = "default_control_mode")]
+    pub mode: String,
+    /// Owner (user name or uid) of the socket; unchanged when unset.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Group (group name or gid) of the socket; unchanged when unset.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Longest request line, in bytes.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            mode: default_control_mode(),
+            owner: None,
+            group: None,
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// The socket's file mode, parsed from [`ControlConfig::mode`].
+    pub fn mode_bits(&self) -> Result<u32, ConfigError> {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "control.mode",
+                    format!("`{}` is not an octal file mode like \"0660\"", self.mode),
+                )
+            })
+    }
+}
+
+/// `[websocket]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Events of one connection waiting for PHP at most; when full the daemon
+    /// stops reading that socket and TCP backpressure reaches the client.
+    #[serde(default = "default_event_queue")]
+    pub event_queue: usize,
+    /// Bytes queued towards one client at most; past it the client is cut off
+    /// as a slow consumer (close 1008).
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
+    /// Largest message a client may send, in bytes (close 1009 past it).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    /// Largest single frame a client may send, in bytes (close 1009 past it).
+    #[serde(default = "default_max_frame_size")]
+    pub max_frame_size: usize,
+    /// Bytes read from a client socket per read call; also what an idle
+    /// connection keeps allocated for reading.
+    #[serde(default = "default_read_buffer_size")]
+    pub read_buffer_size: usize,
+    /// How often to ping an idle client.
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client silent for this long (no frame, no pong) is closed with 3008.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A client must send its whole handshake request within this time.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// After sending a close frame, how long to wait for the client's.
+    #[serde(default = "default_close_timeout", with = "humantime_serde")]
+    pub close_timeout: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            event_queue: default_event_queue(),
+            outbound_queue_bytes: default_outbound_queue_bytes(),
+            max_message_size: default_max_message_size(),
+            max_frame_size: default_max_frame_size(),
+            read_buffer_size: default_read_buffer_size(),
+            ping_interval: default_ping_interval(),
+            idle_timeout: default_idle_timeout(),
+            handshake_timeout: default_handshake_timeout(),
+            close_timeout: default_close_timeout(),
+        }
+    }
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM/SIGINT, how long to wait for close events to reach PHP.
+    #[serde(default = "default_drain_timeout", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<ListenAddr> {
+    vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8090)))]
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_fpm_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_response_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_response_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_retry_window() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_control_mode() -> String {
+    "0660".into()
+}
+fn default_max_line_bytes() -> usize {
+    1024 * 1024
+}
+fn default_event_queue() -> usize {
+    8
+}
+fn default_outbound_queue_bytes() -> usize {
+    1024 * 1024
+}
+fn default_max_message_size() -> usize {
+    2 * 1024 * 1024
+}
+fn default_max_frame_size() -> usize {
+    2 * 1024 * 1024
+}
+fn default_read_buffer_size() -> usize {
+    4096
+}
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(75)
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_close_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty document takes every serde default, so the two never drift.
+        toml::from_str("").unwrap_or_else(|_| unreachable!("empty config always parses"))
+    }
+}
+
+impl Config {
+    /// Reads and parses a TOML file; call [`Config::validate`] afterwards.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is toml's message (key, line, column).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Checks every value that parsing alone cannot, before anything is bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed"));
+        }
+        if self.fpm.address.is_none() {
+            return Err(invalid(
+                "fpm.address",
+                "PHP-FPM's address is required (--fpm unix:/path or host:port)",
+            ));
+        }
+        if self.script.is_none() && self.routes.is_empty() {
+            return Err(invalid(
+                "script",
+                "give a script for every path (--script) or at least one [[route]]",
+            ));
+        }
+        for script in self
+            .script
+            .iter()
+            .chain(self.routes.iter().map(|r| &r.script))
+        {
+            if !script.is_absolute() {
+                return Err(invalid(
+                    "script",
+                    format!("`{}` must be an absolute path", script.display()),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for route in &self.routes {
+            if !route.path.starts_with('/') {
+                return Err(invalid(
+                    "route.path",
+                    format!("`{}` must start with '/'", route.path),
+                ));
+            }
+            if !seen.insert(route.path.as_str()) {
+                return Err(invalid(
+                    "route.path",
+                    format!("`{}` is routed twice", route.path),
+                ));
+            }
+        }
+        if let Some(root) = &self.document_root
+            && !root.is_absolute()
+        {
+            return Err(invalid("document_root", "must be an absolute path"));
+        }
+        if self.fpm.pool_size == 0 || self.fpm.pool_size > 1024 {
+            return Err(invalid("fpm.pool_size", "must be between 1 and 1024"));
+        }
+        positive("fpm.connect_timeout", self.fpm.connect_timeout)?;
+        positive("fpm.queue_timeout", self.fpm.queue_timeout)?;
+        positive("fpm.request_timeout", self.fpm.request_timeout)?;
+        positive("fpm.idle_timeout", self.fpm.idle_timeout)?;
+        if self.fpm.max_response_header_bytes < 1024 {
+            return Err(invalid(
+                "fpm.max_response_header_bytes",
+                "must be at least 1024",
+            ));
+        }
+        self.control.mode_bits()?;
+        if self.control.max_line_bytes < 1024 {
+            return Err(invalid("control.max_line_bytes", "must be at least 1024"));
+        }
+        if let Some(socket) = &self.control.socket
+            && socket.as_os_str().is_empty()
+        {
+            return Err(invalid("control.socket", "must not be empty"));
+        }
+        let ws = &self.websocket;
+        if ws.event_queue == 0 || ws.event_queue > 4096 {
+            return Err(invalid(
+                "websocket.event_queue",
+                "must be between 1 and 4096",
+            ));
+        }
+        if ws.outbound_queue_bytes < 1024 {
+            return Err(invalid(
+                "websocket.outbound_queue_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if ws.max_message_size == 0 {
+            return Err(invalid("websocket.max_message_size", "must be positive"));
+        }
+        if ws.max_frame_size == 0 {
+            return Err(invalid("websocket.max_frame_size", "must be positive"));
+        }
+        if !(64..=1024 * 1024).contains(&ws.read_buffer_size) {
+            return Err(invalid(
+                "websocket.read_buffer_size",
+                "must be between 64 and 1048576",
+            ));
+        }
+        positive("websocket.ping_interval", ws.ping_interval)?;
+        positive("websocket.close_timeout", ws.close_timeout)?;
+        positive("websocket.handshake_timeout", ws.handshake_timeout)?;
+        if ws.idle_timeout <= ws.ping_interval {
+            return Err(invalid(
+                "websocket.idle_timeout",
+                "must be longer than websocket.ping_interval, or every idle client is cut off",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The script for a request path: its route's, else the default `script`.
+    pub fn script_for(&self, path: &str) -> Option<&Path> {
+        self.routes
+            .iter()
+            .find(|r| r.path == path)
+            .map(|r| r.script.as_path())
+            .or(self.script.as_deref())
+    }
+}
+
+fn positive(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(invalid(setting, "must be longer than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Config {
+        Config::from_toml(
+            r#"
+            script = "/srv/app/ws.php"
+            [fpm]
+            address = "unix:/run/php/php-fpm.sock"
+            "#,
+        )
+        .expect("parses")
+    }
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let config = minimal();
+        config.validate().expect("valid");
+        assert_eq!(config.fpm.pool_size, 8);
+        assert_eq!(config.websocket.outbound_queue_bytes, 1024 * 1024);
+        assert_eq!(config.listen, default_listen());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_toml("scrpt = \"/x.php\"").unwrap_err();
+        assert!(err.contains("scrpt"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human_strings() {
+        let config = Config::from_toml("[fpm]\nrequest_timeout = \"1500ms\"").expect("parses");
+        assert_eq!(config.fpm.request_timeout, Duration::from_millis(1500));
+        let err = Config::from_toml("[fpm]\nrequest_timeout = \"soon\"").unwrap_err();
+        assert!(err.contains("request_timeout"), "{err}");
+    }
+
+    #[test]
+    fn addresses_parse_or_say_why() {
+        assert_eq!(
+            "unix:/tmp/a.sock".parse::<ListenAddr>(),
+            Ok(ListenAddr::Unix("/tmp/a.sock".into()))
+        );
+        assert!("localhost".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "php:9000".parse::<FpmAddr>(),
+            Ok(FpmAddr::Tcp("php:9000".into()))
+        );
+        assert!("php".parse::<FpmAddr>().is_err());
+        assert!("unix:".parse::<FpmAddr>().is_err());
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let mut config = minimal();
+        config.fpm.pool_size = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("fpm.pool_size"), "{err}");
+
+        let mut config = minimal();
+        config.fpm.address = None;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("fpm.address")
+        );
+
+        let mut config = minimal();
+        config.control.mode = "rw".into();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("control.mode")
+        );
+
+        let mut config = minimal();
+        config.script = Some("relative.php".into());
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("script")
+        );
+    }
+
+    #[test]
+    fn routes_pick_their_script_and_fall_back() {
+        let config = Config::from_toml(
+            r#"
+            script = "/srv/default.php"
+            [fpm]
+            address = "127.0.0.1:9000"
+            [[route]]
+            path = "/chat"
+            script = "/srv/chat.php"
+            "#,
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.script_for("/chat"), Some(Path::new("/srv/chat.php")));
+        assert_eq!(
+            config.script_for("/other"),
+            Some(Path::new("/srv/default.php"))
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! One client's life after the handshake, in one task.
+//!
+//! The task reads frames (tungstenite), writes queued frames (the outbox
+//! writer), runs at most one PHP event at a time, and pings, all in one
+//! `select!` loop, so none of them waits for another. Events wait in a small
+//! bounded queue (`websocket.event_queue`); while it is full the task stops
+//! reading, and TCP backpressure reaches the client instead of memory growing.
+//!
+//! When the connection ends, for whatever reason, it leaves the hub (no more
+//! deliveries), flushes what it can to the client within `close_timeout`,
+//! closes the socket, and only then hands PHP the events still queued and,
+//! last, the close event.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::{Sleep, sleep, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
+
+use crate::context::Context;
+use crate::contract as c;
+use crate::event::Event;
+use crate::frame::{self, Kind};
+use crate::hub::ConnHandle;
+use crate::outbox::{Push, Signal};
+use crate::php::{self, EventError};
+use crate::response::PhpResponse;
+use crate::transport::{self, ReadSide, Writer, Wrote};
+
+type Answer = Pin<Box<dyn Future<Output = Result<PhpResponse, EventError>> + Send>>;
+
+/// Everything a connection task needs, handed over by the gateway after PHP
+/// accepted the handshake.
+pub struct Accepted {
+    /// Shared daemon state.
+    pub ctx: Arc<Context>,
+    /// The connection's handle (already registered in the hub).
+    pub handle: Arc<ConnHandle>,
+    /// The connection's fixed CGI variables, encoded.
+    pub env: Arc<[u8]>,
+    /// A close PHP asked for in its open answer.
+    pub close_after_open: Option<(u16, String)>,
+}
+
+/// How the connection ended, as PHP's close event tells it.
+struct Ending {
+    code: u16,
+    reason: String,
+    /// Flush queued frames to the client before closing the socket.
+    flush: bool,
+}
+
+impl Ending {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            flush: true,
+        }
+    }
+}
+
+/// Runs the connection until it ends and PHP has seen its close event.
+pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
+    let Accepted {
+        ctx,
+        handle,
+        env,
+        close_after_open,
+    } = accepted;
+    let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
+        tracing::error!("upgraded connection is neither TCP nor Unix; dropping it");
+        finish(
+            &ctx,
+            &handle,
+            &env,
+            VecDeque::new(),
+            None,
+            Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED),
+        )
+        .await;
+        return;
+    };
+    let ws = WebSocketStream::from_partially_read(
+        ReadSide::new(read_half, handle.clone()),
+        pre_read.to_vec(),
+        Role::Server,
+        Some(ctx.ws_config),
+    )
+    .await;
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        handle: handle.clone(),
+        env: env.clone(),
+        ws,
+        writer: Writer::new(write_half),
+        events: VecDeque::new(),
+        answer: None,
+        last_seen: Instant::now(),
+        closing: None,
+    };
+    if ctx.is_shutting_down() {
+        handle
+            .outbox
+            .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
+    }
+    if let Some((code, reason)) = close_after_open {
+        conn.start_close(code, reason).await;
+    }
+    let ending = conn.run().await;
+
+    ctx.hub.unregister(&handle.id);
+    handle.outbox.seal();
+    let Conn {
+        mut writer,
+        events,
+        answer,
+        ws,
+        ..
+    } = conn;
+    if ending.flush {
+        let _ = timeout(
+            ctx.config.websocket.close_timeout,
+            writer.flush_all(&handle),
+        )
+        .await;
+    }
+    drop(ws);
+    drop(writer);
+    finish(&ctx, &handle, &env, events, answer, ending).await;
+}
+
+/// Ends a connection PHP accepted but whose upgrade never completed (the
+/// client left): PHP still gets its close event.
+pub async fn abandon(accepted: Accepted) {
+    accepted.ctx.hub.unregister(&accepted.handle.id);
+    accepted.handle.outbox.seal();
+    let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
+    finish(
+        &accepted.ctx,
+        &accepted.handle,
+        &accepted.env,
+        VecDeque::new(),
+        None,
+        ending,
+    )
+    .await;
+}
+
+/// Gives PHP the events still queued and then the close event.
+async fn finish(
+    ctx: &Context,
+    handle: &ConnHandle,
+    env: &[u8],
+    mut events: VecDeque<Event>,
+    answer: Option<Answer>,
+    ending: Ending,
+) {
+    if let Some(answer) = answer {
+        log_failure("message", answer.await.err());
+    }
+    while let Some(event) = events.pop_front() {
+        let result = php::call_retrying(ctx, handle, env, &event).await;
+        log_failure(event.name(), result.err());
+    }
+    tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
+    let close = Event::Close {
+        code: ending.code,
+        reason: ending.reason,
+    };
+    if let Err(e) = php::call_retrying(ctx, handle, env, &close).await {
+        tracing::error!(error = %e, kind = e.kind(), "close event not delivered to php");
+    }
+}
+
+fn log_failure(event: &str, error: Option<EventError>) {
+    if let Some(e) = error {
+        tracing::warn!(event, error = %e, kind = e.kind(), "event failed");
+    }
+}
+
+struct Conn {
+    ctx: Arc<Context>,
+    handle: Arc<ConnHandle>,
+    env: Arc<[u8]>,
+    ws: WebSocketStream<ReadSide>,
+    writer: Writer,
+    events: VecDeque<Event>,
+    /// PHP's answer to the event in flight.
+    answer: Option<Answer>,
+    /// When the client last sent anything (a frame or a pong).
+    last_seen: Instant,
+    /// We sent a close frame: its code and reason, and the deadline for the client's.
+    closing: Option<(Ending, Instant)>,
+}
+
+impl Conn {
+    async fn run(&mut self) -> Ending {
+        let ctx = self.ctx.clone();
+        let ws_config = &ctx.config.websocket;
+        let event_cap = ws_config.event_queue;
+        let ping_interval = ws_config.ping_interval;
+        let mut timer: Pin<Box<Sleep>> = Box::pin(sleep(ping_interval));
+        loop {
+            if self.answer.is_none()
+                && let Some(event) = self.events.pop_front()
+            {
+                self.answer = Some(self.dispatch(event));
+            }
+            if let Some((_, deadline)) = &self.closing {
+                timer.as_mut().reset((*deadline).into());
+            }
+            tokio::select! {
+                biased;
+                result = next_answer(&mut self.answer), if self.answer.is_some() => {
+                    self.answer = None;
+                    if let Some(ending) = self.on_answer(result).await {
+                        return ending;
+                    }
+                }
+                wrote = self.writer.turn(&self.handle) => match wrote {
+                    Ok(Wrote::Bytes) => {}
+                    Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason).await,
+                    Ok(Wrote::Signal(Signal::SlowConsumer)) => {
+                        tracing::warn!(queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
+                        return Ending { flush: false, ..Ending::new(c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER) };
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write failed");
+                        return self.vanished();
+                    }
+                },
+                msg = self.ws.next(), if self.events.len() < event_cap => {
+                    self.last_seen = Instant::now();
+                    if let Some(ending) = self.on_frame(msg) {
+                        return ending;
+                    }
+                }
+                () = &mut timer => {
+                    if let Some(ending) = self.on_timer() {
+                        return ending;
+                    }
+                    let idle_left = ws_config.idle_timeout.saturating_sub(self.last_seen.elapsed());
+                    timer.as_mut().reset((Instant::now() + ping_interval.min(idle_left)).into());
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, event: Event) -> Answer {
+        let (ctx, handle, env) = (self.ctx.clone(), self.handle.clone(), self.env.clone());
+        Box::pin(async move { php::call_retrying(&ctx, &handle, &env, &event).await })
+    }
+
+    /// Acts on PHP's answer to a message event.
+    async fn on_answer(&mut self, result: Result<PhpResponse, EventError>) -> Option<Ending> {
+        let answer = match result {
+            Ok(answer) => answer,
+            Err(EventError::Fpm(e)) if e.never_reached_php() => {
+                tracing::error!(error = %e, "php-fpm unavailable; closing connection");
+                self.start_close(c::CLOSE_UPSTREAM_FAILED, c::REASON_UPSTREAM_FAILED.into())
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(event = "message", error = %e, kind = e.kind(), "event failed; connection stays open");
+                return None;
+            }
+        };
+        if !answer.is_success() {
+            tracing::warn!(
+                event = "message",
+                status = answer.status,
+                "php answered with an error status; answer discarded, connection stays open"
+            );
+            return None;
+        }
+        let close = apply_answer(&self.ctx, &self.handle, &answer);
+        if let Some((code, reason)) = close {
+            self.start_close(code, reason).await;
+        }
+        None
+    }
+
+    fn on_frame(&mut self, msg: Option<Result<Message, WsError>>) -> Option<Ending> {
+        let (kind, data): (Kind, Bytes) = match msg {
+            Some(Ok(Message::Text(text))) => (Kind::Text, text.into()),
+            Some(Ok(Message::Binary(data))) => (Kind::Binary, data),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
+            Some(Ok(Message::Close(frame))) => return Some(self.peer_closed(frame)),
+            Some(Err(e)) => return Some(self.read_error(e)),
+            None => {
+                return Some(match self.closing.take() {
+                    Some((ending, _)) => ending,
+                    None => self.vanished(),
+                });
+            }
+        };
+        if self.closing.is_some() {
+            // Data after our close frame is discarded (RFC 6455 §5.5.1).
+            return None;
+        }
+        self.ctx
+            .hub
+            .stats
+            .messages_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.events.push_back(Event::Message { kind, data });
+        None
+    }
+
+    fn peer_closed(&mut self, frame: Option<CloseFrame>) -> Ending {
+        // tungstenite has queued its reply (or this is the reply to ours).
+        if let Some((ending, _)) = self.closing.take() {
+            return ending;
+        }
+        match frame {
+            Some(f) => Ending::new(u16::from(f.code), f.reason.as_str()),
+            None => Ending::new(c::CLOSE_NO_STATUS, ""),
+        }
+    }
+
+    fn read_error(&mut self, error: WsError) -> Ending {
+        let (code, reason) = match &error {
+            WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string()),
+            WsError::Utf8(_) => (c::CLOSE_INVALID_PAYLOAD, "invalid UTF-8".to_string()),
+            WsError::Protocol(p) => (c::CLOSE_PROTOCOL_ERROR, truncate(&p.to_string())),
+            _ => {
+                tracing::debug!(%error, "read failed");
+                return match self.closing.take() {
+                    Some((ending, _)) => ending,
+                    None => self.vanished(),
+                };
+            }
+        };
+        tracing::info!(%error, code, "closing on client error");
+        self.handle.outbox.push_control(close_frame(code, &reason));
+        Ending::new(code, reason)
+    }
+
+    fn on_timer(&mut self) -> Option<Ending> {
+        if let Some((ending, deadline)) = self.closing.take() {
+            if Instant::now() >= deadline {
+                return Some(ending);
+            }
+            self.closing = Some((ending, deadline));
+            return None;
+        }
+        if self.last_seen.elapsed() >= self.ctx.config.websocket.idle_timeout {
+            tracing::info!("idle timeout");
+            self.handle
+                .outbox
+                .push_control(close_frame(c::CLOSE_IDLE_TIMEOUT, c::REASON_IDLE_TIMEOUT));
+            return Some(Ending::new(c::CLOSE_IDLE_TIMEOUT, c::REASON_IDLE_TIMEOUT));
+        }
+        self.handle.outbox.push_control(frame::ping());
+        None
+    }
+
+    fn vanished(&self) -> Ending {
+        Ending {
+            flush: false,
+            ..Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED)
+        }
+    }
+
+    /// Sends our close frame (after everything queued) and waits for the client's.
+    async fn start_close(&mut self, code: u16, reason: String) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.handle.outbox.seal();
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.as_str().into(),
+        };
+        // Goes into the outbox through ReadSide's write side; never blocks.
+        if let Err(e) = self.ws.send(Message::Close(Some(frame))).await {
+            tracing::debug!(error = %e, "close frame not queued");
+        }
+        let deadline = Instant::now() + self.ctx.config.websocket.close_timeout;
+        self.closing = Some((Ending::new(code, reason), deadline));
+    }
+}
+
+async fn next_answer(answer: &mut Option<Answer>) -> Result<PhpResponse, EventError> {
+    match answer {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies an accepted answer: directives, then the body as one message.
+/// Returns the close PHP asked for, if any. Used for open and message answers.
+pub fn apply_answer(
+    ctx: &Context,
+    handle: &ConnHandle,
+    answer: &PhpResponse,
+) -> Option<(u16, String)> {
+    let d = &answer.directives;
+    for channel in &d.leave {
+        ctx.hub.leave(&handle.id, channel);
+    }
+    for channel in &d.join {
+        ctx.hub.join(&handle.id, channel);
+    }
+    if !d.meta.is_empty()
+        && let Err(problem) = handle.update_meta(&d.meta)
+    {
+        tracing::warn!(%problem, "metadata directive refused");
+    }
+    if !answer.body.is_empty() {
+        let kind = if answer.binary {
+            Kind::Binary
+        } else if std::str::from_utf8(&answer.body).is_ok() {
+            Kind::Text
+        } else {
+            tracing::warn!("php's body is not UTF-8; sent as a binary message");
+            Kind::Binary
+        };
+        match handle.outbox.push(frame::data(kind, &answer.body)) {
+            Push::Queued => {
+                ctx.hub
+                    .stats
+                    .messages_out
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Push::Closed => tracing::debug!("answer not sent: connection closing"),
+            Push::Overflow => tracing::warn!("answer not sent: outbound queue full"),
+        }
+    }
+    d.close.clone()
+}
+
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    frame::close(&payload)
+}
+
+fn truncate(reason: &str) -> String {
+    let mut end = reason.len().min(crate::response::MAX_CLOSE_REASON_LEN);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}

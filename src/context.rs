@@ -1,0 +1,60 @@
+//! What every task of the daemon shares: settings, the hub, the FastCGI pool,
+//! and the shutdown flag.
+
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::config::Config;
+use crate::fpm::FpmPool;
+use crate::hub::Hub;
+
+/// Shared state; one per daemon, behind an `Arc`.
+pub struct Context {
+    /// The validated configuration.
+    pub config: Config,
+    /// Live connections and channels.
+    pub hub: Hub,
+    /// Connections to PHP-FPM.
+    pub fpm: FpmPool,
+    /// tungstenite's settings for every client, derived once from `config`.
+    pub ws_config: WebSocketConfig,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Context {
+    /// Builds the shared state from a validated configuration.
+    pub fn new(config: Config) -> Self {
+        let ws = &config.websocket;
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(ws.read_buffer_size)
+            // Frames are queued in the outbox, never in tungstenite.
+            .write_buffer_size(0)
+            .max_message_size(Some(ws.max_message_size))
+            .max_frame_size(Some(ws.max_frame_size));
+        Self {
+            fpm: FpmPool::new(&config.fpm),
+            hub: Hub::new(),
+            ws_config,
+            config,
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// Marks the daemon as shutting down: new handshakes are refused, and
+    /// connections accepted from now on close at once.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Is the daemon shutting down?
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves when shutdown begins.
+    pub async fn shutdown_started(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // The sender lives in `self`, so `wait_for` can only fail if it were dropped.
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}

@@ -1,0 +1,339 @@
+//! WebSocket events and the CGI variables that describe them to PHP.
+//!
+//! The variables that never change during a connection (the handshake's
+//! headers, addresses, script, connection id) are encoded once, at the
+//! handshake, into FastCGI name-value bytes kept with the connection; each
+//! event adds only its own few (`WS_EVENT`, message type, metadata, …). See
+//! `docs/protocol.md` for the full list.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use hyper::http::request::Parts;
+
+use crate::contract as c;
+use crate::fcgi::push_param;
+use crate::frame::Kind;
+use crate::hub::ConnHandle;
+
+/// One WebSocket event, sent to PHP as one FastCGI request.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The handshake: PHP accepts (2xx) or rejects it.
+    Open,
+    /// A data message from the client; its payload is the request body.
+    Message {
+        /// Text or binary.
+        kind: Kind,
+        /// The payload, byte-exact.
+        data: Bytes,
+    },
+    /// The connection ended; always the last event.
+    Close {
+        /// See the close codes in `contract.rs`.
+        code: u16,
+        /// The reason (may be empty).
+        reason: String,
+    },
+}
+
+impl Event {
+    /// `WS_EVENT`'s value.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Open => c::EVENT_OPEN,
+            Self::Message { .. } => c::EVENT_MESSAGE,
+            Self::Close { .. } => c::EVENT_CLOSE,
+        }
+    }
+
+    /// The request body.
+    pub fn body(&self) -> &[u8] {
+        match self {
+            Self::Message { data, .. } => data,
+            _ => b"",
+        }
+    }
+}
+
+/// Who the client is, as PHP should see it (after trusted-proxy rules).
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// REMOTE_ADDR.
+    pub remote_ip: IpAddr,
+    /// REMOTE_PORT (0 when unknown, e.g. behind a proxy on a Unix socket).
+    pub remote_port: u16,
+    /// The client came over TLS (HTTPS=on).
+    pub https: bool,
+    /// SERVER_ADDR and SERVER_PORT when the listener is TCP.
+    pub local: Option<std::net::SocketAddr>,
+}
+
+/// What the fixed part of a connection's variables is made from.
+pub struct EnvSource<'a> {
+    /// The handshake request.
+    pub request: &'a Parts,
+    /// Who the client is.
+    pub client: &'a ClientInfo,
+    /// SCRIPT_FILENAME.
+    pub script: &'a Path,
+    /// DOCUMENT_ROOT; the script's directory when `None`.
+    pub document_root: Option<&'a Path>,
+    /// WS_CONNECTION_ID.
+    pub conn_id: &'a str,
+    /// WS_CONTROL_SOCKET, when a control socket is configured.
+    pub control_socket: Option<&'a Path>,
+}
+
+/// Encodes the variables every event of a connection shares.
+pub fn connection_env(src: &EnvSource<'_>) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(1024);
+    let req = src.request;
+    let path = req.uri.path();
+    let query = req.uri.query().unwrap_or("");
+    let request_uri = req.uri.path_and_query().map_or(path, |pq| pq.as_str());
+    let host = req
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let (host_name, host_port) = split_host(host);
+    let server_name = if host_name.is_empty() {
+        src.client
+            .local
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "localhost".into())
+    } else {
+        host_name.to_owned()
+    };
+    let server_port = match (host_port, src.client.local) {
+        (Some(port), _) => port.to_string(),
+        (None, Some(local)) if !src.client.https => local.port().to_string(),
+        (None, _) if src.client.https => "443".into(),
+        _ => "80".into(),
+    };
+    let document_root = src
+        .document_root
+        .or_else(|| src.script.parent())
+        .unwrap_or(Path::new("/"));
+    let version = match req.version {
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+
+    let mut p = |name: &str, value: &[u8]| push_param(&mut out, name.as_bytes(), value);
+    p("GATEWAY_INTERFACE", b"CGI/1.1");
+    p("SERVER_SOFTWARE", c::SERVER_SOFTWARE.as_bytes());
+    p("SERVER_PROTOCOL", version.as_bytes());
+    p("SERVER_NAME", server_name.as_bytes());
+    p("SERVER_PORT", server_port.as_bytes());
+    if let Some(local) = src.client.local {
+        p("SERVER_ADDR", local.ip().to_string().as_bytes());
+    }
+    p("REMOTE_ADDR", src.client.remote_ip.to_string().as_bytes());
+    p("REMOTE_PORT", src.client.remote_port.to_string().as_bytes());
+    p("REQUEST_URI", request_uri.as_bytes());
+    p("DOCUMENT_URI", path.as_bytes());
+    p("QUERY_STRING", query.as_bytes());
+    p("SCRIPT_FILENAME", src.script.as_os_str().as_encoded_bytes());
+    p("SCRIPT_NAME", path.as_bytes());
+    p(
+        "DOCUMENT_ROOT",
+        document_root.as_os_str().as_encoded_bytes(),
+    );
+    p(
+        "REQUEST_SCHEME",
+        if src.client.https { b"https" } else { b"http" },
+    );
+    if src.client.https {
+        p("HTTPS", b"on");
+    }
+    p(c::VAR_CONNECTION_ID, src.conn_id.as_bytes());
+    if let Some(control) = src.control_socket {
+        p(
+            c::VAR_CONTROL_SOCKET,
+            control.as_os_str().as_encoded_bytes(),
+        );
+    }
+    push_headers(&mut out, &req.headers);
+    out.into_boxed_slice()
+}
+
+/// Appends `HTTP_*` for every handshake header whose name is only letters,
+/// digits and '-' (so `X_Forwarded_For` cannot pose as `X-Forwarded-For`),
+/// never `HTTP_PROXY` (httpoxy). Repeated headers are joined with ", "
+/// (Cookie with "; ").
+fn push_headers(out: &mut Vec<u8>, headers: &hyper::HeaderMap) {
+    let mut name_buf = Vec::with_capacity(64);
+    for name in headers.keys() {
+        let raw = name.as_str();
+        if raw == "proxy" || !raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            continue;
+        }
+        name_buf.clear();
+        name_buf.extend_from_slice(b"HTTP_");
+        name_buf.extend(raw.bytes().map(|b| match b {
+            b'-' => b'_',
+            b => b.to_ascii_uppercase(),
+        }));
+        let separator: &[u8] = if raw == "cookie" { b"; " } else { b", " };
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let mut joined: Option<Vec<u8>> = None;
+        for more in values {
+            let buf = joined.get_or_insert_with(|| first.as_bytes().to_vec());
+            buf.extend_from_slice(separator);
+            buf.extend_from_slice(more.as_bytes());
+        }
+        let value = joined.as_deref().unwrap_or(first.as_bytes());
+        push_param(out, &name_buf, value);
+    }
+}
+
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.split_once(']') {
+            Some((ip, port)) => (ip, port.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => match port.parse() {
+            Ok(port) => (name, Some(port)),
+            Err(_) => (host, None),
+        },
+        None => (host, None),
+    }
+}
+
+/// Encodes the variables of one event into `out` (cleared first).
+pub fn event_env(event: &Event, handle: &ConnHandle, out: &mut Vec<u8>) {
+    out.clear();
+    let mut p = |name: &[u8], value: &[u8]| push_param(out, name, value);
+    p(c::VAR_EVENT.as_bytes(), event.name().as_bytes());
+    match event {
+        Event::Open | Event::Close { .. } => {
+            p(b"REQUEST_METHOD", b"GET");
+            p(b"CONTENT_LENGTH", b"0");
+        }
+        Event::Message { kind, data } => {
+            p(b"REQUEST_METHOD", b"POST");
+            let (kind, content_type) = match kind {
+                Kind::Text => (c::MESSAGE_TEXT, c::CONTENT_TYPE_TEXT),
+                Kind::Binary => (c::MESSAGE_BINARY, c::CONTENT_TYPE_BINARY),
+            };
+            p(c::VAR_MESSAGE_TYPE.as_bytes(), kind.as_bytes());
+            p(b"CONTENT_TYPE", content_type.as_bytes());
+            p(b"CONTENT_LENGTH", data.len().to_string().as_bytes());
+        }
+    }
+    if let Event::Close { code, reason } = event {
+        p(c::VAR_CLOSE_CODE.as_bytes(), code.to_string().as_bytes());
+        p(c::VAR_CLOSE_REASON.as_bytes(), reason.as_bytes());
+    }
+    let mut name = Vec::with_capacity(32);
+    handle.for_each_meta(|key, value| {
+        name.clear();
+        name.extend_from_slice(c::VAR_META_PREFIX.as_bytes());
+        name.extend(key.bytes().map(|b| b.to_ascii_uppercase()));
+        push_param(out, &name, value.as_bytes());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(mut buf: &[u8]) -> Vec<(String, String)> {
+        fn len(buf: &mut &[u8]) -> usize {
+            if buf[0] < 128 {
+                let n = buf[0] as usize;
+                *buf = &buf[1..];
+                n
+            } else {
+                let n = u32::from_be_bytes([buf[0] & 0x7f, buf[1], buf[2], buf[3]]) as usize;
+                *buf = &buf[4..];
+                n
+            }
+        }
+        let mut pairs = Vec::new();
+        while !buf.is_empty() {
+            let n = len(&mut buf);
+            let v = len(&mut buf);
+            let name = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let value = String::from_utf8_lossy(&buf[n..n + v]).into_owned();
+            buf = &buf[n + v..];
+            pairs.push((name, value));
+        }
+        pairs
+    }
+
+    fn request(headers: &[(&str, &str)]) -> Parts {
+        let mut b = hyper::Request::builder().uri("/chat/room?x=1&y=2");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn env_of(req: &Parts) -> Vec<(String, String)> {
+        let client = ClientInfo {
+            remote_ip: "10.1.2.3".parse().unwrap(),
+            remote_port: 5555,
+            https: false,
+            local: Some("127.0.0.1:8090".parse().unwrap()),
+        };
+        decode(&connection_env(&EnvSource {
+            request: req,
+            client: &client,
+            script: Path::new("/srv/app/ws.php"),
+            document_root: None,
+            conn_id: "abc",
+            control_socket: Some(Path::new("/run/c.sock")),
+        }))
+    }
+
+    fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn cgi_variables_describe_the_handshake() {
+        let env = env_of(&request(&[
+            ("host", "example.com:8090"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ]));
+        assert_eq!(get(&env, "REQUEST_URI"), Some("/chat/room?x=1&y=2"));
+        assert_eq!(get(&env, "QUERY_STRING"), Some("x=1&y=2"));
+        assert_eq!(get(&env, "SCRIPT_NAME"), Some("/chat/room"));
+        assert_eq!(get(&env, "DOCUMENT_ROOT"), Some("/srv/app"));
+        assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
+        assert_eq!(get(&env, "SERVER_PORT"), Some("8090"));
+        assert_eq!(get(&env, "REMOTE_ADDR"), Some("10.1.2.3"));
+        assert_eq!(get(&env, "HTTP_COOKIE"), Some("a=1; b=2"));
+        assert_eq!(get(&env, "WS_CONTROL_SOCKET"), Some("/run/c.sock"));
+        assert_eq!(get(&env, "HTTPS"), None);
+    }
+
+    #[test]
+    fn forged_and_proxy_headers_are_dropped() {
+        let env = env_of(&request(&[
+            ("proxy", "http://evil"),
+            ("x_forwarded_for", "1.2.3.4"),
+            ("x-real", "ok"),
+        ]));
+        assert_eq!(get(&env, "HTTP_PROXY"), None);
+        assert!(env.iter().all(|(n, _)| n != "HTTP_X_FORWARDED_FOR"));
+        assert_eq!(get(&env, "HTTP_X_REAL"), Some("ok"));
+    }
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(split_host("a.b:81"), ("a.b", Some(81)));
+        assert_eq!(split_host("[::1]:82"), ("::1", Some(82)));
+        assert_eq!(split_host("a.b"), ("a.b", None));
+    }
+}

@@ -1,0 +1,355 @@
+//! A pool of keep-alive FastCGI connections to PHP-FPM.
+//!
+//! PHP-FPM runs one request per connection at a time and every open keep-alive
+//! connection pins one FPM worker, so the pool holds at most
+//! `fpm.pool_size` connections (keep it ≤ `pm.max_children`). An event waits
+//! for a free connection for at most `fpm.queue_timeout`, PHP gets
+//! `fpm.request_timeout` to answer, idle connections are closed after
+//! `fpm.idle_timeout`, and a connection PHP-FPM closed (`pm.max_requests`, a
+//! restart) is noticed before reuse and replaced.
+//!
+//! A reused connection that fails before PHP-FPM sent a single byte back is
+//! retried once on a fresh connection, as nginx does with its upstream
+//! keep-alive cache: the worker behind it had gone before reading the request.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::config::{FpmAddr, FpmConfig};
+use crate::fcgi::{self, FcgiError, Record};
+
+/// Most of PHP's stderr kept per event for the log; the rest is counted, not kept.
+pub const MAX_STDERR_BYTES: usize = 16 * 1024;
+
+/// Why an event did not get an answer from PHP.
+#[derive(Debug, thiserror::Error)]
+pub enum FpmError {
+    /// PHP-FPM could not be reached: not running, socket missing, refused.
+    /// The request never reached PHP.
+    #[error("cannot connect to php-fpm at {addr}: {source}")]
+    Connect {
+        /// The configured address.
+        addr: String,
+        /// What connect said.
+        source: io::Error,
+    },
+    /// Every pooled connection stayed busy for `fpm.queue_timeout`.
+    /// The request never reached PHP.
+    #[error("no free php-fpm connection within {0:?} (all {1} busy)")]
+    PoolTimeout(Duration, usize),
+    /// PHP did not answer within `fpm.request_timeout`.
+    #[error("php did not answer within {0:?}")]
+    Timeout(Duration),
+    /// PHP-FPM closed the connection before the end of its answer (worker
+    /// killed, crashed, or restarted mid-request).
+    #[error("php-fpm closed the connection before the end of its answer")]
+    Truncated,
+    /// Reading or writing the FastCGI connection failed.
+    #[error("i/o error talking to php-fpm: {0}")]
+    Io(#[from] io::Error),
+    /// PHP-FPM answered something that is not FastCGI.
+    #[error("malformed FastCGI answer: {0}")]
+    Protocol(#[from] FcgiError),
+    /// PHP's output is larger than the headers and body limits allow.
+    #[error("php's answer exceeds {0} bytes")]
+    TooLarge(usize),
+}
+
+impl FpmError {
+    /// True when the request certainly never reached PHP (safe to retry later).
+    pub fn never_reached_php(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::PoolTimeout(..))
+    }
+
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::PoolTimeout(..) => "pool_timeout",
+            Self::Timeout(_) => "timeout",
+            Self::Truncated => "truncated",
+            Self::Io(_) => "io",
+            Self::Protocol(_) => "protocol",
+            Self::TooLarge(_) => "too_large",
+        }
+    }
+}
+
+/// PHP's raw answer to one event.
+#[derive(Debug, Default)]
+pub struct FpmOutput {
+    /// The CGI response: headers, blank line, body.
+    pub stdout: Vec<u8>,
+    /// PHP's error output, at most [`MAX_STDERR_BYTES`].
+    pub stderr: Vec<u8>,
+    /// Bytes of stderr beyond [`MAX_STDERR_BYTES`] that were dropped.
+    pub stderr_dropped: usize,
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Has PHP-FPM closed (or written to) this idle connection?
+    fn is_stale(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let read = match self {
+            Self::Tcp(s) => s.try_read(&mut byte),
+            Self::Unix(s) => s.try_read(&mut byte),
+        };
+        // Idle means nothing to read: EOF, stray bytes or an error all retire it.
+        !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.write_all(buf).await,
+            Self::Unix(s) => s.write_all(buf).await,
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read_buf(buf).await,
+            Self::Unix(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+struct Conn {
+    stream: Stream,
+    /// Reused for every request on this connection: encoded request out, records in.
+    out: Vec<u8>,
+    input: BytesMut,
+    idle_since: Instant,
+}
+
+/// Receive buffer of a pooled connection; grows only for large answers.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    async fn roundtrip(
+        &mut self,
+        params: &[&[u8]],
+        stdin: &[u8],
+        max_stdout: usize,
+        received: &mut bool,
+    ) -> Result<FpmOutput, FpmError> {
+        fcgi::encode_request(&mut self.out, params, stdin);
+        self.stream.write_all(&self.out).await?;
+        if self.out.capacity() > 256 * 1024 {
+            // A large body passed through; don't keep its buffer forever.
+            self.out = Vec::new();
+        }
+        self.input.clear();
+        let mut output = FpmOutput::default();
+        loop {
+            while let Some((record, used)) = fcgi::decode(&self.input)? {
+                match record {
+                    Record::Stdout(data) => {
+                        if output.stdout.len() + data.len() > max_stdout {
+                            return Err(FpmError::TooLarge(max_stdout));
+                        }
+                        output.stdout.extend_from_slice(data);
+                    }
+                    Record::Stderr(data) => {
+                        let room = MAX_STDERR_BYTES.saturating_sub(output.stderr.len());
+                        let keep = room.min(data.len());
+                        output.stderr.extend_from_slice(&data[..keep]);
+                        output.stderr_dropped += data.len() - keep;
+                    }
+                    Record::End { .. } => {
+                        let rest = self.input.len() - used;
+                        if rest != 0 {
+                            // Bytes after the end belong to no request.
+                            return Err(FcgiError::UnexpectedType(self.input[used + 1]).into());
+                        }
+                        self.input.clear();
+                        return Ok(output);
+                    }
+                }
+                let _ = self.input.split_to(used);
+            }
+            self.input.reserve(READ_CHUNK);
+            let n = self.stream.read_buf(&mut self.input).await?;
+            if n == 0 {
+                return Err(FpmError::Truncated);
+            }
+            *received = true;
+        }
+    }
+}
+
+struct Inner {
+    addr: FpmAddr,
+    config: FpmConfig,
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// The pool; cheap to clone, shared by every connection task.
+#[derive(Clone)]
+pub struct FpmPool {
+    inner: Arc<Inner>,
+}
+
+impl FpmPool {
+    /// A pool for `config.address`; connects lazily, on the first event.
+    ///
+    /// # Panics
+    /// Never: `Config::validate` guarantees the address is set; a missing one
+    /// falls back to an address nothing listens on, so events fail cleanly.
+    pub fn new(config: &FpmConfig) -> Self {
+        let addr = config
+            .address
+            .clone()
+            .unwrap_or_else(|| FpmAddr::Unix("/nonexistent/php-fpm.sock".into()));
+        Self {
+            inner: Arc::new(Inner {
+                addr,
+                config: config.clone(),
+                permits: Semaphore::new(config.pool_size),
+                idle: Mutex::new(Vec::with_capacity(config.pool_size)),
+            }),
+        }
+    }
+
+    /// The address PHP-FPM is reached at.
+    pub fn address(&self) -> &FpmAddr {
+        &self.inner.addr
+    }
+
+    /// Runs one request: `params` are encoded name-value pairs (in pieces), `stdin` the body.
+    pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
+        let config = &self.inner.config;
+        let _permit = tokio::time::timeout(config.queue_timeout, self.inner.permits.acquire())
+            .await
+            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, config.pool_size))?
+            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, config.pool_size))?;
+        let max_stdout = config.max_response_header_bytes + config.max_response_body_bytes;
+
+        let (mut conn, reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        let mut received = false;
+        let first = self
+            .run_on(&mut conn, params, stdin, max_stdout, &mut received)
+            .await;
+        match first {
+            Ok(output) => {
+                self.put_idle(conn);
+                Ok(output)
+            }
+            Err(FpmError::Io(_) | FpmError::Truncated) if reused && !received => {
+                tracing::debug!("reused php-fpm connection was closed; retrying on a new one");
+                let mut conn = self.connect().await?;
+                let mut received = false;
+                let output = self
+                    .run_on(&mut conn, params, stdin, max_stdout, &mut received)
+                    .await?;
+                self.put_idle(conn);
+                Ok(output)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn run_on(
+        &self,
+        conn: &mut Conn,
+        params: &[&[u8]],
+        stdin: &[u8],
+        max_stdout: usize,
+        received: &mut bool,
+    ) -> Result<FpmOutput, FpmError> {
+        let timeout = self.inner.config.request_timeout;
+        tokio::time::timeout(timeout, conn.roundtrip(params, stdin, max_stdout, received))
+            .await
+            .map_err(|_| FpmError::Timeout(timeout))?
+    }
+
+    async fn connect(&self) -> Result<Conn, FpmError> {
+        let addr = &self.inner.addr;
+        let fail = |source: io::Error| FpmError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let connecting = async {
+            match addr {
+                FpmAddr::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
+                FpmAddr::Tcp(hostport) => {
+                    let stream = TcpStream::connect(hostport.as_str()).await?;
+                    stream.set_nodelay(true)?;
+                    Ok(Stream::Tcp(stream))
+                }
+            }
+        };
+        let stream = tokio::time::timeout(self.inner.config.connect_timeout, connecting)
+            .await
+            .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(fail)?;
+        Ok(Conn {
+            stream,
+            out: Vec::new(),
+            input: BytesMut::with_capacity(READ_CHUNK),
+            idle_since: Instant::now(),
+        })
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let idle_timeout = self.inner.config.idle_timeout;
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() < idle_timeout && !conn.stream.is_stale() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, mut conn: Conn) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.push(conn);
+    }
+
+    /// Closes connections idle for longer than `fpm.idle_timeout` or closed by PHP-FPM.
+    pub fn reap_idle(&self) {
+        let idle_timeout = self.inner.config.idle_timeout;
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.idle_since.elapsed() < idle_timeout && !c.stream.is_stale());
+    }
+
+    /// Closes every idle connection (shutdown, reload).
+    pub fn close_idle(&self) {
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Pooled connections now idle.
+    pub fn idle_count(&self) -> usize {
+        self.inner.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+
+    /// Pool slots now taken by a running request.
+    pub fn busy_count(&self) -> usize {
+        self.inner.config.pool_size - self.inner.permits.available_permits()
+    }
+
+    /// Can PHP-FPM be reached right now? Opens (and closes) one connection.
+    pub async fn probe(&self) -> Result<(), FpmError> {
+        self.connect().await.map(drop)
+    }
+}

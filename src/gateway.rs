@@ -1,0 +1,362 @@
+//! HTTP accept and the WebSocket handshake.
+//!
+//! Each accepted socket is served by hyper's HTTP/1 server. A request on a
+//! routed path that asks for a WebSocket upgrade becomes PHP's **open** event;
+//! the client's 101 waits for PHP's answer:
+//!
+//! ```text
+//! client ──GET /chat Upgrade──▶ gateway ──open event──▶ php-fpm
+//!        ◀── 101 (2xx from PHP) ─┤        ◀── Status / X-WS-* / body
+//!        ◀── PHP's status, headers, body (anything else)
+//! ```
+//!
+//! Directives of the open answer (join, metadata) are applied *before* the
+//! 101 goes out, and its body is queued as the first message.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::connection::{self, Accepted};
+use crate::context::Context;
+use crate::event::{ClientInfo, EnvSource, Event, connection_env};
+use crate::fpm::FpmError;
+use crate::listen::{self, Listener};
+use crate::php::{self, EventError};
+use crate::response::PhpResponse;
+
+/// Longest pause between retries after `accept` fails (EMFILE and the like).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Where an HTTP connection came from.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    Tcp {
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    },
+    Unix,
+}
+
+/// Accepts clients on `listener` until shutdown begins.
+pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTracker) {
+    let local = listener.local_addr();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown_started() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(listen::Accepted::Tcp(stream, remote)) => {
+                backoff = Duration::from_millis(10);
+                let peer = Peer::Tcp { remote, local };
+                tracker.spawn(serve_http(
+                    TokioIo::new(stream),
+                    peer,
+                    ctx.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Ok(listen::Accepted::Unix(stream)) => {
+                backoff = Duration::from_millis(10);
+                tracker.spawn(serve_http(
+                    TokioIo::new(stream),
+                    Peer::Unix,
+                    ctx.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors or a transient error: never spin.
+                tracing::warn!(error = %e, retry_in = ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(io: TokioIo<I>, peer: Peer, ctx: Arc<Context>, tracker: TaskTracker)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let ctx = ctx.clone();
+        service_fn(move |req| handshake(ctx.clone(), peer, req, tracker.clone()))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.config.websocket.handshake_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = ctx.shutdown_started() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Is this a valid WebSocket upgrade request (RFC 6455 §4.2.1)? Else the answer to give.
+fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpResponse>> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        let mut r = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "this is a WebSocket endpoint: connect with a WebSocket client\n",
+        );
+        r.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        return Err(Box::new(r));
+    }
+    if req.method() != hyper::Method::GET {
+        return Err(Box::new(plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket handshake must be a GET request\n",
+        )));
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut r = plain(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version; this server speaks 13\n",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return Err(Box::new(r));
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| k.len() == 24)
+        .ok_or_else(|| {
+            Box::new(plain(
+                StatusCode::BAD_REQUEST,
+                "missing or malformed Sec-WebSocket-Key\n",
+            ))
+        })
+}
+
+fn client_info(peer: Peer) -> ClientInfo {
+    match peer {
+        Peer::Tcp { remote, local } => ClientInfo {
+            remote_ip: remote.ip(),
+            remote_port: remote.port(),
+            https: false,
+            local,
+        },
+        Peer::Unix => ClientInfo {
+            remote_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            remote_port: 0,
+            https: false,
+            local: None,
+        },
+    }
+}
+
+async fn handshake(
+    ctx: Arc<Context>,
+    peer: Peer,
+    mut req: Request<Incoming>,
+    tracker: TaskTracker,
+) -> Result<HttpResponse, Infallible> {
+    let Some(script) = ctx
+        .config
+        .script_for(req.uri().path())
+        .map(|s| s.to_owned())
+    else {
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            "no WebSocket route for this path\n",
+        ));
+    };
+    let accept_key = match check_upgrade(&req) {
+        Ok(key) => derive_accept_key(key.as_bytes()),
+        Err(response) => return Ok(*response),
+    };
+    if ctx.is_shutting_down() {
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server shutting down\n",
+        ));
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+
+    let handle = ctx.hub.register(ctx.config.websocket.outbound_queue_bytes);
+    let client = client_info(peer);
+    let id = handle.id.to_string();
+    let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
+    let env: Arc<[u8]> = connection_env(&EnvSource {
+        request: &parts,
+        client: &client,
+        script: &script,
+        document_root: ctx.config.document_root.as_deref(),
+        conn_id: &id,
+        control_socket: ctx.config.control.socket.as_deref(),
+    })
+    .into();
+
+    let answer = php::call(&ctx, &handle, &env, &Event::Open)
+        .instrument(span.clone())
+        .await;
+    let answer = match answer {
+        Ok(answer) if answer.is_success() => answer,
+        Ok(answer) => {
+            ctx.hub.unregister(&handle.id);
+            span.in_scope(|| tracing::info!(status = answer.status, "php rejected the handshake"));
+            return Ok(rejection(&answer));
+        }
+        Err(e) => {
+            ctx.hub.unregister(&handle.id);
+            span.in_scope(|| tracing::error!(error = %e, kind = e.kind(), "open event failed"));
+            return Ok(upstream_failure(&e));
+        }
+    };
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some(chosen) = answer.header("sec-websocket-protocol") {
+        if offered(&parts.headers, chosen) {
+            if let Ok(value) = HeaderValue::from_bytes(chosen) {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        } else {
+            span.in_scope(|| {
+                tracing::warn!(
+                    protocol = %String::from_utf8_lossy(chosen),
+                    "php chose a subprotocol the client did not offer; none selected"
+                )
+            });
+        }
+    }
+    for (name, value) in &answer.headers {
+        if name == "set-cookie"
+            && let Ok(value) = HeaderValue::from_bytes(value)
+        {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+
+    let close_after_open = connection::apply_answer(&ctx, &handle, &answer);
+    let accepted = Accepted {
+        ctx,
+        handle,
+        env,
+        close_after_open,
+    };
+    tracker.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => connection::serve(accepted, upgraded).await,
+                Err(e) => {
+                    tracing::info!(error = %e, "client left during the upgrade");
+                    connection::abandon(accepted).await;
+                }
+            }
+        }
+        .instrument(span),
+    );
+    Ok(response)
+}
+
+/// Did the client offer this subprotocol?
+fn offered(headers: &hyper::HeaderMap, chosen: &[u8]) -> bool {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().as_bytes() == chosen)
+}
+
+/// PHP's refusal, passed on: its status, headers and body.
+fn rejection(answer: &PhpResponse) -> HttpResponse {
+    let mut response = Response::new(Full::new(answer.body.clone()));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in &answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// The client's answer when PHP could not be asked.
+fn upstream_failure(error: &EventError) -> HttpResponse {
+    match error {
+        EventError::Fpm(FpmError::PoolTimeout(..)) => {
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ws2fcgi: php-fpm is busy, try again\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        EventError::Fpm(FpmError::Timeout(_)) => plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "ws2fcgi: php did not answer in time\n",
+        ),
+        EventError::Fpm(FpmError::Connect { .. }) => {
+            plain(StatusCode::BAD_GATEWAY, "ws2fcgi: php-fpm is unavailable\n")
+        }
+        _ => plain(
+            StatusCode::BAD_GATEWAY,
+            "ws2fcgi: php's answer could not be used\n",
+        ),
+    }
+}

@@ -1,0 +1,461 @@
+//! The registry of live connections and the channels they belong to.
+//!
+//! Connections live in a [`Slab`]; a connection's id is its slot, a serial
+//! number that is never reused in the daemon's life, and a keyed hash of both
+//! (SipHash with a per-process random key), so an id is unique, cannot be
+//! guessed from another one, and an id of a closed connection never reaches
+//! the connection that took its slot later.
+//!
+//! Channels map a name to the slots of their members. A channel exists only
+//! while it has members. Publishing holds the registry lock for the whole
+//! fan-out, so every member of a channel sees messages in the same order; the
+//! fan-out itself only pushes reference-counted frames into outboxes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use slab::Slab;
+
+use crate::outbox::{Outbox, Push};
+
+/// Most metadata entries one connection may hold.
+pub const MAX_META_ENTRIES: usize = 64;
+
+/// A connection's public id (`WS_CONNECTION_ID`): 40 lower-case hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    index: u32,
+    serial: u64,
+    tag: u64,
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}{:016x}{:016x}", self.index, self.serial, self.tag)
+    }
+}
+
+impl FromStr for ConnId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() != 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        Ok(Self {
+            index: u32::from_str_radix(&s[..8], 16).map_err(drop)?,
+            serial: u64::from_str_radix(&s[8..24], 16).map_err(drop)?,
+            tag: u64::from_str_radix(&s[24..], 16).map_err(drop)?,
+        })
+    }
+}
+
+/// What every party that talks to a connection shares: its id, its outbox and its metadata.
+pub struct ConnHandle {
+    /// The connection's id.
+    pub id: ConnId,
+    /// Frames on their way to the client.
+    pub outbox: Outbox,
+    meta: Mutex<Vec<(Box<str>, Box<str>)>>,
+}
+
+impl ConnHandle {
+    /// A copy of the metadata, in the order it was first set.
+    pub fn meta(&self) -> Vec<(String, String)> {
+        self.lock_meta()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Calls `f` with each metadata entry, without copying.
+    pub fn for_each_meta(&self, mut f: impl FnMut(&str, &str)) {
+        for (k, v) in self.lock_meta().iter() {
+            f(k, v);
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) entries; keys must already be canonical
+    /// (`response::meta_key`). Fails, changing nothing, past [`MAX_META_ENTRIES`].
+    pub fn update_meta(&self, changes: &[(String, Option<String>)]) -> Result<(), String> {
+        let mut meta = self.lock_meta();
+        let mut next = meta.clone();
+        for (key, value) in changes {
+            let at = next.iter().position(|(k, _)| **k == **key);
+            match (at, value) {
+                (Some(i), Some(v)) => next[i].1 = v.as_str().into(),
+                (Some(i), None) => {
+                    next.remove(i);
+                }
+                (None, Some(v)) => next.push((key.as_str().into(), v.as_str().into())),
+                (None, None) => {}
+            }
+        }
+        if next.len() > MAX_META_ENTRIES {
+            return Err(format!("more than {MAX_META_ENTRIES} metadata entries"));
+        }
+        *meta = next;
+        Ok(())
+    }
+
+    fn lock_meta(&self) -> MutexGuard<'_, Vec<(Box<str>, Box<str>)>> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Entry {
+    handle: Arc<ConnHandle>,
+    channels: Vec<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    conns: Slab<Entry>,
+    channels: HashMap<Arc<str>, HashSet<usize>>,
+}
+
+impl Registry {
+    fn entry(&self, id: &ConnId) -> Option<&Entry> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|e| e.handle.id == *id)
+    }
+}
+
+/// Counters for `stats` and metrics.
+#[derive(Default)]
+pub struct Stats {
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Messages received from clients.
+    pub messages_in: AtomicU64,
+    /// Messages queued to clients (each recipient counts).
+    pub messages_out: AtomicU64,
+    /// Publish operations.
+    pub publishes: AtomicU64,
+    /// Clients cut off for not reading.
+    pub slow_consumers: AtomicU64,
+}
+
+/// A member of a channel, for `presence`.
+pub struct Member {
+    /// Its id.
+    pub id: ConnId,
+    /// Its metadata.
+    pub meta: Vec<(String, String)>,
+}
+
+/// The registry; one per daemon.
+pub struct Hub {
+    registry: Mutex<Registry>,
+    id_key: std::collections::hash_map::RandomState,
+    serial: AtomicU64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    /// An empty hub with a fresh random id key.
+    pub fn new() -> Self {
+        Self {
+            registry: Mutex::default(),
+            id_key: std::collections::hash_map::RandomState::new(),
+            serial: AtomicU64::new(1),
+            stats: Stats::default(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Registry updates never panic halfway; ignore poisoning.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection whose outbox holds at most `outbox_limit` bytes.
+    pub fn register(&self, outbox_limit: usize) -> Arc<ConnHandle> {
+        let mut reg = self.lock();
+        let slot = reg.conns.vacant_entry();
+        let index = slot.key() as u32;
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        let mut hasher = self.id_key.build_hasher();
+        hasher.write_u32(index);
+        hasher.write_u64(serial);
+        let id = ConnId {
+            index,
+            serial,
+            tag: hasher.finish(),
+        };
+        let handle = Arc::new(ConnHandle {
+            id,
+            outbox: Outbox::new(outbox_limit),
+            meta: Mutex::new(Vec::new()),
+        });
+        slot.insert(Entry {
+            handle: handle.clone(),
+            channels: Vec::new(),
+        });
+        self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        handle
+    }
+
+    /// Removes a connection and its channel memberships; no-op when already gone.
+    pub fn unregister(&self, id: &ConnId) {
+        let mut reg = self.lock();
+        if reg.entry(id).is_none() {
+            return;
+        }
+        let index = id.index as usize;
+        let entry = reg.conns.remove(index);
+        for channel in entry.channels {
+            remove_member(&mut reg.channels, &channel, index);
+        }
+    }
+
+    /// The handle of a live connection.
+    pub fn get(&self, id: &ConnId) -> Option<Arc<ConnHandle>> {
+        self.lock().entry(id).map(|e| e.handle.clone())
+    }
+
+    /// Adds a connection to a channel; false when the connection is gone.
+    pub fn join(&self, id: &ConnId, channel: &str) -> bool {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let index = id.index as usize;
+        match reg.conns.get_mut(index).filter(|e| e.handle.id == *id) {
+            None => false,
+            Some(entry) => {
+                if entry.channels.iter().any(|c| **c == *channel) {
+                    return true;
+                }
+                let name: Arc<str> = match reg.channels.get_key_value(channel) {
+                    Some((name, _)) => name.clone(),
+                    None => Arc::from(channel),
+                };
+                entry.channels.push(name.clone());
+                reg.channels.entry(name).or_default().insert(index);
+                true
+            }
+        }
+    }
+
+    /// Removes a connection from a channel; false when the connection is gone.
+    pub fn leave(&self, id: &ConnId, channel: &str) -> bool {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let index = id.index as usize;
+        match reg.conns.get_mut(index).filter(|e| e.handle.id == *id) {
+            None => false,
+            Some(entry) => {
+                if let Some(at) = entry.channels.iter().position(|c| **c == *channel) {
+                    entry.channels.swap_remove(at);
+                    remove_member(&mut reg.channels, channel, index);
+                }
+                true
+            }
+        }
+    }
+
+    /// Queues `frame` to every member of `channel` but those in `except`;
+    /// returns how many it was queued to.
+    pub fn publish(&self, channel: &str, frame: &Bytes, except: &[ConnId]) -> usize {
+        self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+        let reg = self.lock();
+        let Some(members) = reg.channels.get(channel) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for &index in members {
+            let handle = &reg.conns[index].handle;
+            if except.contains(&handle.id) {
+                continue;
+            }
+            delivered += self.deliver(handle, frame);
+        }
+        drop(reg);
+        self.stats
+            .messages_out
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        delivered
+    }
+
+    /// Queues `frame` to each listed live connection; returns how many.
+    pub fn send(&self, ids: &[ConnId], frame: &Bytes) -> usize {
+        let reg = self.lock();
+        let delivered = ids
+            .iter()
+            .filter_map(|id| reg.entry(id))
+            .map(|e| self.deliver(&e.handle, frame))
+            .sum::<usize>();
+        drop(reg);
+        self.stats
+            .messages_out
+            .fetch_add(delivered as u64, Ordering::Relaxed);
+        delivered
+    }
+
+    fn deliver(&self, handle: &ConnHandle, frame: &Bytes) -> usize {
+        match handle.outbox.push(frame.clone()) {
+            Push::Queued => 1,
+            Push::Closed => 0,
+            Push::Overflow => {
+                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                0
+            }
+        }
+    }
+
+    /// Asks a connection to close; true when it was open and now closes.
+    pub fn close(&self, id: &ConnId, code: u16, reason: &str) -> bool {
+        self.get(id)
+            .is_some_and(|h| h.outbox.request_close(code, reason.to_owned()))
+    }
+
+    /// Asks every connection to close (shutdown).
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let handles: Vec<_> = self
+            .lock()
+            .conns
+            .iter()
+            .map(|(_, e)| e.handle.clone())
+            .collect();
+        for handle in handles {
+            handle.outbox.request_close(code, reason.to_owned());
+        }
+    }
+
+    /// The members of a channel with their metadata.
+    pub fn presence(&self, channel: &str) -> Vec<Member> {
+        let reg = self.lock();
+        let Some(members) = reg.channels.get(channel) else {
+            return Vec::new();
+        };
+        members
+            .iter()
+            .map(|&index| {
+                let handle = &reg.conns[index].handle;
+                Member {
+                    id: handle.id,
+                    meta: handle.meta(),
+                }
+            })
+            .collect()
+    }
+
+    /// Channels a connection is in.
+    pub fn channels_of(&self, id: &ConnId) -> Vec<String> {
+        self.lock()
+            .entry(id)
+            .map(|e| e.channels.iter().map(|c| c.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    /// Channels with at least one member.
+    pub fn channel_count(&self) -> usize {
+        self.lock().channels.len()
+    }
+}
+
+fn remove_member(channels: &mut HashMap<Arc<str>, HashSet<usize>>, channel: &str, index: usize) {
+    if let Some(members) = channels.get_mut(channel) {
+        members.remove(&index);
+        if members.is_empty() {
+            channels.remove(channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_unguessable_and_not_reused() {
+        let hub = Hub::new();
+        let a = hub.register(1024);
+        let a_id = a.id;
+        hub.unregister(&a_id);
+        let b = hub.register(1024);
+        assert_eq!(a_id.index, b.id.index, "slot reused");
+        assert_ne!(a_id, b.id, "id not reused");
+        assert!(hub.get(&a_id).is_none());
+        assert!(!hub.join(&a_id, "room"));
+        let parsed: ConnId = b.id.to_string().parse().unwrap();
+        assert_eq!(parsed, b.id);
+        assert!("xyz".parse::<ConnId>().is_err());
+        // Changing the serial without the key gives an id that matches nothing.
+        let forged = ConnId {
+            serial: b.id.serial + 1,
+            ..b.id
+        };
+        assert!(hub.get(&forged).is_none());
+    }
+
+    #[test]
+    fn publish_reaches_members_except_excluded() {
+        let hub = Hub::new();
+        let a = hub.register(1024);
+        let b = hub.register(1024);
+        let c = hub.register(1024);
+        for h in [&a, &b, &c] {
+            assert!(hub.join(&h.id, "room"));
+        }
+        let frame = Bytes::from_static(b"\x81\x01x");
+        assert_eq!(hub.publish("room", &frame, &[b.id]), 2);
+        assert_eq!(hub.publish("nobody", &frame, &[]), 0);
+        assert_eq!(b.outbox.queued_bytes(), 0);
+        assert_eq!(a.outbox.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn empty_channels_disappear() {
+        let hub = Hub::new();
+        let a = hub.register(1024);
+        hub.join(&a.id, "x");
+        hub.join(&a.id, "y");
+        assert_eq!(hub.channel_count(), 2);
+        hub.leave(&a.id, "x");
+        assert_eq!(hub.channel_count(), 1);
+        hub.unregister(&a.id);
+        assert_eq!(hub.channel_count(), 0);
+        assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[test]
+    fn meta_updates_and_presence() {
+        let hub = Hub::new();
+        let a = hub.register(1024);
+        hub.join(&a.id, "room");
+        a.update_meta(&[
+            ("user".into(), Some("42".into())),
+            ("nick".into(), Some("x".into())),
+        ])
+        .unwrap();
+        a.update_meta(&[("nick".into(), None)]).unwrap();
+        let members = hub.presence("room");
+        assert_eq!(members.len(), 1);
+        assert_eq!(
+            members[0].meta,
+            vec![("user".to_string(), "42".to_string())]
+        );
+        let many: Vec<_> = (0..=MAX_META_ENTRIES)
+            .map(|i| (format!("k{i}"), Some("v".to_string())))
+            .collect();
+        assert!(a.update_meta(&many).is_err());
+        assert_eq!(a.meta().len(), 1, "a refused update changes nothing");
+    }
+}

@@ -1,0 +1,102 @@
+//! ws2fcgi: WebSockets for plain PHP, keeping PHP-FPM's share-nothing model.
+//!
+//! Every WebSocket event (open, each message, close) becomes one FastCGI
+//! request to PHP-FPM; PHP's answer accepts or rejects the handshake, sends a
+//! message back, and gives directives (join a channel, set metadata, close).
+//! PHP pushes at any time through a local control socket.
+//!
+//! The library takes sockets that are already bound ([`Listeners`]) so tests
+//! and `main` alike can choose the addresses; [`run`] serves until the
+//! `shutdown` future resolves, then closes every client with 1001, lets PHP
+//! see each close event (bounded by `shutdown.drain_timeout`), and returns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod contract;
+pub mod event;
+pub mod fcgi;
+pub mod fpm;
+pub mod frame;
+pub mod gateway;
+pub mod hub;
+pub mod listen;
+pub mod outbox;
+pub mod php;
+pub mod response;
+pub mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+pub use context::Context;
+pub use listen::Listener;
+
+/// The daemon's bound sockets.
+#[derive(Default)]
+pub struct Listeners {
+    /// WebSocket listeners (TCP or Unix).
+    pub websocket: Vec<Listener>,
+}
+
+/// Serves until `shutdown` resolves, then drains and returns.
+///
+/// `config` must have passed [`Config::validate`].
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let ctx = Arc::new(Context::new(config));
+    serve(listeners, ctx, shutdown).await
+}
+
+/// Like [`run`], with a [`Context`] the caller keeps (tests inspect the hub).
+pub async fn serve(
+    listeners: Listeners,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let tracker = TaskTracker::new();
+    for listener in listeners.websocket {
+        tracing::info!(address = %listener.describe(), "accepting WebSocket clients");
+        tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
+    }
+    let reaper = tokio::spawn(reap_fpm_idle(ctx.clone()));
+
+    shutdown.await;
+    let connections = ctx.hub.connection_count();
+    tracing::info!(connections, "shutting down: closing every client with 1001");
+    ctx.begin_shutdown();
+    ctx.hub
+        .close_all(contract::CLOSE_SHUTDOWN, contract::REASON_SHUTDOWN);
+    tracker.close();
+    let drain = ctx.config.shutdown.drain_timeout;
+    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?drain,
+            left = ctx.hub.connection_count(),
+            "drain timeout: some close events may not have reached php"
+        );
+    } else {
+        tracing::info!("drained: every close event reached php");
+    }
+    reaper.abort();
+    ctx.fpm.close_idle();
+    Ok(())
+}
+
+async fn reap_fpm_idle(ctx: Arc<Context>) {
+    let every = (ctx.config.fpm.idle_timeout / 2).max(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        ctx.fpm.reap_idle();
+    }
+}

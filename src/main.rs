@@ -1,0 +1,118 @@
+//! The `ws2fcgi` binary: parse flags, load and validate the configuration,
+//! set up logging, bind, and serve until SIGTERM or SIGINT.
+//!
+//! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for a bad
+//! configuration or flag, 1 when a socket cannot be bound or serving fails.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use ws2fcgi::cli::{Cli, Command};
+use ws2fcgi::config::{Config, ListenAddr, LogFormat};
+use ws2fcgi::{Listener, Listeners};
+
+/// BSD's EX_USAGE: the configuration or command line is wrong.
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
+    let config = match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ws2fcgi: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ws2fcgi: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::from_file(file).and_then(|c| c.validate()) {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ws2fcgi: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+        pool_size = config.fpm.pool_size,
+        "ws2fcgi starting"
+    );
+    let mut listeners = Listeners::default();
+    let mut unix_paths = Vec::new();
+    for addr in &config.listen {
+        let listener = Listener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        if let ListenAddr::Unix(path) = addr {
+            unix_paths.push(path.clone());
+        }
+        listeners.websocket.push(listener);
+    }
+    let result = ws2fcgi::run(listeners, config, shutdown_signal()).await;
+    for path in unix_paths {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -43,6 +43,19 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
 
+    /// Address of the HTTP publish endpoint (POST /publish …); off by default. [toml: control.http]
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_control: Option<std::net::SocketAddr>,
+
+    /// Bearer token the HTTP publish endpoint requires. [toml: control.http_token]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "WS2FCGI_HTTP_CONTROL_TOKEN",
+        hide_env_values = true
+    )]
+    pub http_control_token: Option<String>,
+
     /// Keep-alive FastCGI connections at most (≤ pm.max_children). Default 8. [toml: fpm.pool_size]
     #[arg(long, value_name = "N")]
     pub fpm_pool_size: Option<usize>,
@@ -100,6 +113,12 @@ impl Cli {
         }
         if let Some(control) = &self.control {
             config.control.socket = Some(control.clone());
+        }
+        if let Some(addr) = self.http_control {
+            config.control.http = Some(addr);
+        }
+        if let Some(token) = &self.http_control_token {
+            config.control.http_token = Some(token.clone());
         }
         if let Some(size) = self.fpm_pool_size {
             config.fpm.pool_size = size;

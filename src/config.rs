@@ -293,9 +293,15 @@ pub struct ControlConfig {
     /// Group (group name or gid) of the socket; unchanged when unset.
     #[serde(default)]
     pub group: Option<String>,
-    /// Longest request line, in bytes.
+    /// Longest request line (and HTTP body), in bytes.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// Address of the optional HTTP publish endpoint; off when unset. Keep it on loopback.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
+    /// Bearer token the HTTP endpoint requires, when set.
+    #[serde(default)]
+    pub http_token: Option<String>,
 }
 
 impl Default for ControlConfig {
@@ -306,6 +312,8 @@ impl Default for ControlConfig {
             owner: None,
             group: None,
             max_line_bytes: default_max_line_bytes(),
+            http: None,
+            http_token: None,
         }
     }
 }
@@ -556,6 +564,14 @@ impl Config {
             && socket.as_os_str().is_empty()
         {
             return Err(invalid("control.socket", "must not be empty"));
+        }
+        if let Some(token) = &self.control.http_token
+            && (token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "control.http_token",
+                "must be non-empty, without spaces or control characters",
+            ));
         }
         let ws = &self.websocket;
         if ws.event_queue == 0 || ws.event_queue > 4096 {

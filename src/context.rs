@@ -19,6 +19,7 @@ pub struct Context {
     /// tungstenite's settings for every client, derived once from `config`.
     pub ws_config: WebSocketConfig,
     shutdown: watch::Sender<bool>,
+    started: std::time::Instant,
 }
 
 impl Context {
@@ -37,6 +38,7 @@ impl Context {
             ws_config,
             config,
             shutdown: watch::channel(false).0,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -44,6 +46,11 @@ impl Context {
     /// connections accepted from now on close at once.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// Time since the daemon started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// Is the daemon shutting down?

@@ -17,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod contract;
+pub mod control;
 pub mod event;
 pub mod fcgi;
 pub mod fpm;
@@ -43,6 +44,10 @@ pub use listen::Listener;
 pub struct Listeners {
     /// WebSocket listeners (TCP or Unix).
     pub websocket: Vec<Listener>,
+    /// The control socket (see [`control::bind`]).
+    pub control: Option<tokio::net::UnixListener>,
+    /// The HTTP publish endpoint.
+    pub http_control: Option<tokio::net::TcpListener>,
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
@@ -64,6 +69,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
+    // Control endpoints outlive the drain: close-event handlers may publish.
+    let mut control_tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.control {
+        if let Some(path) = &ctx.config.control.socket {
+            tracing::info!(path = %path.display(), "accepting control clients");
+        }
+        control::spawn(listener, ctx.clone(), &mut control_tasks);
+    }
+    if let Some(listener) = listeners.http_control {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, "accepting HTTP control requests");
+        }
+        control::http::spawn(listener, ctx.clone(), &mut control_tasks);
+    }
     for listener in listeners.websocket {
         tracing::info!(address = %listener.describe(), "accepting WebSocket clients");
         tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
@@ -88,6 +107,7 @@ pub async fn serve(
         tracing::info!("drained: every close event reached php");
     }
     reaper.abort();
+    control_tasks.shutdown().await;
     ctx.fpm.close_idle();
     Ok(())
 }

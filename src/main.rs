@@ -82,6 +82,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         pool_size = config.fpm.pool_size,
         "ws2fcgi starting"
     );
+    let open_files = raise_open_files_limit();
+    tracing::info!(open_files, "open-files limit (each client uses one)");
     let mut listeners = Listeners::default();
     let mut unix_paths = Vec::new();
     for addr in &config.listen {
@@ -93,11 +95,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         listeners.websocket.push(listener);
     }
+    if let Some(path) = &config.control.socket {
+        listeners.control = Some(ws2fcgi::control::bind(path, &config.control).await?);
+        unix_paths.push(path.clone());
+    }
+    if let Some(addr) = config.control.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for HTTP control on {addr}"))?;
+        listeners.http_control = Some(listener);
+    }
     let result = ws2fcgi::run(listeners, config, shutdown_signal()).await;
     for path in unix_paths {
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit in force.
+fn raise_open_files_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            0
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,398 @@
+//! Control requests: one JSON object per line, parsed into a [`Command`].
+//!
+//! Pure and synchronous, so every malformed input has a unit test and a fuzz
+//! target. The wire format (see `docs/protocol.md#control-socket`):
+//!
+//! ```text
+//! {"op":"publish","channel":"room","data":"hi","except":"<id>"|["<id>",…],"binary":false}
+//! {"op":"send","to":"<id>"|["<id>",…],"data":"hi","binary":false}
+//! {"op":"join","conn":"<id>","channel":"room"}      {"op":"leave",…}
+//! {"op":"close","conn":"<id>","code":4000,"reason":"bye"}
+//! {"op":"meta","conn":"<id>","set":{"user":"42","typing":null}}
+//! {"op":"presence","channel":"room"}
+//! {"op":"stats"}
+//! ```
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::contract;
+use crate::frame::Kind;
+use crate::hub::ConnId;
+use crate::response::{check_channel, check_close, meta_key};
+
+/// Why a request line was refused; the message goes back as `{"ok":false,"error":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Not JSON, not an object, unknown op, missing or mistyped field (serde's words).
+    #[error("{0}")]
+    Malformed(String),
+    /// Well-formed but not acceptable (bad channel name, close code, base64, id…).
+    #[error("{0}")]
+    Invalid(String),
+    /// The line is longer than `control.max_line_bytes`.
+    #[error("request longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// One or several connection ids, as `"id"` or `["id", …]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(id) => vec![id],
+            Self::Many(ids) => ids,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+enum Wire {
+    Publish {
+        channel: String,
+        data: String,
+        #[serde(default)]
+        except: Option<OneOrMany>,
+        #[serde(default)]
+        binary: bool,
+    },
+    Send {
+        to: OneOrMany,
+        data: String,
+        #[serde(default)]
+        binary: bool,
+    },
+    Join {
+        conn: String,
+        channel: String,
+    },
+    Leave {
+        conn: String,
+        channel: String,
+    },
+    Close {
+        conn: String,
+        #[serde(default = "normal_close")]
+        code: u16,
+        #[serde(default)]
+        reason: String,
+    },
+    Meta {
+        conn: String,
+        set: serde_json::Map<String, serde_json::Value>,
+    },
+    Presence {
+        channel: String,
+    },
+    Stats {},
+}
+
+fn normal_close() -> u16 {
+    contract::CLOSE_NORMAL
+}
+
+/// A message's payload and kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Text or binary.
+    pub kind: Kind,
+    /// The bytes (decoded from base64 for binary).
+    pub data: Bytes,
+}
+
+/// A connection as a request names it: its id text, parsed when it is local.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The id as written.
+    pub text: String,
+    /// The id, when it is one of this daemon's format.
+    pub id: Option<ConnId>,
+}
+
+/// A valid control request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Queue a message to every member of a channel but `except`.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The message.
+        payload: Payload,
+        /// Connections left out.
+        except: Vec<Target>,
+    },
+    /// Queue a message to the listed connections.
+    Send {
+        /// The recipients.
+        to: Vec<Target>,
+        /// The message.
+        payload: Payload,
+    },
+    /// Add a connection to a channel.
+    Join {
+        /// The connection.
+        conn: Target,
+        /// The channel.
+        channel: String,
+    },
+    /// Remove a connection from a channel.
+    Leave {
+        /// The connection.
+        conn: Target,
+        /// The channel.
+        channel: String,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: Target,
+        /// The close code sent to the client and seen by PHP.
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// Set (`Some`) or delete (`None`) metadata entries; keys canonical.
+    Meta {
+        /// The connection.
+        conn: Target,
+        /// The changes.
+        set: Vec<(String, Option<String>)>,
+    },
+    /// List a channel's members and their metadata.
+    Presence {
+        /// The channel.
+        channel: String,
+    },
+    /// Counters.
+    Stats,
+}
+
+impl Command {
+    /// The op name, for logs and metrics.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Publish { .. } => "publish",
+            Self::Send { .. } => "send",
+            Self::Join { .. } => "join",
+            Self::Leave { .. } => "leave",
+            Self::Close { .. } => "close",
+            Self::Meta { .. } => "meta",
+            Self::Presence { .. } => "presence",
+            Self::Stats => "stats",
+        }
+    }
+}
+
+/// Parses one request line (without its newline).
+///
+/// ```
+/// use ws2fcgi::control::command::{parse, Command};
+/// let cmd = parse(br#"{"op":"presence","channel":"room"}"#).unwrap();
+/// assert_eq!(cmd, Command::Presence { channel: "room".into() });
+/// assert!(parse(b"{\"op\":\"fly\"}").is_err());
+/// ```
+pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+    let wire: Wire = serde_json::from_slice(line).map_err(malformed)?;
+    validate(wire)
+}
+
+/// Parses a request already decoded as JSON (the HTTP endpoint's bodies).
+pub fn parse_value(value: serde_json::Value) -> Result<Command, CommandError> {
+    let wire: Wire = serde_json::from_value(value).map_err(malformed)?;
+    validate(wire)
+}
+
+fn malformed(e: serde_json::Error) -> CommandError {
+    let text = e.to_string();
+    // serde_json appends " at line 1 column N"; keep it, it helps with long lines.
+    CommandError::Malformed(text)
+}
+
+fn invalid(message: impl Into<String>) -> CommandError {
+    CommandError::Invalid(message.into())
+}
+
+fn validate(wire: Wire) -> Result<Command, CommandError> {
+    Ok(match wire {
+        Wire::Publish {
+            channel,
+            data,
+            except,
+            binary,
+        } => {
+            check_channel(&channel).map_err(invalid)?;
+            Command::Publish {
+                channel,
+                payload: payload(data, binary)?,
+                except: except
+                    .map(OneOrMany::into_vec)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(target)
+                    .collect(),
+            }
+        }
+        Wire::Send { to, data, binary } => Command::Send {
+            to: to.into_vec().into_iter().map(target).collect(),
+            payload: payload(data, binary)?,
+        },
+        Wire::Join { conn, channel } => {
+            check_channel(&channel).map_err(invalid)?;
+            Command::Join {
+                conn: target(conn),
+                channel,
+            }
+        }
+        Wire::Leave { conn, channel } => {
+            check_channel(&channel).map_err(invalid)?;
+            Command::Leave {
+                conn: target(conn),
+                channel,
+            }
+        }
+        Wire::Close { conn, code, reason } => {
+            check_close(code, &reason).map_err(invalid)?;
+            Command::Close {
+                conn: target(conn),
+                code,
+                reason,
+            }
+        }
+        Wire::Meta { conn, set } => {
+            let mut changes = Vec::with_capacity(set.len());
+            for (key, value) in set {
+                let key = meta_key(&key).map_err(invalid)?;
+                let value = match value {
+                    serde_json::Value::Null => None,
+                    serde_json::Value::String(s) => Some(s),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    serde_json::Value::Bool(b) => Some(b.to_string()),
+                    _ => {
+                        return Err(invalid(format!(
+                            "meta value of `{key}` must be a string, number, boolean or null"
+                        )));
+                    }
+                };
+                if let Some(v) = &value
+                    && v.len() > crate::response::MAX_META_VALUE_LEN
+                {
+                    return Err(invalid(format!(
+                        "meta value of `{key}` is longer than {} bytes",
+                        crate::response::MAX_META_VALUE_LEN
+                    )));
+                }
+                changes.push((key, value));
+            }
+            Command::Meta {
+                conn: target(conn),
+                set: changes,
+            }
+        }
+        Wire::Presence { channel } => {
+            check_channel(&channel).map_err(invalid)?;
+            Command::Presence { channel }
+        }
+        Wire::Stats {} => Command::Stats,
+    })
+}
+
+fn target(text: String) -> Target {
+    Target {
+        id: text.parse().ok(),
+        text,
+    }
+}
+
+fn payload(data: String, binary: bool) -> Result<Payload, CommandError> {
+    if binary {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.as_bytes())
+            .map_err(|e| invalid(format!("`data` is not valid base64: {e}")))?;
+        Ok(Payload {
+            kind: Kind::Binary,
+            data: Bytes::from(bytes),
+        })
+    } else {
+        Ok(Payload {
+            kind: Kind::Text,
+            data: Bytes::from(data),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(line: &str) -> String {
+        parse(line.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_op_parses() {
+        let id = "0".repeat(40);
+        for line in [
+            r#"{"op":"publish","channel":"room","data":"hi"}"#.to_string(),
+            format!(r#"{{"op":"publish","channel":"room","data":"hi","except":"{id}"}}"#),
+            format!(
+                r#"{{"op":"publish","channel":"room","data":"aGk=","except":["{id}"],"binary":true}}"#
+            ),
+            format!(r#"{{"op":"send","to":"{id}","data":"hi"}}"#),
+            format!(r#"{{"op":"send","to":["{id}","{id}"],"data":"hi"}}"#),
+            format!(r#"{{"op":"join","conn":"{id}","channel":"room"}}"#),
+            format!(r#"{{"op":"leave","conn":"{id}","channel":"room"}}"#),
+            format!(r#"{{"op":"close","conn":"{id}","code":4000,"reason":"bye"}}"#),
+            format!(r#"{{"op":"close","conn":"{id}"}}"#),
+            format!(r#"{{"op":"meta","conn":"{id}","set":{{"user":"42","typing":null,"n":3}}}}"#),
+            r#"{"op":"presence","channel":"room"}"#.to_string(),
+            r#"{"op":"stats"}"#.to_string(),
+        ] {
+            parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+    }
+
+    #[test]
+    fn binary_is_base64() {
+        let cmd = parse(br#"{"op":"send","to":"x","data":"/wA=","binary":true}"#).unwrap();
+        let Command::Send { payload, to } = cmd else {
+            panic!()
+        };
+        assert_eq!(payload.kind, Kind::Binary);
+        assert_eq!(&payload.data[..], b"\xff\x00");
+        assert_eq!(to[0].id, None, "x is not an id of ours");
+        assert!(err(r#"{"op":"send","to":"x","data":"***","binary":true}"#).contains("base64"));
+    }
+
+    #[test]
+    fn malformed_input_says_what_is_wrong() {
+        assert!(err("not json").contains("expected"));
+        assert!(err("[1,2]").contains("expected"));
+        assert!(err(r#"{"op":"fly"}"#).contains("unknown variant"));
+        assert!(err(r#"{"channel":"x"}"#).contains("op"));
+        assert!(err(r#"{"op":"publish","channel":"room"}"#).contains("data"));
+        assert!(err(r#"{"op":"publish","channel":5,"data":"x"}"#).contains("invalid type"));
+        assert!(err(r#"{"op":"stats","extra":1}"#).contains("extra"));
+        assert!(err(r#"{"op":"publish","channel":"","data":"x"}"#).contains("empty"));
+        assert!(err(r#"{"op":"close","conn":"x","code":1006}"#).contains("1006"));
+        assert!(err(r#"{"op":"close","conn":"x","code":70000}"#).contains("invalid value"));
+        assert!(err(r#"{"op":"meta","conn":"x","set":{"a b":"1"}}"#).contains("metadata name"));
+        assert!(err(r#"{"op":"meta","conn":"x","set":{"a":[1]}}"#).contains("must be a string"));
+    }
+
+    #[test]
+    fn meta_keys_are_canonical() {
+        let cmd = parse(br#"{"op":"meta","conn":"x","set":{"User-Id":"7"}}"#).unwrap();
+        let Command::Meta { set, .. } = cmd else {
+            panic!()
+        };
+        assert_eq!(set, vec![("user_id".to_string(), Some("7".to_string()))]);
+    }
+}

@@ -1,0 +1,256 @@
+//! The control socket: how PHP (and anything local) pushes to clients.
+//!
+//! A Unix stream socket speaking newline-delimited JSON: one request per line,
+//! one reply line per request, in order. Requests may be pipelined and a
+//! client may keep its connection open across many requests (PHP's persistent
+//! `stream_socket_client`). A bad line gets `{"ok":false,"error":…}` and the
+//! connection stays usable; a line over `control.max_line_bytes` is refused
+//! and skipped up to its newline. Blank lines are ignored.
+//!
+//! The socket is served by the daemon itself, not by PHP-FPM, so an event
+//! handler can publish while every FPM worker is busy without deadlocking.
+//! It keeps serving while shutdown drains, so close-event handlers can still
+//! publish.
+//!
+//! - `command.rs` parses a line, `exec.rs` carries it out,
+//! - `http.rs` takes the same requests as HTTP POST bodies.
+
+pub mod command;
+pub mod exec;
+pub mod http;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinSet;
+
+use crate::config::ControlConfig;
+use crate::context::Context;
+use command::CommandError;
+
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Binding failed (directory missing, socket in use by a live daemon, …).
+    #[error("cannot bind control socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// chmod/chown failed, or the owner or group does not exist.
+    #[error("cannot set permissions of control socket {path}: {message}")]
+    Permissions {
+        /// The socket path.
+        path: String,
+        /// The cause.
+        message: String,
+    },
+}
+
+/// Binds the control socket and gives it the configured mode, owner and group.
+pub async fn bind(path: &Path, config: &ControlConfig) -> Result<UnixListener, SetupError> {
+    let shown = path.display().to_string();
+    let listener = crate::listen::bind_unix(path)
+        .await
+        .map_err(|source| SetupError::Bind {
+            path: shown.clone(),
+            source,
+        })?;
+    let perm_error = |message: String| SetupError::Permissions {
+        path: shown.clone(),
+        message,
+    };
+    let mode = config.mode_bits().map_err(|e| perm_error(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| perm_error(e.to_string()))?;
+    let uid = match &config.owner {
+        Some(owner) => Some(lookup_user(owner).map_err(perm_error)?),
+        None => None,
+    };
+    let gid = match &config.group {
+        Some(group) => Some(lookup_group(group).map_err(perm_error)?),
+        None => None,
+    };
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| perm_error(e.to_string()))?;
+    }
+    Ok(listener)
+}
+
+fn lookup_user(name: &str) -> Result<u32, String> {
+    if let Ok(uid) = name.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no such user `{name}` (control.owner)")),
+        Err(e) => Err(format!("looking up user `{name}`: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no such group `{name}` (control.group)")),
+        Err(e) => Err(format!("looking up group `{name}`: {e}")),
+    }
+}
+
+/// Serves control clients until the returned set is aborted (after the drain).
+pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
+    tasks.spawn(async move {
+        let mut clients = JoinSet::new();
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(10);
+                    clients.spawn(serve_client(stream, ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+            // Reap finished clients so the set does not grow.
+            while clients.try_join_next().is_some() {}
+        }
+    });
+}
+
+async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
+    let max = ctx.config.control.max_line_bytes;
+    let (read, write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut writer = BufWriter::new(write);
+    let mut line = Vec::new();
+    loop {
+        let reply = match read_line(&mut reader, &mut line, max).await {
+            Ok(Line::Eof) => break,
+            Ok(Line::TooLong) => exec::error_reply(&CommandError::TooLong(max)),
+            Ok(Line::Complete) => {
+                if line.trim_ascii().is_empty() {
+                    continue;
+                }
+                match command::parse(&line) {
+                    Ok(cmd) => exec::execute(&ctx, cmd),
+                    Err(e) => exec::error_reply(&e),
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "control client read failed");
+                break;
+            }
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        out.push(b'\n');
+        if writer.write_all(&out).await.is_err() {
+            break;
+        }
+        // Pipelined requests get their replies in one write.
+        if reader.buffer().is_empty() && writer.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// `buf` holds a line (without its newline; a last line without one counts).
+    Complete,
+    /// The line was longer than the limit; it was skipped up to its newline.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+}
+
+/// Reads one line of at most `max` bytes into `buf`, never buffering more.
+pub async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if too_long {
+                Line::TooLong
+            } else if buf.is_empty() {
+                Line::Eof
+            } else {
+                Line::Complete
+            });
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (&available[..at], Some(at + 1)),
+            None => (available, None),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let used = done.unwrap_or(available.len());
+        reader.consume(used);
+        if done.is_some() {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_bounded_and_oversize_lines_skipped() {
+        let input: &[u8] = b"short\nthis line is too long\nok\nlast";
+        let mut reader = BufReader::with_capacity(4, input);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 10).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(buf, b"short");
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 10).await.unwrap(),
+            Line::TooLong
+        );
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 10).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(buf, b"ok");
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 10).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(buf, b"last");
+        assert_eq!(
+            read_line(&mut reader, &mut buf, 10).await.unwrap(),
+            Line::Eof
+        );
+    }
+}

@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
 
-    /// PHP-FPM's address: unix:/path or HOST:PORT. [toml: fpm.address]
+    /// PHP-FPM's address: unix:/path, HOST:PORT, or `managed` (ws2fcgi starts its own). [toml: fpm.address]
     #[arg(long, value_name = "ADDR")]
     pub fpm: Option<FpmAddr>,
 
@@ -38,6 +38,10 @@ pub struct Cli {
     /// DOCUMENT_ROOT for PHP; default: the script's directory. [toml: document_root]
     #[arg(long, value_name = "DIR")]
     pub document_root: Option<PathBuf>,
+
+    /// A proxy whose X-Forwarded-For/-Proto are believed: CIDR, address, or unix. Repeatable. [toml: trusted_proxies]
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxy: Vec<crate::proxy::Trusted>,
 
     /// Path of the control socket PHP pushes through. [toml: control.socket]
     #[arg(long, value_name = "PATH")]
@@ -110,6 +114,9 @@ impl Cli {
         }
         if let Some(root) = &self.document_root {
             config.document_root = Some(root.clone());
+        }
+        if !self.trusted_proxy.is_empty() {
+            config.trusted_proxies = self.trusted_proxy.clone();
         }
         if let Some(control) = &self.control {
             config.control.socket = Some(control.clone());

@@ -86,6 +86,8 @@ impl std::fmt::Display for ListenAddr {
 /// Where PHP-FPM listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FpmAddr {
+    /// `managed`: ws2fcgi starts and supervises its own php-fpm (see `[fpm.managed]`).
+    Managed,
     /// `host:port`; the host is resolved at each connect.
     Tcp(String),
     /// `unix:/path`, PHP-FPM's usual `listen = /run/php/php8.2-fpm.sock`.
@@ -96,6 +98,9 @@ impl FromStr for FpmAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "managed" {
+            return Ok(Self::Managed);
+        }
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err("`unix:` needs a path, e.g. unix:/run/php/php8.2-fpm.sock".into());
@@ -107,7 +112,7 @@ impl FromStr for FpmAddr {
                 Ok(Self::Tcp(s.to_owned()))
             }
             _ => Err(format!(
-                "`{s}` is neither unix:/path nor host:port (e.g. 127.0.0.1:9000)"
+                "`{s}` is neither unix:/path, host:port (e.g. 127.0.0.1:9000) nor managed"
             )),
         }
     }
@@ -116,6 +121,7 @@ impl FromStr for FpmAddr {
 impl std::fmt::Display for FpmAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Managed => write!(f, "managed"),
             Self::Tcp(addr) => write!(f, "{addr}"),
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
         }
@@ -162,6 +168,10 @@ pub struct Config {
     /// DOCUMENT_ROOT for PHP; defaults to the directory of the event's script.
     #[serde(default)]
     pub document_root: Option<PathBuf>,
+    /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed: CIDR
+    /// blocks or addresses, and "unix" for peers on a Unix listener.
+    #[serde(default)]
+    pub trusted_proxies: Vec<crate::proxy::Trusted>,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -259,6 +269,44 @@ pub struct FpmConfig {
     /// cannot be reached before the connection is closed with 1011.
     #[serde(default = "default_retry_window", with = "humantime_serde")]
     pub retry_window: Duration,
+    /// The php-fpm ws2fcgi runs itself when `address = "managed"`.
+    #[serde(default)]
+    pub managed: ManagedFpmConfig,
+}
+
+/// `[fpm.managed]`: the php-fpm started with `--fpm managed`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedFpmConfig {
+    /// The php-fpm binary; default: the newest `php-fpm*` on PATH or in /usr/sbin.
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+    /// Where its config, socket and pid file go; default `$RUNTIME_DIRECTORY`,
+    /// `$XDG_RUNTIME_DIR/ws2fcgi`, or `<tmp>/ws2fcgi-<uid>`.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
+    /// The user (and group of that name) PHP workers run as when ws2fcgi runs
+    /// as root; default root, with a warning.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Requests a worker serves before it is replaced (`pm.max_requests`).
+    #[serde(default = "default_managed_max_requests")]
+    pub max_requests: u32,
+    /// php.ini settings for the workers (`php_admin_value[NAME] = VALUE`).
+    #[serde(default)]
+    pub php_admin_value: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ManagedFpmConfig {
+    fn default() -> Self {
+        Self {
+            binary: None,
+            run_dir: None,
+            user: None,
+            max_requests: default_managed_max_requests(),
+            php_admin_value: Default::default(),
+        }
+    }
 }
 
 impl Default for FpmConfig {
@@ -273,6 +321,7 @@ impl Default for FpmConfig {
             max_response_header_bytes: default_max_response_header_bytes(),
             max_response_body_bytes: default_max_response_body_bytes(),
             retry_window: default_retry_window(),
+            managed: ManagedFpmConfig::default(),
         }
     }
 }
@@ -432,6 +481,9 @@ fn default_max_response_body_bytes() -> usize {
 fn default_retry_window() -> Duration {
     Duration::from_secs(5)
 }
+fn default_managed_max_requests() -> u32 {
+    1000
+}
 fn default_control_mode() -> String {
     "0660".into()
 }
@@ -542,6 +594,30 @@ impl Config {
             && !root.is_absolute()
         {
             return Err(invalid("document_root", "must be an absolute path"));
+        }
+        for name in self.fpm.managed.php_admin_value.keys() {
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._".contains(&b))
+            {
+                return Err(invalid(
+                    "fpm.managed.php_admin_value",
+                    format!("`{name}` is not an ini setting name"),
+                ));
+            }
+        }
+        if self
+            .fpm
+            .managed
+            .php_admin_value
+            .values()
+            .any(|v| v.contains('\n'))
+        {
+            return Err(invalid(
+                "fpm.managed.php_admin_value",
+                "values must be one line",
+            ));
         }
         if self.fpm.pool_size == 0 || self.fpm.pool_size > 1024 {
             return Err(invalid("fpm.pool_size", "must be between 1 and 1024"));

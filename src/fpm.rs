@@ -285,6 +285,10 @@ impl FpmPool {
         };
         let connecting = async {
             match addr {
+                FpmAddr::Managed => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "managed php-fpm has not been started",
+                )),
                 FpmAddr::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
                 FpmAddr::Tcp(hostport) => {
                     let stream = TcpStream::connect(hostport.as_str()).await?;

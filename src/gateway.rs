@@ -14,7 +14,6 @@
 //! 101 goes out, and its body is queued as the first message.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,26 +31,17 @@ use tracing::Instrument;
 
 use crate::connection::{self, Accepted};
 use crate::context::Context;
-use crate::event::{ClientInfo, EnvSource, Event, connection_env};
+use crate::event::{EnvSource, Event, connection_env};
 use crate::fpm::FpmError;
 use crate::listen::{self, Listener};
 use crate::php::{self, EventError};
+use crate::proxy::{self, Origin};
 use crate::response::PhpResponse;
 
 /// Longest pause between retries after `accept` fails (EMFILE and the like).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 type HttpResponse = Response<Full<Bytes>>;
-
-/// Where an HTTP connection came from.
-#[derive(Debug, Clone, Copy)]
-enum Peer {
-    Tcp {
-        remote: SocketAddr,
-        local: Option<SocketAddr>,
-    },
-    Unix,
-}
 
 /// Accepts clients on `listener` until shutdown begins.
 pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTracker) {
@@ -65,7 +55,7 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
         match accepted {
             Ok(listen::Accepted::Tcp(stream, remote)) => {
                 backoff = Duration::from_millis(10);
-                let peer = Peer::Tcp { remote, local };
+                let peer = Origin::Tcp { remote, local };
                 tracker.spawn(serve_http(
                     TokioIo::new(stream),
                     peer,
@@ -77,7 +67,7 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
                 backoff = Duration::from_millis(10);
                 tracker.spawn(serve_http(
                     TokioIo::new(stream),
-                    Peer::Unix,
+                    Origin::Unix,
                     ctx.clone(),
                     tracker.clone(),
                 ));
@@ -92,7 +82,7 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
     }
 }
 
-async fn serve_http<I>(io: TokioIo<I>, peer: Peer, ctx: Arc<Context>, tracker: TaskTracker)
+async fn serve_http<I>(io: TokioIo<I>, peer: Origin, ctx: Arc<Context>, tracker: TaskTracker)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -180,26 +170,9 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpRespon
         })
 }
 
-fn client_info(peer: Peer) -> ClientInfo {
-    match peer {
-        Peer::Tcp { remote, local } => ClientInfo {
-            remote_ip: remote.ip(),
-            remote_port: remote.port(),
-            https: false,
-            local,
-        },
-        Peer::Unix => ClientInfo {
-            remote_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            remote_port: 0,
-            https: false,
-            local: None,
-        },
-    }
-}
-
 async fn handshake(
     ctx: Arc<Context>,
-    peer: Peer,
+    peer: Origin,
     mut req: Request<Incoming>,
     tracker: TaskTracker,
 ) -> Result<HttpResponse, Infallible> {
@@ -227,7 +200,7 @@ async fn handshake(
     let (parts, _body) = req.into_parts();
 
     let handle = ctx.hub.register(ctx.config.websocket.outbound_queue_bytes);
-    let client = client_info(peer);
+    let client = proxy::client_info(peer, &parts.headers, &ctx.config.trusted_proxies);
     let id = handle.id.to_string();
     let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
     let env: Arc<[u8]> = connection_env(&EnvSource {

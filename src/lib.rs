@@ -25,8 +25,10 @@ pub mod frame;
 pub mod gateway;
 pub mod hub;
 pub mod listen;
+pub mod managed;
 pub mod outbox;
 pub mod php;
+pub mod proxy;
 pub mod response;
 pub mod transport;
 

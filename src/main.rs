@@ -11,7 +11,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use ws2fcgi::cli::{Cli, Command};
-use ws2fcgi::config::{Config, ListenAddr, LogFormat};
+use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
+use ws2fcgi::managed::ManagedFpm;
 use ws2fcgi::{Listener, Listeners};
 
 /// BSD's EX_USAGE: the configuration or command line is wrong.
@@ -75,7 +76,7 @@ fn init_tracing(config: &Config) {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
@@ -105,7 +106,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for HTTP control on {addr}"))?;
         listeners.http_control = Some(listener);
     }
+    let managed = if config.fpm.address == Some(FpmAddr::Managed) {
+        if config.fpm.managed.user.is_none() && nix::unistd::Uid::effective().is_root() {
+            tracing::warn!("managed php-fpm workers run as root; set fpm.managed.user");
+        }
+        let fpm = ManagedFpm::start(&config.fpm.managed, config.fpm.pool_size).await?;
+        config.fpm.address = Some(FpmAddr::Unix(fpm.socket().to_owned()));
+        Some(fpm)
+    } else {
+        None
+    };
     let result = ws2fcgi::run(listeners, config, shutdown_signal()).await;
+    if let Some(fpm) = managed {
+        fpm.stop().await;
+    }
     for path in unix_paths {
         let _ = std::fs::remove_file(path);
     }

@@ -60,6 +60,10 @@ pub struct Cli {
     )]
     pub http_control_token: Option<String>,
 
+    /// Admin listener for /healthz and /metrics: IP:PORT, or PORT for 127.0.0.1:PORT. Off by default. [toml: admin]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<crate::config::AdminAddr>,
+
     /// Keep-alive FastCGI connections at most (≤ pm.max_children). Default 8. [toml: fpm.pool_size]
     #[arg(long, value_name = "N")]
     pub fpm_pool_size: Option<usize>,
@@ -126,6 +130,9 @@ impl Cli {
         }
         if let Some(token) = &self.http_control_token {
             config.control.http_token = Some(token.clone());
+        }
+        if let Some(admin) = self.admin {
+            config.admin = Some(admin);
         }
         if let Some(size) = self.fpm_pool_size {
             config.fpm.pool_size = size;

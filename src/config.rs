@@ -128,6 +128,23 @@ impl std::fmt::Display for FpmAddr {
     }
 }
 
+/// The admin listener's address: `IP:PORT`, or a bare `PORT` meaning `127.0.0.1:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminAddr(pub SocketAddr);
+
+impl FromStr for AdminAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(Self(SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        s.parse()
+            .map(Self)
+            .map_err(|_| format!("`{s}` is neither IP:PORT nor a port number"))
+    }
+}
+
 macro_rules! deserialize_from_str {
     ($ty:ty) => {
         impl<'de> Deserialize<'de> for $ty {
@@ -140,6 +157,7 @@ macro_rules! deserialize_from_str {
 }
 deserialize_from_str!(ListenAddr);
 deserialize_from_str!(FpmAddr);
+deserialize_from_str!(AdminAddr);
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -172,6 +190,9 @@ pub struct Config {
     /// blocks or addresses, and "unix" for peers on a Unix listener.
     #[serde(default)]
     pub trusted_proxies: Vec<crate::proxy::Trusted>,
+    /// The admin listener (`/healthz`, `/metrics`); off when unset.
+    #[serde(default)]
+    pub admin: Option<AdminAddr>,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,

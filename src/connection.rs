@@ -101,7 +101,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         handle: handle.clone(),
         env: env.clone(),
         ws,
-        writer: Writer::new(write_half),
+        writer: Writer::new(write_half, ctx.metrics.bytes_out.clone()),
         events: VecDeque::new(),
         answer: None,
         last_seen: Instant::now(),
@@ -230,6 +230,7 @@ impl Conn {
                     Ok(Wrote::Bytes) => {}
                     Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason).await,
                     Ok(Wrote::Signal(Signal::SlowConsumer)) => {
+                        self.ctx.metrics.closed("slow_consumer");
                         tracing::warn!(queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
                         return Ending { flush: false, ..Ending::new(c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER) };
                     }
@@ -266,6 +267,7 @@ impl Conn {
             Ok(answer) => answer,
             Err(EventError::Fpm(e)) if e.never_reached_php() => {
                 tracing::error!(error = %e, "php-fpm unavailable; closing connection");
+                self.ctx.metrics.closed("php_unavailable");
                 self.start_close(c::CLOSE_UPSTREAM_FAILED, c::REASON_UPSTREAM_FAILED.into())
                     .await;
                 return None;
@@ -308,11 +310,8 @@ impl Conn {
             // Data after our close frame is discarded (RFC 6455 §5.5.1).
             return None;
         }
-        self.ctx
-            .hub
-            .stats
-            .messages_in
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.hub.stats.messages_in.inc();
+        self.ctx.metrics.bytes_in.inc_by(data.len() as u64);
         self.events.push_back(Event::Message { kind, data });
         None
     }
@@ -329,10 +328,18 @@ impl Conn {
     }
 
     fn read_error(&mut self, error: WsError) -> Ending {
-        let (code, reason) = match &error {
-            WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string()),
-            WsError::Utf8(_) => (c::CLOSE_INVALID_PAYLOAD, "invalid UTF-8".to_string()),
-            WsError::Protocol(p) => (c::CLOSE_PROTOCOL_ERROR, truncate(&p.to_string())),
+        let (code, reason, kind) = match &error {
+            WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string(), "too_big"),
+            WsError::Utf8(_) => (
+                c::CLOSE_INVALID_PAYLOAD,
+                "invalid UTF-8".to_string(),
+                "invalid_utf8",
+            ),
+            WsError::Protocol(p) => (
+                c::CLOSE_PROTOCOL_ERROR,
+                truncate(&p.to_string()),
+                "protocol",
+            ),
             _ => {
                 tracing::debug!(%error, "read failed");
                 return match self.closing.take() {
@@ -342,6 +349,7 @@ impl Conn {
             }
         };
         tracing::info!(%error, code, "closing on client error");
+        self.ctx.metrics.closed(kind);
         self.handle.outbox.push_control(close_frame(code, &reason));
         Ending::new(code, reason)
     }
@@ -356,6 +364,7 @@ impl Conn {
         }
         if self.last_seen.elapsed() >= self.ctx.config.websocket.idle_timeout {
             tracing::info!("idle timeout");
+            self.ctx.metrics.closed("idle_timeout");
             self.handle
                 .outbox
                 .push_control(close_frame(c::CLOSE_IDLE_TIMEOUT, c::REASON_IDLE_TIMEOUT));
@@ -428,10 +437,7 @@ pub fn apply_answer(
         };
         match handle.outbox.push(frame::data(kind, &answer.body)) {
             Push::Queued => {
-                ctx.hub
-                    .stats
-                    .messages_out
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.hub.stats.messages_out.inc();
             }
             Push::Closed => tracing::debug!("answer not sent: connection closing"),
             Push::Overflow => tracing::warn!("answer not sent: outbound queue full"),

@@ -6,7 +6,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::config::Config;
 use crate::fpm::FpmPool;
-use crate::hub::Hub;
+use crate::hub::{Hub, Stats};
+use crate::metrics::Metrics;
 
 /// Shared state; one per daemon, behind an `Arc`.
 pub struct Context {
@@ -14,6 +15,8 @@ pub struct Context {
     pub config: Config,
     /// Live connections and channels.
     pub hub: Hub,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Metrics,
     /// Connections to PHP-FPM.
     pub fpm: FpmPool,
     /// tungstenite's settings for every client, derived once from `config`.
@@ -32,9 +35,11 @@ impl Context {
             .write_buffer_size(0)
             .max_message_size(Some(ws.max_message_size))
             .max_frame_size(Some(ws.max_frame_size));
+        let metrics = Metrics::new();
         Self {
             fpm: FpmPool::new(&config.fpm),
-            hub: Hub::new(),
+            hub: Hub::new(Stats::from_metrics(&metrics)),
+            metrics,
             ws_config,
             config,
             shutdown: watch::channel(false).0,

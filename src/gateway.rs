@@ -220,11 +220,13 @@ async fn handshake(
         Ok(answer) if answer.is_success() => answer,
         Ok(answer) => {
             ctx.hub.unregister(&handle.id);
+            ctx.metrics.refused("php");
             span.in_scope(|| tracing::info!(status = answer.status, "php rejected the handshake"));
             return Ok(rejection(&answer));
         }
         Err(e) => {
             ctx.hub.unregister(&handle.id);
+            ctx.metrics.refused("php_unavailable");
             span.in_scope(|| tracing::error!(error = %e, kind = e.kind(), "open event failed"));
             return Ok(upstream_failure(&e));
         }

@@ -16,6 +16,8 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -127,19 +129,33 @@ impl Registry {
     }
 }
 
-/// Counters for `stats` and metrics.
-#[derive(Default)]
+/// The counters the hub and connections update; shared with [`crate::metrics::Metrics`]
+/// (each is a shared atomic, so clones count together).
+#[derive(Default, Clone)]
 pub struct Stats {
     /// Connections accepted since start.
-    pub connections_total: AtomicU64,
+    pub connections_total: Counter,
     /// Messages received from clients.
-    pub messages_in: AtomicU64,
+    pub messages_in: Counter,
     /// Messages queued to clients (each recipient counts).
-    pub messages_out: AtomicU64,
+    pub messages_out: Counter,
     /// Publish operations.
-    pub publishes: AtomicU64,
+    pub publishes: Counter,
     /// Clients cut off for not reading.
-    pub slow_consumers: AtomicU64,
+    pub slow_consumers: Counter,
+}
+
+impl Stats {
+    /// The counters registered in `metrics`.
+    pub fn from_metrics(metrics: &crate::metrics::Metrics) -> Self {
+        Self {
+            connections_total: metrics.connections_total.clone(),
+            messages_in: metrics.messages_in.clone(),
+            messages_out: metrics.messages_out.clone(),
+            publishes: metrics.publishes.clone(),
+            slow_consumers: metrics.slow_consumers.clone(),
+        }
+    }
 }
 
 /// A member of a channel, for `presence`.
@@ -161,18 +177,18 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Self::new()
+        Self::new(Stats::default())
     }
 }
 
 impl Hub {
-    /// An empty hub with a fresh random id key.
-    pub fn new() -> Self {
+    /// An empty hub with a fresh random id key, counting into `stats`.
+    pub fn new(stats: Stats) -> Self {
         Self {
             registry: Mutex::default(),
             id_key: std::collections::hash_map::RandomState::new(),
             serial: AtomicU64::new(1),
-            stats: Stats::default(),
+            stats,
         }
     }
 
@@ -204,7 +220,7 @@ impl Hub {
             handle: handle.clone(),
             channels: Vec::new(),
         });
-        self.stats.connections_total.fetch_add(1, Ordering::Relaxed);
+        self.stats.connections_total.inc();
         handle
     }
 
@@ -268,7 +284,7 @@ impl Hub {
     /// Queues `frame` to every member of `channel` but those in `except`;
     /// returns how many it was queued to.
     pub fn publish(&self, channel: &str, frame: &Bytes, except: &[ConnId]) -> usize {
-        self.stats.publishes.fetch_add(1, Ordering::Relaxed);
+        self.stats.publishes.inc();
         let reg = self.lock();
         let Some(members) = reg.channels.get(channel) else {
             return 0;
@@ -282,9 +298,7 @@ impl Hub {
             delivered += self.deliver(handle, frame);
         }
         drop(reg);
-        self.stats
-            .messages_out
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.stats.messages_out.inc_by(delivered as u64);
         delivered
     }
 
@@ -297,9 +311,7 @@ impl Hub {
             .map(|e| self.deliver(&e.handle, frame))
             .sum::<usize>();
         drop(reg);
-        self.stats
-            .messages_out
-            .fetch_add(delivered as u64, Ordering::Relaxed);
+        self.stats.messages_out.inc_by(delivered as u64);
         delivered
     }
 
@@ -308,7 +320,7 @@ impl Hub {
             Push::Queued => 1,
             Push::Closed => 0,
             Push::Overflow => {
-                self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                self.stats.slow_consumers.inc();
                 0
             }
         }
@@ -385,7 +397,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_unguessable_and_not_reused() {
-        let hub = Hub::new();
+        let hub = Hub::default();
         let a = hub.register(1024);
         let a_id = a.id;
         hub.unregister(&a_id);
@@ -407,7 +419,7 @@ mod tests {
 
     #[test]
     fn publish_reaches_members_except_excluded() {
-        let hub = Hub::new();
+        let hub = Hub::default();
         let a = hub.register(1024);
         let b = hub.register(1024);
         let c = hub.register(1024);
@@ -423,7 +435,7 @@ mod tests {
 
     #[test]
     fn empty_channels_disappear() {
-        let hub = Hub::new();
+        let hub = Hub::default();
         let a = hub.register(1024);
         hub.join(&a.id, "x");
         hub.join(&a.id, "y");
@@ -437,7 +449,7 @@ mod tests {
 
     #[test]
     fn meta_updates_and_presence() {
-        let hub = Hub::new();
+        let hub = Hub::default();
         let a = hub.register(1024);
         hub.join(&a.id, "room");
         a.update_meta(&[

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod hub;
 pub mod listen;
 pub mod managed;
+pub mod metrics;
 pub mod outbox;
 pub mod php;
 pub mod proxy;
@@ -50,6 +52,8 @@ pub struct Listeners {
     pub control: Option<tokio::net::UnixListener>,
     /// The HTTP publish endpoint.
     pub http_control: Option<tokio::net::TcpListener>,
+    /// The admin listener (`/healthz`, `/metrics`).
+    pub admin: Option<tokio::net::TcpListener>,
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
@@ -84,6 +88,12 @@ pub async fn serve(
             tracing::info!(address = %addr, "accepting HTTP control requests");
         }
         control::http::spawn(listener, ctx.clone(), &mut control_tasks);
+    }
+    if let Some(listener) = listeners.admin {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, "serving /healthz and /metrics");
+        }
+        admin::spawn(listener, ctx.clone(), &mut control_tasks);
     }
     for listener in listeners.websocket {
         tracing::info!(address = %listener.describe(), "accepting WebSocket clients");

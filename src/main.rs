@@ -100,6 +100,15 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         listeners.control = Some(ws2fcgi::control::bind(path, &config.control).await?);
         unix_paths.push(path.clone());
     }
+    if let Some(admin) = config.admin {
+        let listener = tokio::net::TcpListener::bind(admin.0)
+            .await
+            .with_context(|| format!("cannot listen for admin on {}", admin.0))?;
+        if !admin.0.ip().is_loopback() {
+            tracing::warn!(address = %admin.0, "admin listener is not on loopback; it has no authentication");
+        }
+        listeners.admin = Some(listener);
+    }
     if let Some(addr) = config.control.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -47,7 +47,16 @@ pub async fn call(
 ) -> Result<PhpResponse, EventError> {
     let mut vars = Vec::with_capacity(256);
     event_env(event, handle, &mut vars);
-    let output = ctx.fpm.call(&[env, &vars], event.body()).await?;
+    ctx.metrics.event(event.name());
+    let started = Instant::now();
+    let output = ctx
+        .fpm
+        .call(&[env, &vars], event.body())
+        .await
+        .inspect_err(|e| ctx.metrics.event_error(e.kind()))?;
+    ctx.metrics
+        .fastcgi_seconds
+        .observe(started.elapsed().as_secs_f64());
     if !output.stderr.is_empty() {
         tracing::warn!(
             event = event.name(),
@@ -61,7 +70,8 @@ pub async fn call(
         output.stdout,
         fpm.max_response_header_bytes,
         fpm.max_response_body_bytes,
-    )?;
+    )
+    .inspect_err(|_| ctx.metrics.event_error("bad_response"))?;
     for problem in &answer.problems {
         tracing::warn!(event = event.name(), %problem, "ignored directive");
     }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 
@@ -116,15 +117,17 @@ pub enum Wrote {
 /// The only writer of a client socket.
 pub struct Writer {
     half: WriteHalf,
+    bytes_out: Counter,
     /// Frames taken from the outbox, the first possibly partly written.
     batch: VecDeque<Bytes>,
 }
 
 impl Writer {
-    /// A writer with nothing pending.
-    pub fn new(half: WriteHalf) -> Self {
+    /// A writer with nothing pending, counting what it writes in `bytes_out`.
+    pub fn new(half: WriteHalf, bytes_out: Counter) -> Self {
         Self {
             half,
+            bytes_out,
             batch: VecDeque::new(),
         }
     }
@@ -164,6 +167,7 @@ impl Writer {
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        self.bytes_out.inc_by(n as u64);
         let mut left = n;
         while left > 0 {
             let Some(front) = self.batch.front_mut() else {

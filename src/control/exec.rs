@@ -6,8 +6,6 @@
 //! report `delivered: 0`, `close` reports `closed: false`, and `join`, `leave`
 //! and `meta` report `found: false`.
 
-use std::sync::atomic::Ordering;
-
 use serde_json::{Value, json};
 
 use super::command::{Command, CommandError, Target};
@@ -80,11 +78,11 @@ pub fn execute(ctx: &Context, command: Command) -> Value {
                 "ok": true,
                 "connections": hub.connection_count(),
                 "channels": hub.channel_count(),
-                "connections_total": s.connections_total.load(Ordering::Relaxed),
-                "messages_in": s.messages_in.load(Ordering::Relaxed),
-                "messages_out": s.messages_out.load(Ordering::Relaxed),
-                "publishes": s.publishes.load(Ordering::Relaxed),
-                "slow_consumers": s.slow_consumers.load(Ordering::Relaxed),
+                "connections_total": s.connections_total.get(),
+                "messages_in": s.messages_in.get(),
+                "messages_out": s.messages_out.get(),
+                "publishes": s.publishes.get(),
+                "slow_consumers": s.slow_consumers.get(),
                 "fpm_busy": ctx.fpm.busy_count(),
                 "fpm_idle": ctx.fpm.idle_count(),
                 "uptime_seconds": ctx.uptime().as_secs(),

@@ -1,0 +1,254 @@
+//! Prometheus metrics, in the text exposition format (`GET /metrics` on the
+//! admin listener).
+//!
+//! Counters are updated where things happen (lock-free atomics); gauges that
+//! describe current state (connections, channels, the FastCGI pool) are read
+//! from their owners when scraped. The control socket's `stats` op reads the
+//! same counters.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of per-event metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    /// `open`, `message` or `close`.
+    pub event: &'static str,
+}
+
+/// Label of error metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// A short error kind (`connect`, `timeout`, `bad_response`, `origin`, …).
+    pub kind: &'static str,
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Events sent to PHP, by type.
+    pub events: Family<EventLabel, Counter>,
+    /// Events without a usable answer, by error kind.
+    pub event_errors: Family<KindLabel, Counter>,
+    /// Time from sending an event to PHP-FPM to having its whole answer.
+    pub fastcgi_seconds: Histogram,
+    /// Handshakes refused before reaching PHP or by PHP, by reason.
+    pub handshakes_refused: Family<KindLabel, Counter>,
+    /// Connections closed by the daemon, by reason (idle, slow consumer, protocol, …).
+    pub closes: Family<KindLabel, Counter>,
+    /// Payload bytes received from clients.
+    pub bytes_in: Counter,
+    /// Bytes written to clients (frames, headers included).
+    pub bytes_out: Counter,
+    /// Connections accepted since start.
+    pub connections_total: Counter,
+    /// Messages received from clients.
+    pub messages_in: Counter,
+    /// Messages queued to clients (each recipient counts).
+    pub messages_out: Counter,
+    /// Publish operations (control socket, HTTP, cluster).
+    pub publishes: Counter,
+    /// Clients cut off for not reading.
+    pub slow_consumers: Counter,
+    /// Messages dropped by the inbound rate limit.
+    pub rate_limited: Counter,
+    /// Events waiting for PHP in per-connection queues, across all connections.
+    pub events_queued: Gauge,
+    connections: Gauge,
+    channels: Gauge,
+    fpm_busy: Gauge,
+    fpm_idle: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the scrape reads from the daemon's live state.
+pub struct Snapshot {
+    /// Open connections.
+    pub connections: usize,
+    /// Channels with members.
+    pub channels: usize,
+    /// FastCGI pool slots in use.
+    pub fpm_busy: usize,
+    /// Idle pooled FastCGI connections.
+    pub fpm_idle: usize,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ws2fcgi");
+        let m = Self {
+            events: Family::default(),
+            event_errors: Family::default(),
+            // 0.25 ms … ~33 s
+            fastcgi_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 18)),
+            handshakes_refused: Family::default(),
+            closes: Family::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            connections_total: Counter::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            publishes: Counter::default(),
+            slow_consumers: Counter::default(),
+            rate_limited: Counter::default(),
+            events_queued: Gauge::default(),
+            connections: Gauge::default(),
+            channels: Gauge::default(),
+            fpm_busy: Gauge::default(),
+            fpm_idle: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register("events", "Events sent to PHP, by type", m.events.clone());
+        r.register(
+            "event_errors",
+            "Events without a usable answer from PHP, by kind",
+            m.event_errors.clone(),
+        );
+        r.register(
+            "fastcgi_duration_seconds",
+            "Time PHP-FPM took to answer one event",
+            m.fastcgi_seconds.clone(),
+        );
+        r.register(
+            "handshakes_refused",
+            "Handshakes refused, by reason",
+            m.handshakes_refused.clone(),
+        );
+        r.register(
+            "closes",
+            "Connections closed by the daemon, by reason",
+            m.closes.clone(),
+        );
+        r.register(
+            "bytes_in",
+            "Message bytes received from clients",
+            m.bytes_in.clone(),
+        );
+        r.register("bytes_out", "Bytes written to clients", m.bytes_out.clone());
+        r.register(
+            "connections_accepted",
+            "Connections accepted since start",
+            m.connections_total.clone(),
+        );
+        r.register(
+            "messages_in",
+            "Messages received from clients",
+            m.messages_in.clone(),
+        );
+        r.register(
+            "messages_out",
+            "Messages queued to clients (each recipient counts)",
+            m.messages_out.clone(),
+        );
+        r.register("publishes", "Publish operations", m.publishes.clone());
+        r.register(
+            "slow_consumers",
+            "Clients cut off because they stopped reading",
+            m.slow_consumers.clone(),
+        );
+        r.register(
+            "rate_limited_messages",
+            "Client messages dropped or refused by the rate limit",
+            m.rate_limited.clone(),
+        );
+        r.register(
+            "events_queued",
+            "Events waiting for PHP in per-connection queues",
+            m.events_queued.clone(),
+        );
+        r.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        r.register(
+            "channels",
+            "Channels with at least one member",
+            m.channels.clone(),
+        );
+        r.register("fpm_busy", "FastCGI pool slots in use", m.fpm_busy.clone());
+        r.register(
+            "fpm_idle",
+            "Idle keep-alive FastCGI connections",
+            m.fpm_idle.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts one event sent to PHP.
+    pub fn event(&self, event: &'static str) {
+        self.events.get_or_create(&EventLabel { event }).inc();
+    }
+
+    /// Counts an event error of `kind`.
+    pub fn event_error(&self, kind: &'static str) {
+        self.event_errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts a refused handshake.
+    pub fn refused(&self, kind: &'static str) {
+        self.handshakes_refused
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// Counts a connection the daemon closed for `kind`.
+    pub fn closed(&self, kind: &'static str) {
+        self.closes.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// The text exposition, with gauges set from `now`.
+    pub fn render(&self, now: &Snapshot) -> String {
+        let set = |g: &Gauge, v: usize| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.connections, now.connections);
+        set(&self.channels, now.channels);
+        set(&self.fpm_busy, now.fpm_busy);
+        set(&self.fpm_idle, now.fpm_idle);
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.event("open");
+        m.event_error("timeout");
+        m.fastcgi_seconds.observe(0.002);
+        m.messages_in.inc();
+        let text = m.render(&Snapshot {
+            connections: 3,
+            channels: 1,
+            fpm_busy: 2,
+            fpm_idle: 6,
+        });
+        assert!(
+            text.contains("ws2fcgi_events_total{event=\"open\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("ws2fcgi_event_errors_total{kind=\"timeout\"} 1"));
+        assert!(text.contains("ws2fcgi_connections 3"));
+        assert!(text.contains("ws2fcgi_fastcgi_duration_seconds_bucket"));
+        assert!(text.contains("ws2fcgi_messages_in_total 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -437,6 +437,53 @@ pub struct WebSocketConfig {
     /// After sending a close frame, how long to wait for the client's.
     #[serde(default = "default_close_timeout", with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// Connections at most (counted from the handshake); 0 means the
+    /// open-files limit less 256. Past it handshakes get 503 before PHP.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Connections per client address at most (after trusted-proxy rules);
+    /// 0 means no limit. Past it handshakes get 429 before PHP.
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
+    /// Largest handshake request head (request line and headers), in bytes;
+    /// at least 8192. Past it the client gets 431.
+    #[serde(default = "default_max_handshake_bytes")]
+    pub max_handshake_bytes: usize,
+    /// Origins allowed to connect (`https://example.com`, `https://*.example.com`);
+    /// empty allows all. Others get 403 before PHP.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Per-connection inbound message rate; no limit when absent.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// `[websocket.rate_limit]`: a token bucket per connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Messages per second a client may send, sustained.
+    pub messages_per_second: f64,
+    /// Messages a client may send in a burst above the rate.
+    pub burst: u32,
+    /// What happens to a message over the limit.
+    #[serde(default)]
+    pub action: RateLimitAction,
+    /// With `action = "drop"`, a text message sent to the client for each
+    /// dropped message; empty sends nothing.
+    #[serde(default = "default_rate_limit_notice")]
+    pub notice: String,
+}
+
+/// What to do with a message over the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitAction {
+    /// Drop it (PHP never sees it) and send the client `notice`.
+    #[default]
+    Drop,
+    /// Close the connection with 1008.
+    Close,
 }
 
 impl Default for WebSocketConfig {
@@ -451,6 +498,11 @@ impl Default for WebSocketConfig {
             idle_timeout: default_idle_timeout(),
             handshake_timeout: default_handshake_timeout(),
             close_timeout: default_close_timeout(),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_handshake_bytes: default_max_handshake_bytes(),
+            allowed_origins: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -531,6 +583,12 @@ fn default_ping_interval() -> Duration {
 }
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(75)
+}
+fn default_max_handshake_bytes() -> usize {
+    16 * 1024
+}
+fn default_rate_limit_notice() -> String {
+    r#"{"error":"rate limited"}"#.into()
 }
 fn default_handshake_timeout() -> Duration {
     Duration::from_secs(10)
@@ -698,6 +756,25 @@ impl Config {
         positive("websocket.ping_interval", ws.ping_interval)?;
         positive("websocket.close_timeout", ws.close_timeout)?;
         positive("websocket.handshake_timeout", ws.handshake_timeout)?;
+        if ws.max_handshake_bytes < 8192 {
+            return Err(invalid(
+                "websocket.max_handshake_bytes",
+                "must be at least 8192",
+            ));
+        }
+        crate::limits::OriginPolicy::new(&ws.allowed_origins)
+            .map_err(|e| invalid("websocket.allowed_origins", e))?;
+        if let Some(rate) = &ws.rate_limit {
+            if !(rate.messages_per_second.is_finite() && rate.messages_per_second > 0.0) {
+                return Err(invalid(
+                    "websocket.rate_limit.messages_per_second",
+                    "must be a positive number",
+                ));
+            }
+            if rate.burst == 0 {
+                return Err(invalid("websocket.rate_limit.burst", "must be at least 1"));
+            }
+        }
         if ws.idle_timeout <= ws.ping_interval {
             return Err(invalid(
                 "websocket.idle_timeout",

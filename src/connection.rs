@@ -25,11 +25,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
 
+use crate::config::RateLimitAction;
 use crate::context::Context;
 use crate::contract as c;
 use crate::event::Event;
 use crate::frame::{self, Kind};
 use crate::hub::ConnHandle;
+use crate::limits::TokenBucket;
 use crate::outbox::{Push, Signal};
 use crate::php::{self, EventError};
 use crate::response::PhpResponse;
@@ -48,6 +50,8 @@ pub struct Accepted {
     pub env: Arc<[u8]>,
     /// A close PHP asked for in its open answer.
     pub close_after_open: Option<(u16, String)>,
+    /// The connection's place under `max_connections`; freed when it ends.
+    pub slot: crate::limits::Slot,
 }
 
 /// How the connection ended, as PHP's close event tells it.
@@ -75,6 +79,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         handle,
         env,
         close_after_open,
+        slot: _slot, // held until the close event has reached PHP
     } = accepted;
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
         tracing::error!("upgraded connection is neither TCP nor Unix; dropping it");
@@ -106,6 +111,12 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         answer: None,
         last_seen: Instant::now(),
         closing: None,
+        rate: ctx
+            .config
+            .websocket
+            .rate_limit
+            .as_ref()
+            .map(|r| TokenBucket::new(r.messages_per_second, f64::from(r.burst))),
     };
     if ctx.is_shutting_down() {
         handle
@@ -116,6 +127,10 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         conn.start_close(code, reason).await;
     }
     let ending = conn.run().await;
+    // tungstenite holds its reply to the client's close frame until its next
+    // read or flush; flush it into the outbox so the client gets its close
+    // handshake (RFC 6455 §5.5.1) before the socket is closed.
+    let _ = conn.ws.flush().await;
 
     ctx.hub.unregister(&handle.id);
     handle.outbox.seal();
@@ -200,6 +215,8 @@ struct Conn {
     last_seen: Instant,
     /// We sent a close frame: its code and reason, and the deadline for the client's.
     closing: Option<(Ending, Instant)>,
+    /// The inbound rate limit, when configured.
+    rate: Option<TokenBucket>,
 }
 
 impl Conn {
@@ -310,10 +327,41 @@ impl Conn {
             // Data after our close frame is discarded (RFC 6455 §5.5.1).
             return None;
         }
+        if let Some(bucket) = &mut self.rate
+            && !bucket.take(Instant::now())
+        {
+            return self.rate_limited();
+        }
         self.ctx.hub.stats.messages_in.inc();
         self.ctx.metrics.bytes_in.inc_by(data.len() as u64);
         self.events.push_back(Event::Message { kind, data });
         None
+    }
+
+    /// A message over the rate limit: dropped (with a notice) or the connection closed.
+    fn rate_limited(&mut self) -> Option<Ending> {
+        self.ctx.metrics.rate_limited.inc();
+        let limit = self.ctx.config.websocket.rate_limit.as_ref()?;
+        match limit.action {
+            RateLimitAction::Drop => {
+                if !limit.notice.is_empty() {
+                    let _ = self
+                        .handle
+                        .outbox
+                        .push(frame::data(Kind::Text, limit.notice.as_bytes()));
+                }
+                None
+            }
+            RateLimitAction::Close => {
+                tracing::info!("rate limit exceeded; closing");
+                self.ctx.metrics.closed("rate_limit");
+                let reason = "rate limit exceeded";
+                self.handle
+                    .outbox
+                    .push_control(close_frame(c::CLOSE_POLICY, reason));
+                Some(Ending::new(c::CLOSE_POLICY, reason))
+            }
+        }
     }
 
     fn peer_closed(&mut self, frame: Option<CloseFrame>) -> Ending {

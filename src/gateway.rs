@@ -33,6 +33,7 @@ use crate::connection::{self, Accepted};
 use crate::context::Context;
 use crate::event::{EnvSource, Event, connection_env};
 use crate::fpm::FpmError;
+use crate::limits::Refusal;
 use crate::listen::{self, Listener};
 use crate::php::{self, EventError};
 use crate::proxy::{self, Origin};
@@ -93,7 +94,8 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.config.websocket.handshake_timeout);
+        .header_read_timeout(ctx.config.websocket.handshake_timeout)
+        .max_buf_size(ctx.config.websocket.max_handshake_bytes);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -199,8 +201,43 @@ async fn handshake(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
 
-    let handle = ctx.hub.register(ctx.config.websocket.outbound_queue_bytes);
+    let origin = parts
+        .headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if !ctx.origins.allows(origin) {
+        ctx.metrics.refused("origin");
+        tracing::info!(
+            origin = origin.unwrap_or(""),
+            "handshake refused: origin not allowed"
+        );
+        return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
+    }
     let client = proxy::client_info(peer, &parts.headers, &ctx.config.trusted_proxies);
+    let slot = match ctx.slots.acquire(client.remote_ip) {
+        Ok(slot) => slot,
+        Err(Refusal::Total) => {
+            ctx.metrics.refused("max_connections");
+            tracing::warn!(
+                in_use = ctx.slots.in_use(),
+                "handshake refused: max_connections reached"
+            );
+            let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Ok(r);
+        }
+        Err(Refusal::PerIp) => {
+            ctx.metrics.refused("max_connections_per_ip");
+            tracing::info!(remote = %client.remote_ip, "handshake refused: max_connections_per_ip reached");
+            return Ok(plain(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many connections from this address\n",
+            ));
+        }
+    };
+
+    let handle = ctx.hub.register(ctx.config.websocket.outbound_queue_bytes);
     let id = handle.id.to_string();
     let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
     let env: Arc<[u8]> = connection_env(&EnvSource {
@@ -268,6 +305,7 @@ async fn handshake(
         handle,
         env,
         close_after_open,
+        slot,
     };
     tracker.spawn(
         async move {

@@ -25,6 +25,7 @@ pub mod fpm;
 pub mod frame;
 pub mod gateway;
 pub mod hub;
+pub mod limits;
 pub mod listen;
 pub mod managed;
 pub mod metrics;

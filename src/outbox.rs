@@ -70,12 +70,16 @@ impl Outbox {
     }
 
     /// Queues a data frame, unless the connection is closing or its queue is full.
+    ///
+    /// A frame larger than the whole limit still goes into an *empty* queue:
+    /// it is in memory already, and refusing it would cut off as "slow" a
+    /// client that reads promptly (a 1 MiB answer under a 1 MiB limit).
     pub fn push(&self, frame: Bytes) -> Push {
         let mut state = self.lock();
         if state.sealed {
             return Push::Closed;
         }
-        if state.bytes + frame.len() > self.limit {
+        if state.bytes > 0 && state.bytes + frame.len() > self.limit {
             state.sealed = true;
             state.signal.get_or_insert(Signal::SlowConsumer);
             drop(state);
@@ -168,6 +172,17 @@ mod tests {
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Overflow);
         assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
         assert_eq!(outbox.push(Bytes::from_static(b"1")), Push::Closed);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_fits_an_empty_queue_only() {
+        let outbox = Outbox::new(10);
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"0123456789ab")),
+            Push::Queued
+        );
+        assert_eq!(outbox.push(Bytes::from_static(b"x")), Push::Overflow);
+        assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
     }
 
     #[test]

@@ -94,9 +94,16 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         .await;
         return;
     };
+    // Copy what hyper read past the handshake and let go of hyper's read
+    // buffer: keeping `pre_read` alive would pin all of it for the
+    // connection's whole life.
+    let pre_read = {
+        let bytes = pre_read;
+        bytes.to_vec()
+    };
     let ws = WebSocketStream::from_partially_read(
         ReadSide::new(read_half, handle.clone()),
-        pre_read.to_vec(),
+        pre_read,
         Role::Server,
         Some(ctx.ws_config),
     )

@@ -302,11 +302,14 @@ impl Hub {
         delivered
     }
 
-    /// Queues `frame` to each listed live connection; returns how many.
+    /// Queues `frame` once to each listed live connection (an id listed
+    /// twice still gets one copy); returns how many connections.
     pub fn send(&self, ids: &[ConnId], frame: &Bytes) -> usize {
         let reg = self.lock();
+        let mut seen = HashSet::with_capacity(ids.len());
         let delivered = ids
             .iter()
+            .filter(|id| seen.insert(**id))
             .filter_map(|id| reg.entry(id))
             .map(|e| self.deliver(&e.handle, frame))
             .sum::<usize>();
@@ -431,6 +434,19 @@ mod tests {
         assert_eq!(hub.publish("nobody", &frame, &[]), 0);
         assert_eq!(b.outbox.queued_bytes(), 0);
         assert_eq!(a.outbox.queued_bytes(), 3);
+    }
+
+    #[test]
+    fn send_reaches_each_listed_connection_once() {
+        let hub = Hub::default();
+        let a = hub.register(1024);
+        let b = hub.register(1024);
+        let gone = hub.register(1024);
+        hub.unregister(&gone.id);
+        let frame = Bytes::from_static(b"\x81\x01x");
+        assert_eq!(hub.send(&[a.id, b.id, a.id, gone.id], &frame), 2);
+        assert_eq!(a.outbox.queued_bytes(), 3, "one copy, though listed twice");
+        assert_eq!(b.outbox.queued_bytes(), 3);
     }
 
     #[test]

@@ -149,7 +149,20 @@ impl Writer {
             }
             handle.outbox.wait().await;
         }
-        let n = self.write_batch().await?;
+        // A client that stops reading blocks this write; a signal (slow
+        // consumer, close request) must still get through at once.
+        // `write_batch` is cancel-safe: a write either happened or did not.
+        let n = loop {
+            tokio::select! {
+                biased;
+                n = self.write_batch() => break n?,
+                () = handle.outbox.wait() => {
+                    if let Some(signal) = handle.outbox.take_signal() {
+                        return Ok(Wrote::Signal(signal));
+                    }
+                }
+            }
+        };
         handle.outbox.written(n);
         Ok(Wrote::Bytes)
     }

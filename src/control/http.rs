@@ -128,7 +128,12 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
             );
         }
     };
-    let mut value: Value = match serde_json::from_slice(&body) {
+    let body: &[u8] = if body.trim_ascii().is_empty() && path_op.is_some() {
+        b"{}" // POST /stats with no body
+    } else {
+        &body
+    };
+    let mut value: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
     };

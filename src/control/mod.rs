@@ -144,6 +144,11 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
             Ok(Line::TooLong) => exec::error_reply(&CommandError::TooLong(max)),
             Ok(Line::Complete) => {
                 if line.trim_ascii().is_empty() {
+                    // No reply of its own, but replies held for pipelining
+                    // must not wait behind it for a line that may never come.
+                    if reader.buffer().is_empty() && writer.flush().await.is_err() {
+                        break;
+                    }
                     continue;
                 }
                 match command::parse(&line) {
@@ -226,6 +231,26 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_blank_line_does_not_hold_back_a_reply() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let ctx = Arc::new(Context::new(crate::config::Config::default()));
+        let served = tokio::spawn(serve_client(server, ctx));
+        let (read, mut write) = client.into_split();
+        // The blank line arrives with the request, so the request's reply is
+        // not flushed right after it; the blank line must flush it.
+        write.write_all(b"{\"op\":\"stats\"}\n\n").await.unwrap();
+        let mut reply = String::new();
+        let mut reader = BufReader::new(read);
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut reply))
+            .await
+            .expect("the reply is not held back")
+            .unwrap();
+        assert!(reply.starts_with("{\"ok\":true"), "{reply}");
+        drop(write);
+        served.await.unwrap();
+    }
 
     #[tokio::test]
     async fn lines_are_bounded_and_oversize_lines_skipped() {

@@ -1,5 +1,7 @@
 <?php
-// Echoes every message back; says hello on open.
+// Echoes every message back byte for byte (binary as binary); says hello on open.
+require __DIR__ . '/record.php';
+record_event();
 switch ($_SERVER['WS_EVENT']) {
     case 'open':
         echo "hello " . $_SERVER['WS_CONNECTION_ID'];

@@ -13,7 +13,12 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response;
+use tokio_tungstenite::tungstenite::http;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr};
 use ws2fcgi::{Context, Listener, Listeners};
@@ -63,6 +68,8 @@ pub struct Fpm {
     pub socket: PathBuf,
     child: Option<Child>,
     conf: PathBuf,
+    /// pm.max_children.
+    children: usize,
 }
 
 impl Fpm {
@@ -73,6 +80,14 @@ impl Fpm {
 
     /// As [`Fpm::start`], with extra pool settings (e.g. `pm.max_requests = 5`).
     pub fn start_with(children: usize, extra_pool: &str) -> Self {
+        let mut fpm = Self::configure(children, extra_pool);
+        fpm.launch();
+        fpm
+    }
+
+    /// Writes the configuration but starts nothing: [`Fpm::addr`] is known,
+    /// nothing listens on it until [`Fpm::launch`].
+    pub fn configure(children: usize, extra_pool: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("fpm.sock");
         let conf = dir.path().join("php-fpm.conf");
@@ -96,23 +111,26 @@ impl Fpm {
             ),
         )
         .expect("write php-fpm.conf");
-        let mut fpm = Self {
+        Self {
             dir,
             socket,
             child: None,
             conf,
-        };
-        fpm.spawn();
-        fpm
+            children,
+        }
     }
 
-    fn spawn(&mut self) {
+    /// Starts php-fpm (again) on its socket and waits until the socket accepts.
+    pub fn launch(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let mut cmd = Command::new(php_fpm_binary());
         cmd.arg("--nodaemonize").arg("--fpm-config").arg(&self.conf);
         if is_root() {
             cmd.arg("--allow-to-run-as-root");
         }
+        // With clear_env = no the workers' environment shows in $_SERVER;
+        // keep a proxy setting of the test runner from posing as a header.
+        cmd.env_remove("HTTP_PROXY");
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -123,12 +141,22 @@ impl Fpm {
         wait_for_unix(&self.socket);
     }
 
+    /// A test config (see [`config`]) for `script_name` on this php-fpm, with
+    /// one pooled FastCGI connection per worker: each idle keep-alive
+    /// connection pins a worker, so a larger pool leaves requests waiting
+    /// behind idle connections.
+    pub fn config(&self, script_name: &str) -> Config {
+        let mut config = config(self.addr(), script_name);
+        config.fpm.pool_size = self.children;
+        config
+    }
+
     /// The address to hand ws2fcgi.
     pub fn addr(&self) -> FpmAddr {
         FpmAddr::Unix(self.socket.clone())
     }
 
-    /// Kills php-fpm (SIGKILL to the master; workers exit with it).
+    /// Stops php-fpm: SIGTERM to the master (it ends its workers), SIGKILL after 5 s.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
@@ -151,7 +179,7 @@ impl Fpm {
     /// Starts it again on the same socket.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.launch();
     }
 
     /// The php-fpm log so far (for assertion messages).
@@ -215,10 +243,20 @@ impl Daemon {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("tcp");
+        let control = match &config.control.socket {
+            Some(path) => Some(
+                ws2fcgi::control::bind(path, &config.control)
+                    .await
+                    .expect("bind control socket"),
+            ),
+            None => None,
+        };
         let ctx = Arc::new(Context::new(config));
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = Listeners {
             websocket: vec![listener],
+            control,
+            ..Default::default()
         };
         let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
             let _ = stopped.await;
@@ -265,11 +303,55 @@ pub async fn connect(url: &str) -> Client {
         .0
 }
 
+/// Connects with a handshake request of the test's making (extra headers,
+/// subprotocols); returns the client and the server's 101 response.
+pub async fn connect_with(request: http::Request<()>) -> (Client, Response) {
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect")
+}
+
+/// A handshake request for `url` with the given extra headers.
+pub fn request(url: &str, headers: &[(&str, &str)]) -> http::Request<()> {
+    let mut request = url.into_client_request().expect("valid ws:// url");
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(value).expect("header value"),
+        );
+    }
+    request
+}
+
+/// Attempts a handshake the server must refuse; returns its HTTP answer
+/// (status, headers, body). Panics if the handshake succeeds.
+pub async fn refused(request: http::Request<()>) -> http::Response<Option<Vec<u8>>> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("no answer to the handshake within 10 s")
+    {
+        Err(WsError::Http(response)) => *response,
+        Err(other) => panic!("expected an HTTP refusal, got error {other}"),
+        Ok((_, response)) => panic!("expected a refusal, got {}", response.status()),
+    }
+}
+
+/// The client's local port (REMOTE_PORT as the daemon sees it).
+pub fn local_port(ws: &Client) -> u16 {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local addr").port(),
+        _ => unreachable!("tests connect over plain TCP"),
+    }
+}
+
 /// Next data message as text, with a 10 s deadline; panics on close or timeout.
 pub async fn recv_text(ws: &mut Client) -> String {
     match recv(ws).await {
         Message::Text(t) => t.to_string(),
-        other => panic!("expected text, got {other:?}"),
+        other => panic!("expected text, got {}", describe(&other)),
     }
 }
 
@@ -291,4 +373,324 @@ pub async fn recv(ws: &mut Client) -> Message {
 /// Sends a text message.
 pub async fn send_text(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Next data message as bytes, which must be a binary message.
+pub async fn recv_binary(ws: &mut Client) -> Vec<u8> {
+    match recv(ws).await {
+        Message::Binary(b) => b.to_vec(),
+        other => panic!("expected binary, got {}", describe(&other)),
+    }
+}
+
+/// A message for an assertion failure, without megabytes of payload.
+pub fn describe(msg: &Message) -> String {
+    match msg {
+        Message::Text(t) if t.len() > 200 => format!("Text({} bytes)", t.len()),
+        Message::Binary(b) if b.len() > 200 => format!("Binary({} bytes)", b.len()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Waits for the server's close frame, which must be the next message, lets
+/// the client's reply go out, and waits for the server to end the
+/// connection. Returns the server's close frame.
+pub async fn recv_close(ws: &mut Client) -> Option<CloseFrame> {
+    let frame = match recv(ws).await {
+        Message::Close(frame) => frame,
+        other => panic!("expected a close frame, got {}", describe(&other)),
+    };
+    drain(ws).await;
+    frame
+}
+
+/// Closes the client with `code` and `reason` and waits until the server has
+/// answered and ended the connection; returns the server's close frame.
+pub async fn close_with(mut ws: Client, code: u16, reason: &str) -> Option<CloseFrame> {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    ws.close(Some(frame)).await.expect("send close");
+    let mut reply = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next())
+            .await
+            .expect("server did not end the connection within 10 s")
+        {
+            Some(Ok(Message::Close(frame))) => reply = frame,
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return reply,
+        }
+    }
+}
+
+/// Closes the client normally (1000) and waits for the server to end the connection.
+pub async fn close(ws: Client) {
+    close_with(ws, 1000, "").await;
+}
+
+/// Reads until the stream ends (after a close handshake), within 10 s.
+async fn drain(ws: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next())
+            .await
+            .expect("server did not end the connection within 10 s")
+        {
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return,
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it yields a value, for up to `limit`;
+/// panics naming `what` when the deadline passes.
+pub async fn poll_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A JSON-lines file the test scripts append every event to (`record.php`),
+/// named by the `log` query parameter of the WebSocket URL. It shows what PHP
+/// saw on events whose answer never reaches the client, like close.
+pub struct EventLog {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl EventLog {
+    /// A new, empty log in its own temp directory.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        Self { _dir: dir, path }
+    }
+
+    /// `log=<path>`, percent-encoded, for a WebSocket URL's query string.
+    pub fn query(&self) -> String {
+        format!("log={}", percent_encode(&self.path.to_string_lossy()))
+    }
+
+    /// Every event recorded so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).expect("record.php writes JSON lines"))
+            .collect()
+    }
+
+    /// The close events of connection `id` recorded so far.
+    pub fn closes_of(&self, id: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["WS_EVENT"] == "close" && e["WS_CONNECTION_ID"] == id)
+            .collect()
+    }
+
+    /// Waits (10 s at most) until connection `id`'s close event is recorded; returns it.
+    pub async fn close_of(&self, id: &str) -> serde_json::Value {
+        poll_until(
+            Duration::from_secs(10),
+            &format!("the close event of {id}"),
+            || self.closes_of(id).into_iter().next(),
+        )
+        .await
+    }
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and '/'.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The real `ws2fcgi` binary as a child process, killed on drop.
+pub struct Process {
+    child: Child,
+    /// Where it accepts WebSocket clients (read from its log).
+    pub addr: std::net::SocketAddr,
+    /// Its stderr so far, collected by a thread so the pipe never fills.
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+impl Process {
+    /// Starts the binary with `args` (which must make it listen on 127.0.0.1:0)
+    /// and waits, 10 s at most, for the log line naming its address.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ws2fcgi");
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("piped stderr");
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_address(&line) {
+                    let _ = found_tx.send(addr);
+                }
+                let mut all = collected.lock().unwrap_or_else(|e| e.into_inner());
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut process = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            stderr,
+        };
+        match found_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(addr) => process.addr = addr,
+            Err(_) => panic!(
+                "ws2fcgi logged no listening address within 10 s; stderr:\n{}",
+                process.stderr()
+            ),
+        }
+        process
+    }
+
+    /// ws://addr/path
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, polling for up to `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        poll_until(limit, "ws2fcgi to exit", || {
+            child.try_wait().expect("try_wait")
+        })
+        .await
+    }
+
+    /// Everything it logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in `accepting WebSocket clients address=127.0.0.1:PORT`
+/// (human log format, ANSI colours tolerated).
+fn listening_address(line: &str) -> Option<std::net::SocketAddr> {
+    if !line.contains("accepting WebSocket clients") {
+        return None;
+    }
+    let plain = strip_ansi(line);
+    let rest = &plain[plain.find("address=")? + "address=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Daemon {
+    /// As [`Daemon::start`], also serving the HTTP control endpoint on
+    /// `http_control` (a listener the test bound, e.g. on 127.0.0.1:0).
+    pub async fn start_with(config: Config, http_control: Option<tokio::net::TcpListener>) -> Self {
+        config.validate().expect("test config is valid");
+        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("tcp");
+        let control = match &config.control.socket {
+            Some(path) => Some(
+                ws2fcgi::control::bind(path, &config.control)
+                    .await
+                    .expect("bind control socket"),
+            ),
+            None => None,
+        };
+        let ctx = Arc::new(Context::new(config));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            websocket: vec![listener],
+            control,
+            http_control,
+            ..Default::default()
+        };
+        let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            ctx,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
 }

@@ -1,0 +1,13 @@
+<?php
+// Answers open and message events with everything PHP sees, as JSON:
+// $_SERVER, $_GET, and the request body in hex.
+require __DIR__ . '/record.php';
+record_event();
+if ($_SERVER['WS_EVENT'] === 'close') {
+    exit;
+}
+echo json_encode([
+    'server' => $_SERVER,
+    'get' => $_GET,
+    'body_hex' => bin2hex(file_get_contents('php://input')),
+], JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE);

@@ -8,11 +8,18 @@
 //! `fpm.idle_timeout`, and a connection PHP-FPM closed (`pm.max_requests`, a
 //! restart) is noticed before reuse and replaced.
 //!
+//! When `fpm.pool_size` is larger than the pool's `pm.max_children`, idle
+//! keep-alive connections can pin every worker while a new connection waits
+//! in php-fpm's backlog for one. So while a request waits on a fresh
+//! connection for its first byte, a connection that finishes is closed
+//! instead of pooled, which frees its worker for the waiting one.
+//!
 //! A reused connection that fails before PHP-FPM sent a single byte back is
 //! retried once on a fresh connection, as nginx does with its upstream
 //! keep-alive cache: the worker behind it had gone before reading the request.
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,6 +149,7 @@ impl Conn {
         stdin: &[u8],
         max_stdout: usize,
         received: &mut bool,
+        fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
         fcgi::encode_request(&mut self.out, params, stdin);
         self.stream.write_all(&self.out).await?;
@@ -184,6 +192,7 @@ impl Conn {
                 return Err(FpmError::Truncated);
             }
             *received = true;
+            fresh.done();
         }
     }
 }
@@ -193,6 +202,38 @@ struct Inner {
     config: FpmConfig,
     permits: Semaphore,
     idle: Mutex<Vec<Conn>>,
+    /// Requests on a fresh connection that have not had a byte back yet.
+    fresh_waiting: AtomicUsize,
+}
+
+/// Counts a request in [`Inner::fresh_waiting`] until its first byte or its end.
+struct FreshWait<'a> {
+    counter: Option<&'a AtomicUsize>,
+}
+
+impl<'a> FreshWait<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self {
+            counter: Some(counter),
+        }
+    }
+
+    fn none() -> Self {
+        Self { counter: None }
+    }
+
+    fn done(&mut self) {
+        if let Some(counter) = self.counter.take() {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for FreshWait<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
 }
 
 /// The pool; cheap to clone, shared by every connection task.
@@ -218,6 +259,7 @@ impl FpmPool {
                 config: config.clone(),
                 permits: Semaphore::new(config.pool_size),
                 idle: Mutex::new(Vec::with_capacity(config.pool_size)),
+                fresh_waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -240,10 +282,23 @@ impl FpmPool {
             Some(conn) => (conn, true),
             None => (self.connect().await?, false),
         };
+        let mut fresh = if reused {
+            FreshWait::none()
+        } else {
+            FreshWait::new(&self.inner.fresh_waiting)
+        };
         let mut received = false;
         let first = self
-            .run_on(&mut conn, params, stdin, max_stdout, &mut received)
+            .run_on(
+                &mut conn,
+                params,
+                stdin,
+                max_stdout,
+                &mut received,
+                &mut fresh,
+            )
             .await;
+        drop(fresh);
         match first {
             Ok(output) => {
                 self.put_idle(conn);
@@ -253,9 +308,18 @@ impl FpmPool {
                 tracing::debug!("reused php-fpm connection was closed; retrying on a new one");
                 let mut conn = self.connect().await?;
                 let mut received = false;
+                let mut fresh = FreshWait::new(&self.inner.fresh_waiting);
                 let output = self
-                    .run_on(&mut conn, params, stdin, max_stdout, &mut received)
+                    .run_on(
+                        &mut conn,
+                        params,
+                        stdin,
+                        max_stdout,
+                        &mut received,
+                        &mut fresh,
+                    )
                     .await?;
+                drop(fresh);
                 self.put_idle(conn);
                 Ok(output)
             }
@@ -270,11 +334,15 @@ impl FpmPool {
         stdin: &[u8],
         max_stdout: usize,
         received: &mut bool,
+        fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
         let timeout = self.inner.config.request_timeout;
-        tokio::time::timeout(timeout, conn.roundtrip(params, stdin, max_stdout, received))
-            .await
-            .map_err(|_| FpmError::Timeout(timeout))?
+        tokio::time::timeout(
+            timeout,
+            conn.roundtrip(params, stdin, max_stdout, received, fresh),
+        )
+        .await
+        .map_err(|_| FpmError::Timeout(timeout))?
     }
 
     async fn connect(&self) -> Result<Conn, FpmError> {
@@ -321,6 +389,12 @@ impl FpmPool {
     }
 
     fn put_idle(&self, mut conn: Conn) {
+        if self.inner.fresh_waiting.load(Ordering::Acquire) > 0 {
+            // Someone may be waiting in php-fpm's backlog for the worker this
+            // connection pins; closing it frees the worker.
+            tracing::debug!("closing a finished php-fpm connection: a new one waits for a worker");
+            return;
+        }
         conn.idle_since = Instant::now();
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.push(conn);

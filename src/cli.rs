@@ -11,7 +11,7 @@ use crate::config::{Config, ConfigError, FpmAddr, ListenAddr, LogFormat, Route};
 /// Example:
 ///   ws2fcgi --listen 127.0.0.1:8090 --fpm unix:/run/php/php8.2-fpm.sock \
 ///           --script /srv/app/ws.php --control /run/ws2fcgi/control.sock
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 pub struct Cli {
     /// TOML configuration file (see ws2fcgi.example.toml); flags override it.
@@ -82,7 +82,7 @@ pub struct Cli {
 }
 
 /// Subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Load and validate a configuration file, print the result, and exit (0 valid, 64 invalid).
     CheckConfig {

@@ -171,7 +171,7 @@ pub enum LogFormat {
 }
 
 /// The whole configuration, as in `ws2fcgi.example.toml`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Addresses to accept WebSocket clients on (`ip:port` or `unix:/path`).
@@ -237,7 +237,7 @@ impl FromStr for Route {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `human` or `json`.
@@ -258,7 +258,7 @@ impl Default for LogConfig {
 }
 
 /// `[fpm]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FpmConfig {
     /// PHP-FPM's address (`unix:/path` or `host:port`). Required.
@@ -296,7 +296,7 @@ pub struct FpmConfig {
 }
 
 /// `[fpm.managed]`: the php-fpm started with `--fpm managed`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagedFpmConfig {
     /// The php-fpm binary; default: the newest `php-fpm*` on PATH or in /usr/sbin.
@@ -348,7 +348,7 @@ impl Default for FpmConfig {
 }
 
 /// `[control]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// Path of the control socket; none means no control socket.
@@ -404,7 +404,7 @@ impl ControlConfig {
 }
 
 /// `[websocket]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketConfig {
     /// Events of one connection waiting for PHP at most; when full the daemon
@@ -459,7 +459,7 @@ pub struct WebSocketConfig {
 }
 
 /// `[websocket.rate_limit]`: a token bucket per connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Messages per second a client may send, sustained.
@@ -508,7 +508,7 @@ impl Default for WebSocketConfig {
 }
 
 /// `[shutdown]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// On SIGTERM/SIGINT, how long to wait for close events to reach PHP.
@@ -627,6 +627,9 @@ impl Config {
 
     /// Checks every value that parsing alone cannot, before anything is bound.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("`{}`: {e}", self.log.level)));
+        }
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
         }

@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
 
-use crate::config::RateLimitAction;
+use crate::config::{Config, RateLimitAction};
 use crate::context::Context;
 use crate::contract as c;
 use crate::event::Event;
@@ -105,10 +105,12 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ReadSide::new(read_half, handle.clone()),
         pre_read,
         Role::Server,
-        Some(ctx.ws_config),
+        Some(ctx.ws_config()),
     )
     .await;
+    let config = ctx.config();
     let mut conn = Conn {
+        config: config.clone(),
         ctx: ctx.clone(),
         handle: handle.clone(),
         env: env.clone(),
@@ -118,8 +120,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         answer: None,
         last_seen: Instant::now(),
         closing: None,
-        rate: ctx
-            .config
+        rate: config
             .websocket
             .rate_limit
             .as_ref()
@@ -149,11 +150,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ..
     } = conn;
     if ending.flush {
-        let _ = timeout(
-            ctx.config.websocket.close_timeout,
-            writer.flush_all(&handle),
-        )
-        .await;
+        let _ = timeout(config.websocket.close_timeout, writer.flush_all(&handle)).await;
     }
     drop(ws);
     drop(writer);
@@ -211,6 +208,8 @@ fn log_failure(event: &str, error: Option<EventError>) {
 
 struct Conn {
     ctx: Arc<Context>,
+    /// The configuration in force when the connection opened; it keeps it.
+    config: Arc<Config>,
     handle: Arc<ConnHandle>,
     env: Arc<[u8]>,
     ws: WebSocketStream<ReadSide>,
@@ -228,8 +227,8 @@ struct Conn {
 
 impl Conn {
     async fn run(&mut self) -> Ending {
-        let ctx = self.ctx.clone();
-        let ws_config = &ctx.config.websocket;
+        let config = self.config.clone();
+        let ws_config = &config.websocket;
         let event_cap = ws_config.event_queue;
         let ping_interval = ws_config.ping_interval;
         let mut timer: Pin<Box<Sleep>> = Box::pin(sleep(ping_interval));
@@ -348,7 +347,7 @@ impl Conn {
     /// A message over the rate limit: dropped (with a notice) or the connection closed.
     fn rate_limited(&mut self) -> Option<Ending> {
         self.ctx.metrics.rate_limited.inc();
-        let limit = self.ctx.config.websocket.rate_limit.as_ref()?;
+        let limit = self.config.websocket.rate_limit.as_ref()?;
         match limit.action {
             RateLimitAction::Drop => {
                 if !limit.notice.is_empty() {
@@ -417,7 +416,7 @@ impl Conn {
             self.closing = Some((ending, deadline));
             return None;
         }
-        if self.last_seen.elapsed() >= self.ctx.config.websocket.idle_timeout {
+        if self.last_seen.elapsed() >= self.config.websocket.idle_timeout {
             tracing::info!("idle timeout");
             self.ctx.metrics.closed("idle_timeout");
             self.handle
@@ -450,7 +449,7 @@ impl Conn {
         if let Err(e) = self.ws.send(Message::Close(Some(frame))).await {
             tracing::debug!(error = %e, "close frame not queued");
         }
-        let deadline = Instant::now() + self.ctx.config.websocket.close_timeout;
+        let deadline = Instant::now() + self.config.websocket.close_timeout;
         self.closing = Some((Ending::new(code, reason), deadline));
     }
 }

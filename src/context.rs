@@ -1,6 +1,9 @@
 //! What every task of the daemon shares: settings, the hub, the FastCGI pool,
 //! and the shutdown flag.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -12,54 +15,116 @@ use crate::metrics::Metrics;
 
 /// Shared state; one per daemon, behind an `Arc`.
 pub struct Context {
-    /// The validated configuration.
-    pub config: Config,
+    /// The configuration in force; replaced whole by [`Context::reload`].
+    config: ArcSwap<Config>,
     /// Live connections and channels.
     pub hub: Hub,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
     /// Connections to PHP-FPM.
     pub fpm: FpmPool,
-    /// tungstenite's settings for every client, derived once from `config`.
-    pub ws_config: WebSocketConfig,
     /// Connection counters for `max_connections` and `max_connections_per_ip`.
     pub slots: Slots,
     /// `allowed_origins`, compiled.
-    pub origins: OriginPolicy,
+    origins: ArcSwap<OriginPolicy>,
     shutdown: watch::Sender<bool>,
     started: std::time::Instant,
 }
+
+/// Settings a reload cannot change: they are bound sockets, a started
+/// php-fpm, or the pool's size. A reload that changes one keeps the old value.
+const RESTART_ONLY: &[&str] = &[
+    "listen",
+    "admin",
+    "fpm.address",
+    "fpm.pool_size",
+    "fpm.managed",
+    "control.socket",
+    "control.mode",
+    "control.owner",
+    "control.group",
+    "control.http",
+];
 
 impl Context {
     /// Builds the shared state from a validated configuration.
     pub fn new(config: Config) -> Self {
         let ws = &config.websocket;
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(ws.read_buffer_size)
-            // Frames are queued in the outbox, never in tungstenite.
-            .write_buffer_size(0)
-            .max_message_size(Some(ws.max_message_size))
-            .max_frame_size(Some(ws.max_frame_size));
         let metrics = Metrics::new();
         let slots = Slots::new(
             max_connections(ws.max_connections),
             ws.max_connections_per_ip,
         );
-        // Validated before; an invalid list here would allow everyone, so refuse all instead.
-        let origins = OriginPolicy::new(&ws.allowed_origins).unwrap_or_else(|_| {
-            OriginPolicy::new(&["invalid://configuration".into()]).unwrap_or_default()
-        });
         Self {
             slots,
-            origins,
+            origins: ArcSwap::from_pointee(origin_policy(&config)),
             fpm: FpmPool::new(&config.fpm),
             hub: Hub::new(Stats::from_metrics(&metrics)),
             metrics,
-            ws_config,
-            config,
+            config: ArcSwap::from_pointee(config),
             shutdown: watch::channel(false).0,
             started: std::time::Instant::now(),
         }
+    }
+
+    /// The configuration in force. Cheap; a long-lived task should keep the
+    /// `Arc` it got rather than ask again for every step.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// `allowed_origins` in force.
+    pub fn origins(&self) -> Arc<OriginPolicy> {
+        self.origins.load_full()
+    }
+
+    /// tungstenite's settings for a new client, from the configuration in force.
+    pub fn ws_config(&self) -> WebSocketConfig {
+        let config = self.config.load();
+        let ws = &config.websocket;
+        WebSocketConfig::default()
+            .read_buffer_size(ws.read_buffer_size)
+            // Frames are queued in the outbox, never in tungstenite.
+            .write_buffer_size(0)
+            .max_message_size(Some(ws.max_message_size))
+            .max_frame_size(Some(ws.max_frame_size))
+    }
+
+    /// Puts a new, validated configuration in force for everything that
+    /// starts from now on (handshakes, events, limits); open connections keep
+    /// theirs. Settings in [`RESTART_ONLY`] keep their old values; the names
+    /// of those that differed are returned.
+    pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
+        let current = self.config.load_full();
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($name:literal, $($field:tt)+) => {
+                if next.$($field)+ != current.$($field)+ {
+                    kept.push($name);
+                    next.$($field)+ = current.$($field)+.clone();
+                }
+            };
+        }
+        keep!("listen", listen);
+        keep!("admin", admin);
+        keep!("fpm.address", fpm.address);
+        keep!("fpm.pool_size", fpm.pool_size);
+        keep!("fpm.managed", fpm.managed);
+        keep!("control.socket", control.socket);
+        keep!("control.mode", control.mode);
+        keep!("control.owner", control.owner);
+        keep!("control.group", control.group);
+        keep!("control.http", control.http);
+        debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
+        let ws = &next.websocket;
+        self.slots.set_limits(
+            max_connections(ws.max_connections),
+            ws.max_connections_per_ip,
+        );
+        self.origins.store(Arc::new(origin_policy(&next)));
+        self.fpm.update(&next.fpm);
+        self.config.store(Arc::new(next));
+        kept
     }
 
     /// Marks the daemon as shutting down: new handshakes are refused, and
@@ -98,4 +163,11 @@ fn max_connections(configured: usize) -> usize {
     usize::try_from(limit.saturating_sub(256))
         .unwrap_or(usize::MAX)
         .max(16)
+}
+
+fn origin_policy(config: &Config) -> OriginPolicy {
+    // Validated before; should it fail anyway, refuse every origin rather than allow all.
+    OriginPolicy::new(&config.websocket.allowed_origins).unwrap_or_else(|_| {
+        OriginPolicy::new(&["invalid://configuration".into()]).unwrap_or_default()
+    })
 }

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
@@ -199,7 +200,9 @@ impl Conn {
 
 struct Inner {
     addr: FpmAddr,
-    config: FpmConfig,
+    /// Timeouts and limits; replaced on reload (address and size are fixed).
+    config: ArcSwap<FpmConfig>,
+    size: usize,
     permits: Semaphore,
     idle: Mutex<Vec<Conn>>,
     /// Requests on a fresh connection that have not had a byte back yet.
@@ -256,12 +259,18 @@ impl FpmPool {
         Self {
             inner: Arc::new(Inner {
                 addr,
-                config: config.clone(),
+                config: ArcSwap::from_pointee(config.clone()),
+                size: config.pool_size,
                 permits: Semaphore::new(config.pool_size),
                 idle: Mutex::new(Vec::with_capacity(config.pool_size)),
                 fresh_waiting: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// Takes new timeouts and limits (a reload); the address and size stay.
+    pub fn update(&self, config: &FpmConfig) {
+        self.inner.config.store(Arc::new(config.clone()));
     }
 
     /// The address PHP-FPM is reached at.
@@ -271,11 +280,11 @@ impl FpmPool {
 
     /// Runs one request: `params` are encoded name-value pairs (in pieces), `stdin` the body.
     pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
-        let config = &self.inner.config;
+        let config = self.inner.config.load();
         let _permit = tokio::time::timeout(config.queue_timeout, self.inner.permits.acquire())
             .await
-            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, config.pool_size))?
-            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, config.pool_size))?;
+            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, self.inner.size))?
+            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, self.inner.size))?;
         let max_stdout = config.max_response_header_bytes + config.max_response_body_bytes;
 
         let (mut conn, reused) = match self.take_idle() {
@@ -336,7 +345,7 @@ impl FpmPool {
         received: &mut bool,
         fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
-        let timeout = self.inner.config.request_timeout;
+        let timeout = self.inner.config.load().request_timeout;
         tokio::time::timeout(
             timeout,
             conn.roundtrip(params, stdin, max_stdout, received, fresh),
@@ -365,7 +374,7 @@ impl FpmPool {
                 }
             }
         };
-        let stream = tokio::time::timeout(self.inner.config.connect_timeout, connecting)
+        let stream = tokio::time::timeout(self.inner.config.load().connect_timeout, connecting)
             .await
             .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(fail)?;
@@ -378,7 +387,7 @@ impl FpmPool {
     }
 
     fn take_idle(&self) -> Option<Conn> {
-        let idle_timeout = self.inner.config.idle_timeout;
+        let idle_timeout = self.inner.config.load().idle_timeout;
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
             if conn.idle_since.elapsed() < idle_timeout && !conn.stream.is_stale() {
@@ -402,7 +411,7 @@ impl FpmPool {
 
     /// Closes connections idle for longer than `fpm.idle_timeout` or closed by PHP-FPM.
     pub fn reap_idle(&self) {
-        let idle_timeout = self.inner.config.idle_timeout;
+        let idle_timeout = self.inner.config.load().idle_timeout;
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| c.idle_since.elapsed() < idle_timeout && !c.stream.is_stale());
     }
@@ -423,7 +432,7 @@ impl FpmPool {
 
     /// Pool slots now taken by a running request.
     pub fn busy_count(&self) -> usize {
-        self.inner.config.pool_size - self.inner.permits.available_permits()
+        self.inner.size - self.inner.permits.available_permits()
     }
 
     /// Can PHP-FPM be reached right now? Opens (and closes) one connection.

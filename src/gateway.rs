@@ -94,8 +94,8 @@ where
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.config.websocket.handshake_timeout)
-        .max_buf_size(ctx.config.websocket.max_handshake_bytes);
+        .header_read_timeout(ctx.config().websocket.handshake_timeout)
+        .max_buf_size(ctx.config().websocket.max_handshake_bytes);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -178,11 +178,8 @@ async fn handshake(
     mut req: Request<Incoming>,
     tracker: TaskTracker,
 ) -> Result<HttpResponse, Infallible> {
-    let Some(script) = ctx
-        .config
-        .script_for(req.uri().path())
-        .map(|s| s.to_owned())
-    else {
+    let config = ctx.config();
+    let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {
         return Ok(plain(
             StatusCode::NOT_FOUND,
             "no WebSocket route for this path\n",
@@ -205,7 +202,7 @@ async fn handshake(
         .headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !ctx.origins.allows(origin) {
+    if !ctx.origins().allows(origin) {
         ctx.metrics.refused("origin");
         tracing::info!(
             origin = origin.unwrap_or(""),
@@ -213,7 +210,7 @@ async fn handshake(
         );
         return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
-    let client = proxy::client_info(peer, &parts.headers, &ctx.config.trusted_proxies);
+    let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
     let slot = match ctx.slots.acquire(client.remote_ip) {
         Ok(slot) => slot,
         Err(Refusal::Total) => {
@@ -237,16 +234,16 @@ async fn handshake(
         }
     };
 
-    let handle = ctx.hub.register(ctx.config.websocket.outbound_queue_bytes);
+    let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
     let id = handle.id.to_string();
     let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
     let env: Arc<[u8]> = connection_env(&EnvSource {
         request: &parts,
         client: &client,
         script: &script,
-        document_root: ctx.config.document_root.as_deref(),
+        document_root: config.document_root.as_deref(),
         conn_id: &id,
-        control_socket: ctx.config.control.socket.as_deref(),
+        control_socket: config.control.socket.as_deref(),
     })
     .into();
 

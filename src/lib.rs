@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod php;
 pub mod proxy;
+pub mod reload;
 pub mod response;
 pub mod transport;
 
@@ -79,7 +80,7 @@ pub async fn serve(
     // Control endpoints outlive the drain: close-event handlers may publish.
     let mut control_tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listeners.control {
-        if let Some(path) = &ctx.config.control.socket {
+        if let Some(path) = &ctx.config().control.socket {
             tracing::info!(path = %path.display(), "accepting control clients");
         }
         control::spawn(listener, ctx.clone(), &mut control_tasks);
@@ -109,7 +110,7 @@ pub async fn serve(
     ctx.hub
         .close_all(contract::CLOSE_SHUTDOWN, contract::REASON_SHUTDOWN);
     tracker.close();
-    let drain = ctx.config.shutdown.drain_timeout;
+    let drain = ctx.config().shutdown.drain_timeout;
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!(
             ?drain,
@@ -126,7 +127,7 @@ pub async fn serve(
 }
 
 async fn reap_fpm_idle(ctx: Arc<Context>) {
-    let every = (ctx.config.fpm.idle_timeout / 2).max(std::time::Duration::from_millis(100));
+    let every = (ctx.config().fpm.idle_timeout / 2).max(std::time::Duration::from_millis(100));
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

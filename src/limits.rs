@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -26,8 +26,8 @@ pub enum Refusal {
 struct Counts {
     total: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
-    max_total: usize,
-    max_per_ip: u32,
+    max_total: AtomicUsize,
+    max_per_ip: AtomicU32,
 }
 
 /// The connection counters; cheap to clone.
@@ -47,18 +47,26 @@ impl Slots {
         Self(Arc::new(Counts {
             total: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicU32::new(max_per_ip),
         }))
+    }
+
+    /// Changes the limits (a reload); connections already over them stay.
+    pub fn set_limits(&self, max_total: usize, max_per_ip: u32) {
+        self.0.max_total.store(max_total, Ordering::Release);
+        self.0.max_per_ip.store(max_per_ip, Ordering::Release);
     }
 
     /// Takes a slot for a client at `ip`, or says which limit is reached.
     pub fn acquire(&self, ip: IpAddr) -> Result<Slot, Refusal> {
         let counts = &self.0;
+        let max_total = counts.max_total.load(Ordering::Acquire);
+        let max_per_ip = counts.max_per_ip.load(Ordering::Acquire);
         let taken = counts
             .total
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < counts.max_total).then_some(n + 1)
+                (n < max_total).then_some(n + 1)
             });
         if taken.is_err() {
             return Err(Refusal::Total);
@@ -67,10 +75,10 @@ impl Slots {
             counts: counts.clone(),
             ip: None,
         };
-        if counts.max_per_ip > 0 {
+        if max_per_ip > 0 {
             let mut per_ip = counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = per_ip.entry(ip).or_insert(0);
-            if *n >= counts.max_per_ip {
+            if *n >= max_per_ip {
                 if *n == 0 {
                     per_ip.remove(&ip);
                 }

@@ -1,5 +1,5 @@
 //! The `ws2fcgi` binary: parse flags, load and validate the configuration,
-//! set up logging, bind, and serve until SIGTERM or SIGINT.
+//! set up logging, bind, and serve until SIGTERM or SIGINT; SIGHUP reloads.
 //!
 //! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for a bad
 //! configuration or flag, 1 when a socket cannot be bound or serving fails.
@@ -9,11 +9,15 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 use ws2fcgi::cli::{Cli, Command};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
 use ws2fcgi::managed::ManagedFpm;
-use ws2fcgi::{Listener, Listeners};
+use ws2fcgi::{Context, Listener, Listeners};
 
 /// BSD's EX_USAGE: the configuration or command line is wrong.
 const EX_USAGE: u8 = 64;
@@ -30,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
-    init_tracing(&config);
+    let log_filter = init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(cli, config, log_filter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -63,20 +67,49 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Logging to stderr, human or JSON; returns the handle that changes the level on SIGHUP.
+fn init_tracing(config: &Config) -> FilterHandle {
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    let filter = if from_env {
+        EnvFilter::from_default_env()
+    } else {
+        EnvFilter::try_new(&config.log.level).unwrap_or_else(|_| EnvFilter::new("info"))
+    };
+    let (filter, handle) = reload::Layer::new(filter);
+    let json = config.log.format == LogFormat::Json;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with((!json).then(|| fmt::layer().with_writer(std::io::stderr)))
+        .with(json.then(|| {
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_writer(std::io::stderr)
+        }))
+        .init();
+    handle
 }
 
-async fn serve(mut config: Config) -> anyhow::Result<()> {
+/// Sets the log level from `log.level`, unless RUST_LOG decides it.
+fn log_level_setter(handle: FilterHandle) -> Box<dyn Fn(&str) + Send + Sync> {
+    Box::new(move |level: &str| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return;
+        }
+        match EnvFilter::try_new(level) {
+            Ok(filter) => {
+                if let Err(e) = handle.reload(filter) {
+                    tracing::warn!(error = %e, "log level not changed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, level, "invalid log.level; not changed"),
+        }
+    })
+}
+
+async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow::Result<()> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
@@ -125,7 +158,14 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let result = ws2fcgi::run(listeners, config, shutdown_signal()).await;
+    let ctx = Arc::new(Context::new(config));
+    let reloader = tokio::spawn(ws2fcgi::reload::on_hangup(
+        cli,
+        ctx.clone(),
+        log_level_setter(log_filter),
+    ));
+    let result = ws2fcgi::serve(listeners, ctx, shutdown_signal()).await;
+    reloader.abort();
     if let Some(fpm) = managed {
         fpm.stop().await;
     }

@@ -65,7 +65,7 @@ pub async fn call(
             String::from_utf8_lossy(&output.stderr).trim_end()
         );
     }
-    let fpm = &ctx.config.fpm;
+    let fpm = &ctx.config().fpm;
     let answer = response::parse(
         output.stdout,
         fpm.max_response_header_bytes,
@@ -88,7 +88,7 @@ pub async fn call_retrying(
     env: &[u8],
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
-    let deadline = Instant::now() + ctx.config.fpm.retry_window;
+    let deadline = Instant::now() + ctx.config().fpm.retry_window;
     let mut pause = RETRY_FIRST;
     loop {
         match call(ctx, handle, env, event).await {

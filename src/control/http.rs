@@ -92,7 +92,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let control = &ctx.config.control;
+    let control = &ctx.config().control;
     if let Some(token) = &control.http_token {
         let expected = format!("Bearer {token}");
         let given = req

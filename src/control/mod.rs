@@ -133,7 +133,7 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
 }
 
 async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
-    let max = ctx.config.control.max_line_bytes;
+    let max = ctx.config().control.max_line_bytes;
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);

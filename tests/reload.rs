@@ -1,0 +1,87 @@
+//! SIGHUP reloads the configuration of the real binary without dropping
+//! connections; an invalid new configuration is refused and the old one stays.
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn write_config(path: &std::path::Path, fpm: &Fpm, routes: &[(&str, &str)], extra: &str) {
+    let mut text = format!(
+        "listen = [\"127.0.0.1:0\"]\n{extra}\n[fpm]\naddress = \"unix:{}\"\npool_size = 2\n",
+        fpm.socket.display()
+    );
+    for (path, script_name) in routes {
+        text.push_str(&format!(
+            "[[route]]\npath = \"{path}\"\nscript = \"{}\"\n",
+            script(script_name).display()
+        ));
+    }
+    std::fs::write(path, text).expect("write config");
+}
+
+#[tokio::test]
+async fn sighup_reloads_routes_and_keeps_connections() {
+    let fpm = Fpm::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ws2fcgi.toml");
+    write_config(&file, &fpm, &[("/a", "echo.php")], "");
+    let mut daemon = Process::start(&["--config".as_ref(), file.as_os_str()]);
+
+    let mut a = connect(&daemon.url("/a")).await;
+    let _hello = recv_text(&mut a).await;
+    assert_eq!(refused(request(&daemon.url("/b"), &[])).await.status(), 404);
+
+    // A new route and a log level; /a's open connection must survive.
+    write_config(
+        &file,
+        &fpm,
+        &[("/a", "echo.php"), ("/b", "echo.php")],
+        "[log]\nlevel = \"debug\"",
+    );
+    daemon.signal("HUP");
+    poll_until(Duration::from_secs(10), "the reload", || {
+        daemon
+            .stderr()
+            .contains("configuration reloaded")
+            .then_some(())
+    })
+    .await;
+    let mut b = connect(&daemon.url("/b")).await;
+    let _hello = recv_text(&mut b).await;
+    send_text(&mut a, "still here").await;
+    assert_eq!(recv_text(&mut a).await, "still here");
+
+    // An invalid file is refused; the routes in force stay.
+    std::fs::write(&file, "listen = 5\n").unwrap();
+    daemon.signal("HUP");
+    poll_until(Duration::from_secs(10), "the refusal", || {
+        daemon.stderr().contains("reload refused").then_some(())
+    })
+    .await;
+    let mut b2 = connect(&daemon.url("/b")).await;
+    let _hello = recv_text(&mut b2).await;
+
+    // Settings that need a restart are named and kept.
+    write_config(
+        &file,
+        &fpm,
+        &[("/a", "echo.php")],
+        "[control]\nsocket = \"/tmp/elsewhere.sock\"",
+    );
+    daemon.signal("HUP");
+    poll_until(Duration::from_secs(10), "the kept setting", || {
+        daemon.stderr().contains("control.socket").then_some(())
+    })
+    .await;
+    assert_eq!(
+        refused(request(&daemon.url("/b"), &[])).await.status(),
+        404,
+        "the route change applied"
+    );
+
+    drop((a, b, b2));
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit {status:?}\n{}", daemon.stderr());
+}

@@ -112,7 +112,10 @@ async fn health(ctx: &Context) -> Response<Full<Bytes>> {
             body.to_string(),
         );
     }
-    // An idle pooled connection proves PHP-FPM was there a moment ago; else dial it.
+    // An idle pooled connection proves PHP-FPM was there a moment ago; else
+    // dial it. Drop the idle ones PHP-FPM closed first: a stopped PHP-FPM
+    // leaves them in the pool until the next reap.
+    ctx.fpm.reap_idle();
     let probe = if ctx.fpm.idle_count() > 0 {
         Ok(())
     } else {

@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub script: Option<PathBuf>,
 
-    /// A path served by its own script: /chat=/srv/app/chat.php. Repeatable. [toml: [[route]]]
+    /// A path served by its own script: /chat=/srv/app/chat.php. Repeatable. [toml: \[\[route\]\]]
     #[arg(long, value_name = "PATH=SCRIPT")]
     pub route: Vec<Route>,
 
@@ -60,6 +60,10 @@ pub struct Cli {
     )]
     pub http_control_token: Option<String>,
 
+    /// Run directory of the managed php-fpm (--fpm managed). [toml: fpm.managed.run_dir]
+    #[arg(long, value_name = "DIR")]
+    pub fpm_run_dir: Option<PathBuf>,
+
     /// Admin listener for /healthz and /metrics: IP:PORT, or PORT for 127.0.0.1:PORT. Off by default. [toml: admin]
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<crate::config::AdminAddr>,
@@ -67,6 +71,14 @@ pub struct Cli {
     /// Keep-alive FastCGI connections at most (≤ pm.max_children). Default 8. [toml: fpm.pool_size]
     #[arg(long, value_name = "N")]
     pub fpm_pool_size: Option<usize>,
+
+    /// Redis URL that makes this node one of a cluster (redis://host:port/); off by default. [toml: cluster.redis]
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+
+    /// This node's id in the cluster: 1 to 32 of A-Z a-z 0-9 _ -. Default: the host name, '-', 6 random hex digits. [toml: cluster.node_id]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 
     /// Log format: human or json. [toml: log.format]
     #[arg(long, value_name = "FORMAT")]
@@ -131,11 +143,20 @@ impl Cli {
         if let Some(token) = &self.http_control_token {
             config.control.http_token = Some(token.clone());
         }
+        if let Some(dir) = &self.fpm_run_dir {
+            config.fpm.managed.run_dir = Some(dir.clone());
+        }
         if let Some(admin) = self.admin {
             config.admin = Some(admin);
         }
         if let Some(size) = self.fpm_pool_size {
             config.fpm.pool_size = size;
+        }
+        if let Some(url) = &self.cluster {
+            config.cluster.redis = Some(url.clone());
+        }
+        if let Some(id) = &self.node_id {
+            config.cluster.node_id = Some(id.clone());
         }
         if let Some(format) = self.log_format {
             config.log.format = format;
@@ -178,6 +199,24 @@ mod tests {
         assert!(err.to_string().contains("unix:/path"), "{err}");
         let err = Cli::try_parse_from(["ws2fcgi", "--route", "chat.php"]).unwrap_err();
         assert!(err.to_string().contains("PATH=SCRIPT"), "{err}");
+    }
+
+    #[test]
+    fn cluster_flags_set_their_twins() {
+        let cli = Cli::try_parse_from([
+            "ws2fcgi",
+            "--cluster",
+            "redis://127.0.0.1:6379/",
+            "--node-id",
+            "web-1",
+        ])
+        .unwrap();
+        let config = cli.load_config().unwrap();
+        assert_eq!(
+            config.cluster.redis.as_deref(),
+            Some("redis://127.0.0.1:6379/")
+        );
+        assert_eq!(config.cluster.node_id.as_deref(), Some("web-1"));
     }
 
     #[test]

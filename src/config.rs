@@ -177,6 +177,12 @@ pub struct Config {
     /// Addresses to accept WebSocket clients on (`ip:port` or `unix:/path`).
     #[serde(default = "default_listen")]
     pub listen: Vec<ListenAddr>,
+    /// File mode of `unix:` WebSocket listeners, octal.
+    #[serde(default = "default_listen_mode")]
+    pub listen_mode: String,
+    /// Group of `unix:` WebSocket listeners (name or gid), e.g. nginx's; unchanged when unset.
+    #[serde(default)]
+    pub listen_group: Option<String>,
     /// The script for every path not named in `route`.
     #[serde(default)]
     pub script: Option<PathBuf>,
@@ -208,6 +214,9 @@ pub struct Config {
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Several nodes sharing channels through Redis; off (one node) by default.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
 }
 
 /// One WebSocket path served by its own script.
@@ -310,6 +319,16 @@ pub struct ManagedFpmConfig {
     /// as root; default root, with a warning.
     #[serde(default)]
     pub user: Option<String>,
+    /// Workers beyond `fpm.pool_size` (`pm.max_children = pool_size + spare`),
+    /// for web pages served by the same php-fpm (nginx in front).
+    #[serde(default = "default_spare_children")]
+    pub spare_children: usize,
+    /// File mode of the php-fpm socket, octal.
+    #[serde(default = "default_managed_socket_mode")]
+    pub socket_mode: String,
+    /// Group of the php-fpm socket (e.g. nginx's, to share the pool); php-fpm's default when unset.
+    #[serde(default)]
+    pub socket_group: Option<String>,
     /// Requests a worker serves before it is replaced (`pm.max_requests`).
     #[serde(default = "default_managed_max_requests")]
     pub max_requests: u32,
@@ -324,6 +343,9 @@ impl Default for ManagedFpmConfig {
             binary: None,
             run_dir: None,
             user: None,
+            spare_children: default_spare_children(),
+            socket_mode: default_managed_socket_mode(),
+            socket_group: None,
             max_requests: default_managed_max_requests(),
             php_admin_value: Default::default(),
         }
@@ -391,16 +413,21 @@ impl Default for ControlConfig {
 impl ControlConfig {
     /// The socket's file mode, parsed from [`ControlConfig::mode`].
     pub fn mode_bits(&self) -> Result<u32, ConfigError> {
-        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                invalid(
-                    "control.mode",
-                    format!("`{}` is not an octal file mode like \"0660\"", self.mode),
-                )
-            })
+        parse_mode("control.mode", &self.mode)
     }
+}
+
+/// Parses an octal file mode (`"0660"`) of the setting named `setting`.
+pub fn parse_mode(setting: &'static str, text: &str) -> Result<u32, ConfigError> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            invalid(
+                setting,
+                format!("`{text}` is not an octal file mode like \"0660\""),
+            )
+        })
 }
 
 /// `[websocket]`.
@@ -421,8 +448,8 @@ pub struct WebSocketConfig {
     /// Largest single frame a client may send, in bytes (close 1009 past it).
     #[serde(default = "default_max_frame_size")]
     pub max_frame_size: usize,
-    /// Bytes read from a client socket per read call; also what an idle
-    /// connection keeps allocated for reading.
+    /// Bytes read from a client socket per read call at most. The buffer
+    /// exists only while read bytes wait to be parsed: idle connections hold none.
     #[serde(default = "default_read_buffer_size")]
     pub read_buffer_size: usize,
     /// How often to ping an idle client.
@@ -524,8 +551,106 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `[cluster]`: several nodes sharing channels through Redis (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL (`redis://host:port/db`, `redis+unix:///path`); none means a single node.
+    #[serde(default)]
+    pub redis: Option<String>,
+    /// This node's id, part of every connection id: 1 to 32 of `A-Z a-z 0-9 _ -`.
+    /// Default: `<hostname>-<6 random hex digits>`, new at every start.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel, so several clusters can share a Redis.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// A node that stops refreshing its keys for this long is gone: its
+    /// presence entries expire. Refreshed every third of it.
+    #[serde(default = "default_node_ttl", with = "humantime_serde")]
+    pub node_ttl: Duration,
+    /// How long a send, close, join, leave or meta for a connection of
+    /// another node waits for that node's answer.
+    #[serde(default = "default_cluster_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            node_id: None,
+            prefix: default_cluster_prefix(),
+            node_ttl: default_node_ttl(),
+            request_timeout: default_cluster_request_timeout(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis {
+            check_redis_url(url).map_err(|m| invalid("cluster.redis", m))?;
+        }
+        if let Some(id) = &self.node_id
+            && !crate::cluster::valid_node_id(id)
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                format!("`{id}`: use 1 to 32 of A-Z, a-z, 0-9, '_' and '-'"),
+            ));
+        }
+        if self.prefix.is_empty()
+            || self.prefix.len() > 64
+            || !self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+        {
+            return Err(invalid(
+                "cluster.prefix",
+                format!(
+                    "`{}`: use 1 to 64 of A-Z, a-z, 0-9, '_', '-', '.' and ':'",
+                    self.prefix
+                ),
+            ));
+        }
+        if self.node_ttl < Duration::from_secs(1) {
+            return Err(invalid("cluster.node_ttl", "must be at least 1s"));
+        }
+        positive("cluster.request_timeout", self.request_timeout)?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cluster")]
+fn check_redis_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo as _;
+    url.into_connection_info()
+        .map(drop)
+        .map_err(|e| format!("`{url}`: {e}"))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn check_redis_url(_url: &str) -> Result<(), String> {
+    Err("this ws2fcgi was built without the `cluster` feature; rebuild with it".into())
+}
+
+fn default_cluster_prefix() -> String {
+    "ws2fcgi".into()
+}
+fn default_node_ttl() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_cluster_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
 fn default_listen() -> Vec<ListenAddr> {
     vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8090)))]
+}
+fn default_listen_mode() -> String {
+    "0660".into()
 }
 fn default_log_level() -> String {
     "info".into()
@@ -554,6 +679,12 @@ fn default_max_response_body_bytes() -> usize {
 fn default_retry_window() -> Duration {
     Duration::from_secs(5)
 }
+fn default_spare_children() -> usize {
+    2
+}
+fn default_managed_socket_mode() -> String {
+    "0600".into()
+}
 fn default_managed_max_requests() -> u32 {
     1000
 }
@@ -576,7 +707,7 @@ fn default_max_frame_size() -> usize {
     2 * 1024 * 1024
 }
 fn default_read_buffer_size() -> usize {
-    4096
+    16 * 1024
 }
 fn default_ping_interval() -> Duration {
     Duration::from_secs(30)
@@ -708,6 +839,8 @@ impl Config {
         positive("fpm.queue_timeout", self.fpm.queue_timeout)?;
         positive("fpm.request_timeout", self.fpm.request_timeout)?;
         positive("fpm.idle_timeout", self.fpm.idle_timeout)?;
+        at_most_a_year("fpm.retry_window", self.fpm.retry_window)?;
+        at_most_a_year("shutdown.drain_timeout", self.shutdown.drain_timeout)?;
         if self.fpm.max_response_header_bytes < 1024 {
             return Err(invalid(
                 "fpm.max_response_header_bytes",
@@ -715,6 +848,14 @@ impl Config {
             ));
         }
         self.control.mode_bits()?;
+        parse_mode("listen_mode", &self.listen_mode)?;
+        parse_mode("fpm.managed.socket_mode", &self.fpm.managed.socket_mode)?;
+        if self.fpm.managed.spare_children > 1024 {
+            return Err(invalid(
+                "fpm.managed.spare_children",
+                "must be at most 1024",
+            ));
+        }
         if self.control.max_line_bytes < 1024 {
             return Err(invalid("control.max_line_bytes", "must be at least 1024"));
         }
@@ -759,6 +900,7 @@ impl Config {
         positive("websocket.ping_interval", ws.ping_interval)?;
         positive("websocket.close_timeout", ws.close_timeout)?;
         positive("websocket.handshake_timeout", ws.handshake_timeout)?;
+        at_most_a_year("websocket.idle_timeout", ws.idle_timeout)?;
         if ws.max_handshake_bytes < 8192 {
             return Err(invalid(
                 "websocket.max_handshake_bytes",
@@ -784,7 +926,7 @@ impl Config {
                 "must be longer than websocket.ping_interval, or every idle client is cut off",
             ));
         }
-        Ok(())
+        self.cluster.validate()
     }
 
     /// The script for a request path: its route's, else the default `script`.
@@ -797,9 +939,22 @@ impl Config {
     }
 }
 
+/// Longest value of any duration setting. Far beyond any useful timeout, and
+/// it keeps `Instant::now() + d` (which panics on overflow; humantime accepts
+/// up to 2^64 seconds) safe wherever a duration is added to the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 fn positive(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         Err(invalid(setting, "must be longer than zero"))
+    } else {
+        at_most_a_year(setting, d)
+    }
+}
+
+fn at_most_a_year(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d > MAX_DURATION {
+        Err(invalid(setting, "must be at most 365 days"))
     } else {
         Ok(())
     }
@@ -893,6 +1048,95 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("script")
+        );
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused() {
+        // Each once passed validation and then panicked the daemon the first
+        // time it was added to the clock (`Instant + Duration` overflows).
+        for setting in [
+            "fpm.retry_window",
+            "fpm.request_timeout",
+            "websocket.close_timeout",
+            "websocket.handshake_timeout",
+            "websocket.idle_timeout",
+            "shutdown.drain_timeout",
+        ] {
+            let (table, key) = setting.split_once('.').unwrap();
+            let header = if table == "fpm" {
+                String::new()
+            } else {
+                format!("[{table}]\n")
+            };
+            let text = format!(
+                "script = \"/srv/app/ws.php\"\n[fpm]\naddress = \"unix:/run/php.sock\"\n\
+                 {header}{key} = \"10000000000000000000s\"\n"
+            );
+            let config = Config::from_toml(&text).expect("humantime takes it");
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(setting), "{setting}: {err}");
+        }
+        let mut config = minimal();
+        config.fpm.retry_window = MAX_DURATION;
+        config.websocket.idle_timeout = MAX_DURATION;
+        config.validate().expect("a year is allowed");
+        assert!(
+            std::time::Instant::now()
+                .checked_add(MAX_DURATION)
+                .is_some()
+        );
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn cluster_settings_are_checked_by_name() {
+        let config = Config::from_toml(
+            r#"
+            script = "/srv/app/ws.php"
+            [fpm]
+            address = "unix:/run/php/php-fpm.sock"
+            [cluster]
+            redis = "redis://127.0.0.1:6379/"
+            node_id = "web-1"
+            node_ttl = "5s"
+            "#,
+        )
+        .expect("parses");
+        config.validate().expect("valid");
+        type Spoil = fn(&mut ClusterConfig);
+        let cases: [(Spoil, &str); 5] = [
+            (|c| c.redis = Some("http://x/".into()), "cluster.redis"),
+            (|c| c.node_id = Some("web.1".into()), "cluster.node_id"),
+            (|c| c.node_id = Some("n".repeat(33)), "cluster.node_id"),
+            (|c| c.prefix = "a b".into(), "cluster.prefix"),
+            (
+                |c| c.node_ttl = Duration::from_millis(500),
+                "cluster.node_ttl",
+            ),
+        ];
+        for (spoil, named) in cases {
+            let mut bad = config.clone();
+            spoil(&mut bad.cluster);
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(named), "{err}");
+        }
+        assert_eq!(
+            Config::default().cluster.redis,
+            None,
+            "a single node by default"
+        );
+    }
+
+    #[cfg(not(feature = "cluster"))]
+    #[test]
+    fn a_build_without_cluster_refuses_redis() {
+        let mut config = minimal();
+        config.cluster.redis = Some("redis://127.0.0.1:6379/".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.redis") && err.contains("feature"),
+            "{err}"
         );
     }
 

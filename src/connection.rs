@@ -18,9 +18,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
 use tokio::time::{Sleep, sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
@@ -29,6 +30,7 @@ use crate::config::{Config, RateLimitAction};
 use crate::context::Context;
 use crate::contract as c;
 use crate::event::Event;
+use crate::fpm::FpmError;
 use crate::frame::{self, Kind};
 use crate::hub::ConnHandle;
 use crate::limits::TokenBucket;
@@ -38,6 +40,10 @@ use crate::response::PhpResponse;
 use crate::transport::{self, ReadSide, Writer, Wrote};
 
 type Answer = Pin<Box<dyn Future<Output = Result<PhpResponse, EventError>> + Send>>;
+
+/// A message at least this large makes the connection shed tungstenite's
+/// grown read buffer (see [`Conn::shed_read_buffer`]).
+const REBUILD_AFTER: usize = 4 * crate::transport::TUNGSTENITE_READ_BUFFER;
 
 /// Everything a connection task needs, handed over by the gateway after PHP
 /// accepted the handshake.
@@ -83,32 +89,17 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
     } = accepted;
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
         tracing::error!("upgraded connection is neither TCP nor Unix; dropping it");
-        finish(
-            &ctx,
-            &handle,
-            &env,
-            VecDeque::new(),
-            None,
-            Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED),
-        )
-        .await;
+        let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
+        Box::pin(finish(&ctx, &handle, &env, VecDeque::new(), None, ending)).await;
         return;
     };
-    // Copy what hyper read past the handshake and let go of hyper's read
-    // buffer: keeping `pre_read` alive would pin all of it for the
-    // connection's whole life.
-    let pre_read = {
-        let bytes = pre_read;
-        bytes.to_vec()
-    };
-    let ws = WebSocketStream::from_partially_read(
-        ReadSide::new(read_half, handle.clone()),
-        pre_read,
-        Role::Server,
-        Some(ctx.ws_config()),
-    )
-    .await;
     let config = ctx.config();
+    // What hyper read past the handshake (a pipelined first frame) is
+    // copied into the read side, which lets go of hyper's read buffer.
+    let mut side = ReadSide::new(read_half, handle.clone(), config.websocket.read_buffer_size);
+    side.preload(&pre_read);
+    drop(pre_read);
+    let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
     let mut conn = Conn {
         config: config.clone(),
         ctx: ctx.clone(),
@@ -126,13 +117,14 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
             .as_ref()
             .map(|r| TokenBucket::new(r.messages_per_second, f64::from(r.burst))),
     };
+    ctx.hub.stats.connections_total.inc();
     if ctx.is_shutting_down() {
         handle
             .outbox
             .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
     }
     if let Some((code, reason)) = close_after_open {
-        conn.start_close(code, reason).await;
+        conn.start_close(code, reason);
     }
     let ending = conn.run().await;
     // tungstenite holds its reply to the client's close frame until its next
@@ -154,7 +146,9 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
     }
     drop(ws);
     drop(writer);
-    finish(&ctx, &handle, &env, events, answer, ending).await;
+    // Boxed: the ending's PHP calls would otherwise enlarge every idle
+    // connection's task by the size of their futures.
+    Box::pin(finish(&ctx, &handle, &env, events, answer, ending)).await;
 }
 
 /// Ends a connection PHP accepted but whose upgrade never completed (the
@@ -163,14 +157,14 @@ pub async fn abandon(accepted: Accepted) {
     accepted.ctx.hub.unregister(&accepted.handle.id);
     accepted.handle.outbox.seal();
     let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
-    finish(
+    Box::pin(finish(
         &accepted.ctx,
         &accepted.handle,
         &accepted.env,
         VecDeque::new(),
         None,
         ending,
-    )
+    ))
     .await;
 }
 
@@ -184,25 +178,42 @@ async fn finish(
     ending: Ending,
 ) {
     if let Some(answer) = answer {
-        log_failure("message", answer.await.err());
+        log_outcome("message", answer.await);
     }
     while let Some(event) = events.pop_front() {
+        ctx.metrics.events_queued.dec();
         let result = php::call_retrying(ctx, handle, env, &event).await;
-        log_failure(event.name(), result.err());
+        log_outcome(event.name(), result);
     }
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
     let close = Event::Close {
         code: ending.code,
         reason: ending.reason,
     };
-    if let Err(e) = php::call_retrying(ctx, handle, env, &close).await {
-        tracing::error!(error = %e, kind = e.kind(), "close event not delivered to php");
+    match php::call_retrying(ctx, handle, env, &close).await {
+        Ok(answer) if !answer.is_success() => {
+            tracing::warn!(
+                event = "close",
+                status = answer.status,
+                "php answered with an error status"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, kind = e.kind(), "close event not delivered to php"),
     }
 }
 
-fn log_failure(event: &str, error: Option<EventError>) {
-    if let Some(e) = error {
-        tracing::warn!(event, error = %e, kind = e.kind(), "event failed");
+fn log_outcome(event: &str, result: Result<PhpResponse, EventError>) {
+    match result {
+        Ok(answer) if !answer.is_success() => {
+            tracing::warn!(
+                event,
+                status = answer.status,
+                "php answered with an error status"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(event, error = %e, kind = e.kind(), "event failed"),
     }
 }
 
@@ -236,6 +247,7 @@ impl Conn {
             if self.answer.is_none()
                 && let Some(event) = self.events.pop_front()
             {
+                self.ctx.metrics.events_queued.dec();
                 self.answer = Some(self.dispatch(event));
             }
             if let Some((_, deadline)) = &self.closing {
@@ -245,13 +257,13 @@ impl Conn {
                 biased;
                 result = next_answer(&mut self.answer), if self.answer.is_some() => {
                     self.answer = None;
-                    if let Some(ending) = self.on_answer(result).await {
+                    if let Some(ending) = self.on_answer(result) {
                         return ending;
                     }
                 }
                 wrote = self.writer.turn(&self.handle) => match wrote {
                     Ok(Wrote::Bytes) => {}
-                    Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason).await,
+                    Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason),
                     Ok(Wrote::Signal(Signal::SlowConsumer)) => {
                         self.ctx.metrics.closed("slow_consumer");
                         tracing::warn!(queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
@@ -285,14 +297,13 @@ impl Conn {
     }
 
     /// Acts on PHP's answer to a message event.
-    async fn on_answer(&mut self, result: Result<PhpResponse, EventError>) -> Option<Ending> {
+    fn on_answer(&mut self, result: Result<PhpResponse, EventError>) -> Option<Ending> {
         let answer = match result {
             Ok(answer) => answer,
-            Err(EventError::Fpm(e)) if e.never_reached_php() => {
+            Err(EventError::Fpm(e @ FpmError::Connect { .. })) => {
                 tracing::error!(error = %e, "php-fpm unavailable; closing connection");
                 self.ctx.metrics.closed("php_unavailable");
-                self.start_close(c::CLOSE_UPSTREAM_FAILED, c::REASON_UPSTREAM_FAILED.into())
-                    .await;
+                self.start_close(c::CLOSE_UPSTREAM_FAILED, c::REASON_UPSTREAM_FAILED.into());
                 return None;
             }
             Err(e) => {
@@ -310,7 +321,7 @@ impl Conn {
         }
         let close = apply_answer(&self.ctx, &self.handle, &answer);
         if let Some((code, reason)) = close {
-            self.start_close(code, reason).await;
+            self.start_close(code, reason);
         }
         None
     }
@@ -340,7 +351,11 @@ impl Conn {
         }
         self.ctx.hub.stats.messages_in.inc();
         self.ctx.metrics.bytes_in.inc_by(data.len() as u64);
+        if data.len() >= REBUILD_AFTER {
+            self.shed_read_buffer();
+        }
         self.events.push_back(Event::Message { kind, data });
+        self.ctx.metrics.events_queued.inc();
         None
     }
 
@@ -382,6 +397,16 @@ impl Conn {
     }
 
     fn read_error(&mut self, error: WsError) -> Ending {
+        if matches!(
+            error,
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+        ) {
+            // The TCP connection ended without a close frame: the peer vanished.
+            return match self.closing.take() {
+                Some((ending, _)) => ending,
+                None => self.vanished(),
+            };
+        }
         let (code, reason, kind) = match &error {
             WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string(), "too_big"),
             WsError::Utf8(_) => (
@@ -416,6 +441,11 @@ impl Conn {
             self.closing = Some((ending, deadline));
             return None;
         }
+        if self.events.len() >= self.config.websocket.event_queue {
+            // We stopped reading (PHP is behind); the client's pongs wait
+            // unread in the socket, so its silence proves nothing.
+            self.last_seen = Instant::now();
+        }
         if self.last_seen.elapsed() >= self.config.websocket.idle_timeout {
             tracing::info!("idle timeout");
             self.ctx.metrics.closed("idle_timeout");
@@ -428,6 +458,33 @@ impl Conn {
         None
     }
 
+    /// Rebuilds the WebSocket around the same socket after a large message:
+    /// tungstenite grew its read buffer to hold it and would keep that for
+    /// the connection's life. Safe because the read side hands tungstenite
+    /// whole frames only, so it holds no bytes of the next one now.
+    fn shed_read_buffer(&mut self) {
+        if self.closing.is_some() {
+            return;
+        }
+        // A pong tungstenite still holds goes out first.
+        let _ = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.ws).poll_flush(cx))
+            .now_or_never();
+        let stand_in = WebSocketStream::from_raw_socket(
+            ReadSide::detached(self.handle.clone()),
+            Role::Server,
+            Some(self.ctx.ws_config()),
+        )
+        .now_or_never();
+        let Some(stand_in) = stand_in else { return };
+        let side = std::mem::replace(&mut self.ws, stand_in).into_inner();
+        match WebSocketStream::from_raw_socket(side, Role::Server, Some(self.ctx.ws_config()))
+            .now_or_never()
+        {
+            Some(fresh) => self.ws = fresh,
+            None => tracing::error!("could not rebuild the WebSocket; the connection will end"),
+        }
+    }
+
     fn vanished(&self) -> Ending {
         Ending {
             flush: false,
@@ -436,7 +493,7 @@ impl Conn {
     }
 
     /// Sends our close frame (after everything queued) and waits for the client's.
-    async fn start_close(&mut self, code: u16, reason: String) {
+    fn start_close(&mut self, code: u16, reason: String) {
         if self.closing.is_some() {
             return;
         }
@@ -445,9 +502,24 @@ impl Conn {
             code: CloseCode::from(code),
             reason: reason.as_str().into(),
         };
-        // Goes into the outbox through ReadSide's write side; never blocks.
-        if let Err(e) = self.ws.send(Message::Close(Some(frame))).await {
-            tracing::debug!(error = %e, "close frame not queued");
+        // tungstenite formats the frame and writes it through ReadSide's
+        // write side into the outbox, which never blocks: one poll completes
+        // it, and no sink future has to live in every connection's task.
+        let mut message = Some(Message::Close(Some(frame)));
+        let ws = &mut self.ws;
+        let sent = std::future::poll_fn(|cx| {
+            let mut ws = std::pin::Pin::new(&mut *ws);
+            std::task::ready!(ws.as_mut().poll_ready(cx))?;
+            if let Some(message) = message.take() {
+                ws.as_mut().start_send(message)?;
+            }
+            ws.poll_flush(cx)
+        })
+        .now_or_never();
+        match sent {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::debug!(error = %e, "close frame not queued"),
+            None => tracing::debug!("close frame not queued: sink not ready"),
         }
         let deadline = Instant::now() + self.config.websocket.close_timeout;
         self.closing = Some((Ending::new(code, reason), deadline));
@@ -513,4 +585,57 @@ fn truncate(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    #[tokio::test]
+    async fn print_sizes() {
+        use std::mem::size_of_val;
+        let mut config = crate::config::Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = Arc::new(Context::new(config));
+        let handle = ctx.hub.register(1024);
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (r, w) = a.into_split();
+        let ws = WebSocketStream::from_raw_socket(
+            ReadSide::new(transport::ReadHalf::Unix(r), handle.clone(), 4096),
+            Role::Server,
+            Some(ctx.ws_config()),
+        )
+        .await;
+        let mut conn = Conn {
+            config: ctx.config(),
+            ctx: ctx.clone(),
+            handle: handle.clone(),
+            env: Arc::from(&b""[..]),
+            ws,
+            writer: Writer::new(transport::WriteHalf::Unix(w), Default::default()),
+            events: VecDeque::new(),
+            answer: None,
+            last_seen: Instant::now(),
+            closing: None,
+            rate: None,
+        };
+        eprintln!("Conn {}", std::mem::size_of::<Conn>());
+        eprintln!("turn {}", size_of_val(&conn.writer.turn(&handle)));
+        eprintln!("run {}", size_of_val(&conn.run()));
+        eprintln!(
+            "finish {}",
+            size_of_val(&finish(
+                &ctx,
+                &handle,
+                b"",
+                VecDeque::new(),
+                None,
+                Ending::new(1000, "")
+            ))
+        );
+        eprintln!(
+            "call_retrying {}",
+            size_of_val(&php::call_retrying(&ctx, &handle, b"", &Event::Open))
+        );
+    }
 }

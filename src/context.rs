@@ -1,5 +1,5 @@
 //! What every task of the daemon shares: settings, the hub, the FastCGI pool,
-//! and the shutdown flag.
+//! the cluster (when there is one), and the shutdown flag.
 
 use std::sync::Arc;
 
@@ -7,9 +7,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::fpm::FpmPool;
-use crate::hub::{Hub, Stats};
+use crate::hub::{ConnId, Hub, Observer, Stats};
 use crate::limits::{OriginPolicy, Slots};
 use crate::metrics::Metrics;
 
@@ -25,6 +26,8 @@ pub struct Context {
     pub fpm: FpmPool,
     /// Connection counters for `max_connections` and `max_connections_per_ip`.
     pub slots: Slots,
+    /// The other nodes, through Redis; `None` on a single node.
+    pub cluster: Option<Arc<Cluster>>,
     /// `allowed_origins`, compiled.
     origins: ArcSwap<OriginPolicy>,
     shutdown: watch::Sender<bool>,
@@ -35,6 +38,8 @@ pub struct Context {
 /// php-fpm, or the pool's size. A reload that changes one keeps the old value.
 const RESTART_ONLY: &[&str] = &[
     "listen",
+    "listen_mode",
+    "listen_group",
     "admin",
     "fpm.address",
     "fpm.pool_size",
@@ -44,6 +49,7 @@ const RESTART_ONLY: &[&str] = &[
     "control.owner",
     "control.group",
     "control.http",
+    "cluster",
 ];
 
 impl Context {
@@ -55,11 +61,14 @@ impl Context {
             max_connections(ws.max_connections),
             ws.max_connections_per_ip,
         );
+        let cluster = Cluster::new(&config.cluster, &metrics);
+        let observer = cluster.as_ref().map(|c| c.tracker() as Arc<dyn Observer>);
         Self {
             slots,
             origins: ArcSwap::from_pointee(origin_policy(&config)),
             fpm: FpmPool::new(&config.fpm),
-            hub: Hub::new(Stats::from_metrics(&metrics)),
+            hub: Hub::with_observer(Stats::from_metrics(&metrics), observer),
+            cluster,
             metrics,
             config: ArcSwap::from_pointee(config),
             shutdown: watch::channel(false).0,
@@ -83,7 +92,7 @@ impl Context {
         let config = self.config.load();
         let ws = &config.websocket;
         WebSocketConfig::default()
-            .read_buffer_size(ws.read_buffer_size)
+            .read_buffer_size(crate::transport::TUNGSTENITE_READ_BUFFER)
             // Frames are queued in the outbox, never in tungstenite.
             .write_buffer_size(0)
             .max_message_size(Some(ws.max_message_size))
@@ -92,7 +101,8 @@ impl Context {
 
     /// Puts a new, validated configuration in force for everything that
     /// starts from now on (handshakes, events, limits); open connections keep
-    /// theirs. Settings in [`RESTART_ONLY`] keep their old values; the names
+    /// theirs. Settings that need a restart (sockets, the php-fpm address and
+    /// pool size) keep their old values; the names
     /// of those that differed are returned.
     pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
         let current = self.config.load_full();
@@ -106,6 +116,8 @@ impl Context {
             };
         }
         keep!("listen", listen);
+        keep!("listen_mode", listen_mode);
+        keep!("listen_group", listen_group);
         keep!("admin", admin);
         keep!("fpm.address", fpm.address);
         keep!("fpm.pool_size", fpm.pool_size);
@@ -115,6 +127,7 @@ impl Context {
         keep!("control.owner", control.owner);
         keep!("control.group", control.group);
         keep!("control.http", control.http);
+        keep!("cluster", cluster);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
         let ws = &next.websocket;
         self.slots.set_limits(
@@ -125,6 +138,15 @@ impl Context {
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
         kept
+    }
+
+    /// A connection's id as PHP and control clients see it (`WS_CONNECTION_ID`):
+    /// 40 hex digits on a single node, `<node_id>.<40 hex>` in a cluster.
+    pub fn public_id(&self, id: &ConnId) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.public_id(id),
+            None => id.to_string(),
+        }
     }
 
     /// Marks the daemon as shutting down: new handshakes are refused, and

@@ -52,6 +52,9 @@ pub enum FcgiError {
     /// END_REQUEST with a body shorter than 8 bytes.
     #[error("END_REQUEST record too short ({0} bytes)")]
     ShortEndRequest(usize),
+    /// Bytes followed the END_REQUEST record; they belong to no request.
+    #[error("{0} stray bytes after the end of the answer")]
+    TrailingBytes(usize),
     /// END_REQUEST whose protocol status is not REQUEST_COMPLETE.
     #[error("request not completed: {0}")]
     NotCompleted(&'static str),

@@ -14,9 +14,16 @@
 //! connection for its first byte, a connection that finishes is closed
 //! instead of pooled, which frees its worker for the waiting one.
 //!
-//! A reused connection that fails before PHP-FPM sent a single byte back is
-//! retried once on a fresh connection, as nginx does with its upstream
-//! keep-alive cache: the worker behind it had gone before reading the request.
+//! A pooled connection is checked with a non-blocking `MSG_PEEK` before it is
+//! reused, so one php-fpm closed (`pm.max_requests`, a restart) is replaced.
+//! A worker reaching `pm.max_requests` shuts its side down some 25 µs after its
+//! last answer (measured) and discards whatever it reads meanwhile; a request
+//! written in that gap is never run. So a request on a *reused* connection is
+//! sent once more on a fresh connection when no byte came back and either
+//! writing failed, or the connection closed less than [`RECYCLE_WINDOW`] after
+//! its previous answer ended. In every other case — a worker killed or
+//! crashing while it runs the script — the event is not sent again: PHP sees
+//! an event at most once.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +38,38 @@ use tokio::sync::Semaphore;
 
 use crate::config::{FpmAddr, FpmConfig};
 use crate::fcgi::{self, FcgiError, Record};
+
+/// A reused connection that closes, unanswered, less than this after its
+/// previous answer ended was a recycling worker discarding the request (see
+/// the module docs). Far above the ~25 µs php-fpm takes, to allow for a busy
+/// machine; far below the time a script runs before a worker running it dies.
+pub const RECYCLE_WINDOW: Duration = Duration::from_millis(10);
+
+/// How far a request got, for the retry rule.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When the connection's previous answer ended.
+    idle_since: Instant,
+    /// Whether the request was written whole.
+    written: bool,
+    /// Whether any byte of an answer arrived.
+    answered: bool,
+}
+
+impl Progress {
+    fn new(idle_since: Instant) -> Self {
+        Self {
+            idle_since,
+            written: false,
+            answered: false,
+        }
+    }
+
+    /// Did php-fpm certainly not run this request? Asked right after it failed.
+    fn never_ran(&self) -> bool {
+        !self.answered && (!self.written || self.idle_since.elapsed() < RECYCLE_WINDOW)
+    }
+}
 
 /// Most of PHP's stderr kept per event for the log; the rest is counted, not kept.
 pub const MAX_STDERR_BYTES: usize = 16 * 1024;
@@ -108,13 +147,18 @@ enum Stream {
 impl Stream {
     /// Has PHP-FPM closed (or written to) this idle connection?
     fn is_stale(&self) -> bool {
-        let mut byte = [0u8; 1];
-        let read = match self {
-            Self::Tcp(s) => s.try_read(&mut byte),
-            Self::Unix(s) => s.try_read(&mut byte),
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Self::Tcp(s) => s.as_raw_fd(),
+            Self::Unix(s) => s.as_raw_fd(),
         };
-        // Idle means nothing to read: EOF, stray bytes or an error all retire it.
-        !matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        // Asks the kernel itself (tokio's readiness may not have seen a FIN
+        // yet). Idle means nothing to read: EOF, stray bytes or an error all
+        // retire the connection.
+        let mut byte = [0u8; 1];
+        let peek = recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
+        !matches!(peek, Err(nix::errno::Errno::EAGAIN))
     }
 
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -149,11 +193,12 @@ impl Conn {
         params: &[&[u8]],
         stdin: &[u8],
         max_stdout: usize,
-        received: &mut bool,
+        progress: &mut Progress,
         fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
         fcgi::encode_request(&mut self.out, params, stdin);
         self.stream.write_all(&self.out).await?;
+        progress.written = true;
         if self.out.capacity() > 256 * 1024 {
             // A large body passed through; don't keep its buffer forever.
             self.out = Vec::new();
@@ -179,7 +224,7 @@ impl Conn {
                         let rest = self.input.len() - used;
                         if rest != 0 {
                             // Bytes after the end belong to no request.
-                            return Err(FcgiError::UnexpectedType(self.input[used + 1]).into());
+                            return Err(FcgiError::TrailingBytes(rest).into());
                         }
                         self.input.clear();
                         return Ok(output);
@@ -192,7 +237,7 @@ impl Conn {
             if n == 0 {
                 return Err(FpmError::Truncated);
             }
-            *received = true;
+            progress.answered = true;
             fresh.done();
         }
     }
@@ -296,14 +341,14 @@ impl FpmPool {
         } else {
             FreshWait::new(&self.inner.fresh_waiting)
         };
-        let mut received = false;
+        let mut progress = Progress::new(conn.idle_since);
         let first = self
             .run_on(
                 &mut conn,
                 params,
                 stdin,
                 max_stdout,
-                &mut received,
+                &mut progress,
                 &mut fresh,
             )
             .await;
@@ -313,10 +358,12 @@ impl FpmPool {
                 self.put_idle(conn);
                 Ok(output)
             }
-            Err(FpmError::Io(_) | FpmError::Truncated) if reused && !received => {
-                tracing::debug!("reused php-fpm connection was closed; retrying on a new one");
+            Err(FpmError::Io(_) | FpmError::Truncated) if reused && progress.never_ran() => {
+                tracing::debug!(
+                    "reused php-fpm connection closed before running the request; sending on a new one"
+                );
                 let mut conn = self.connect().await?;
-                let mut received = false;
+                let mut progress = Progress::new(Instant::now());
                 let mut fresh = FreshWait::new(&self.inner.fresh_waiting);
                 let output = self
                     .run_on(
@@ -324,7 +371,7 @@ impl FpmPool {
                         params,
                         stdin,
                         max_stdout,
-                        &mut received,
+                        &mut progress,
                         &mut fresh,
                     )
                     .await?;
@@ -342,13 +389,13 @@ impl FpmPool {
         params: &[&[u8]],
         stdin: &[u8],
         max_stdout: usize,
-        received: &mut bool,
+        progress: &mut Progress,
         fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
         let timeout = self.inner.config.load().request_timeout;
         tokio::time::timeout(
             timeout,
-            conn.roundtrip(params, stdin, max_stdout, received, fresh),
+            conn.roundtrip(params, stdin, max_stdout, progress, fresh),
         )
         .await
         .map_err(|_| FpmError::Timeout(timeout))?
@@ -438,5 +485,32 @@ impl FpmPool {
     /// Can PHP-FPM be reached right now? Opens (and closes) one connection.
     pub async fn probe(&self) -> Result<(), FpmError> {
         self.connect().await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_never_ran() {
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        assert!(Progress::new(long_ago).never_ran());
+    }
+
+    #[test]
+    fn a_close_right_after_the_previous_answer_is_a_recycled_worker() {
+        let mut p = Progress::new(Instant::now());
+        p.written = true;
+        assert!(p.never_ran());
+        p.answered = true;
+        assert!(!p.never_ran(), "an answer means PHP ran it");
+    }
+
+    #[test]
+    fn a_later_close_may_have_run_the_script() {
+        let mut p = Progress::new(Instant::now() - RECYCLE_WINDOW * 2);
+        p.written = true;
+        assert!(!p.never_ran());
     }
 }

@@ -235,7 +235,7 @@ async fn handshake(
     };
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
-    let id = handle.id.to_string();
+    let id = ctx.public_id(&handle.id);
     let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
     let env: Arc<[u8]> = connection_env(&EnvSource {
         request: &parts,
@@ -304,18 +304,18 @@ async fn handshake(
         close_after_open,
         slot,
     };
-    tracker.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => connection::serve(accepted, upgraded).await,
-                Err(e) => {
-                    tracing::info!(error = %e, "client left during the upgrade");
-                    connection::abandon(accepted).await;
-                }
+    let task = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection::serve(accepted, upgraded).await,
+            Err(e) => {
+                tracing::info!(error = %e, "client left during the upgrade");
+                Box::pin(connection::abandon(accepted)).await;
             }
         }
-        .instrument(span),
-    );
+    }
+    .instrument(span);
+    tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
+    tracker.spawn(task);
     Ok(response)
 }
 

@@ -57,6 +57,18 @@ impl FromStr for ConnId {
     }
 }
 
+/// Told of every membership and metadata change, in the order they happen
+/// (the cluster mirrors presence into Redis with it). Called with the
+/// registry lock held, so it must be quick and must never call the hub.
+pub trait Observer: Send + Sync {
+    /// `id` joined `channel` (it was not a member).
+    fn joined(&self, id: ConnId, channel: &Arc<str>);
+    /// `id` left `channel`, or closed while a member.
+    fn left(&self, id: ConnId, channel: &Arc<str>);
+    /// `id`'s metadata changed (called after the change, without the registry lock).
+    fn meta_changed(&self, id: ConnId);
+}
+
 /// What every party that talks to a connection shares: its id, its outbox and its metadata.
 pub struct ConnHandle {
     /// The connection's id.
@@ -64,6 +76,8 @@ pub struct ConnHandle {
     /// Frames on their way to the client.
     pub outbox: Outbox,
     meta: Mutex<Vec<(Box<str>, Box<str>)>>,
+    /// The hub's observer, for metadata changes (none on a single node).
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl ConnHandle {
@@ -102,6 +116,10 @@ impl ConnHandle {
             return Err(format!("more than {MAX_META_ENTRIES} metadata entries"));
         }
         *meta = next;
+        drop(meta);
+        if let Some(observer) = &self.observer {
+            observer.meta_changed(self.id);
+        }
         Ok(())
     }
 
@@ -171,6 +189,7 @@ pub struct Hub {
     registry: Mutex<Registry>,
     id_key: std::collections::hash_map::RandomState,
     serial: AtomicU64,
+    observer: Option<Arc<dyn Observer>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -184,10 +203,16 @@ impl Default for Hub {
 impl Hub {
     /// An empty hub with a fresh random id key, counting into `stats`.
     pub fn new(stats: Stats) -> Self {
+        Self::with_observer(stats, None)
+    }
+
+    /// As [`Hub::new`], telling `observer` of every membership and metadata change.
+    pub fn with_observer(stats: Stats, observer: Option<Arc<dyn Observer>>) -> Self {
         Self {
             registry: Mutex::default(),
             id_key: std::collections::hash_map::RandomState::new(),
             serial: AtomicU64::new(1),
+            observer,
             stats,
         }
     }
@@ -215,12 +240,12 @@ impl Hub {
             id,
             outbox: Outbox::new(outbox_limit),
             meta: Mutex::new(Vec::new()),
+            observer: self.observer.clone(),
         });
         slot.insert(Entry {
             handle: handle.clone(),
             channels: Vec::new(),
         });
-        self.stats.connections_total.inc();
         handle
     }
 
@@ -234,6 +259,9 @@ impl Hub {
         let entry = reg.conns.remove(index);
         for channel in entry.channels {
             remove_member(&mut reg.channels, &channel, index);
+            if let Some(observer) = &self.observer {
+                observer.left(*id, &channel);
+            }
         }
     }
 
@@ -258,6 +286,9 @@ impl Hub {
                     None => Arc::from(channel),
                 };
                 entry.channels.push(name.clone());
+                if let Some(observer) = &self.observer {
+                    observer.joined(*id, &name);
+                }
                 reg.channels.entry(name).or_default().insert(index);
                 true
             }
@@ -273,8 +304,11 @@ impl Hub {
             None => false,
             Some(entry) => {
                 if let Some(at) = entry.channels.iter().position(|c| **c == *channel) {
-                    entry.channels.swap_remove(at);
+                    let name = entry.channels.swap_remove(at);
                     remove_member(&mut reg.channels, channel, index);
+                    if let Some(observer) = &self.observer {
+                        observer.left(*id, &name);
+                    }
                 }
                 true
             }
@@ -461,6 +495,46 @@ mod tests {
         hub.unregister(&a.id);
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.connection_count(), 0);
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Observer for Recorder {
+        fn joined(&self, id: ConnId, channel: &Arc<str>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} +{channel}", id.serial));
+        }
+        fn left(&self, id: ConnId, channel: &Arc<str>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} -{channel}", id.serial));
+        }
+        fn meta_changed(&self, id: ConnId) {
+            self.0.lock().unwrap().push(format!("{} meta", id.serial));
+        }
+    }
+
+    #[test]
+    fn the_observer_sees_every_change_once() {
+        let recorder = Arc::new(Recorder::default());
+        let hub = Hub::with_observer(Stats::default(), Some(recorder.clone()));
+        let a = hub.register(1024);
+        hub.join(&a.id, "x");
+        hub.join(&a.id, "x");
+        hub.join(&a.id, "y");
+        hub.leave(&a.id, "x");
+        hub.leave(&a.id, "x");
+        a.update_meta(&[("k".into(), Some("v".into()))]).unwrap();
+        hub.unregister(&a.id);
+        hub.unregister(&a.id);
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            ["1 +x", "1 +y", "1 -x", "1 meta", "1 -y"]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod context;
@@ -102,6 +103,11 @@ pub async fn serve(
         tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
     }
     let reaper = tokio::spawn(reap_fpm_idle(ctx.clone()));
+    // Dropped with this future (a crash, as far as Redis can tell) or
+    // stopped last, after the control endpoints: close-event handlers of the
+    // drain may still publish to other nodes.
+    #[cfg(feature = "cluster")]
+    let cluster = cluster::start(ctx.clone());
 
     shutdown.await;
     let connections = ctx.hub.connection_count();
@@ -122,6 +128,10 @@ pub async fn serve(
     }
     reaper.abort();
     control_tasks.shutdown().await;
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     ctx.fpm.close_idle();
     Ok(())
 }

@@ -28,11 +28,16 @@ pub enum Accepted {
     Unix(UnixStream),
 }
 
+/// Pending connections the kernel queues before `accept` (capped by
+/// `net.core.somaxconn`). Rust's default of 128 makes a burst of clients wait
+/// for SYN retransmits, seconds each.
+pub const LISTEN_BACKLOG: i32 = 4096;
+
 impl Listener {
     /// Binds `addr`.
     pub async fn bind(addr: &ListenAddr) -> io::Result<Self> {
         match addr {
-            ListenAddr::Tcp(a) => TcpListener::bind(a).await.map(Self::Tcp),
+            ListenAddr::Tcp(a) => bind_tcp(*a).map(Self::Tcp),
             ListenAddr::Unix(path) => Ok(Self::Unix(bind_unix(path).await?, path.clone())),
         }
     }
@@ -70,9 +75,30 @@ impl Listener {
     }
 }
 
-/// Binds a Unix socket at `path`, replacing a stale socket file.
+/// Binds a TCP listener with [`LISTEN_BACKLOG`].
+pub fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn bind_unix_now(path: &Path) -> io::Result<UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(LISTEN_BACKLOG)?;
+    let fd = std::os::fd::OwnedFd::from(socket);
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(fd))
+}
+
+/// Binds a Unix socket at `path` with [`LISTEN_BACKLOG`], replacing a stale socket file.
 pub async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    match UnixListener::bind(path) {
+    match bind_unix_now(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             if UnixStream::connect(path).await.is_ok() {
@@ -83,9 +109,51 @@ pub async fn bind_unix(path: &Path) -> io::Result<UnixListener> {
             }
             // Nobody accepts on it: a leftover from a crash.
             std::fs::remove_file(path)?;
-            UnixListener::bind(path)
+            bind_unix_now(path)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Gives a socket file its mode and, when named, owner and group (names or ids).
+pub fn set_permissions(
+    path: &Path,
+    mode: u32,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {:o}: {e}", mode))?;
+    let uid = owner.map(lookup_user).transpose()?;
+    let gid = group.map(lookup_group).transpose()?;
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(|e| format!("chown: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A user name (through NSS) or a numeric uid.
+pub fn lookup_user(name: &str) -> Result<u32, String> {
+    if let Ok(uid) = name.parse() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("no such user `{name}`")),
+        Err(e) => Err(format!("looking up user `{name}`: {e}")),
+    }
+}
+
+/// A group name (through NSS) or a numeric gid.
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no such group `{name}`")),
+        Err(e) => Err(format!("looking up group `{name}`: {e}")),
     }
 }
 

@@ -5,6 +5,7 @@
 //! configuration or flag, 1 when a socket cannot be bound or serving fails.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -23,7 +24,15 @@ use ws2fcgi::{Context, Listener, Listeners};
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0; a bad flag exits EX_USAGE.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     if let Some(Command::CheckConfig { file }) = &cli.command {
         return check_config(file);
     }
@@ -81,7 +90,11 @@ fn init_tracing(config: &Config) -> FilterHandle {
     let json = config.log.format == LogFormat::Json;
     tracing_subscriber::registry()
         .with(filter)
-        .with((!json).then(|| fmt::layer().with_writer(std::io::stderr)))
+        .with((!json).then(|| {
+            fmt::layer()
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+        }))
         .with(json.then(|| {
             fmt::layer()
                 .json()
@@ -125,6 +138,11 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         if let ListenAddr::Unix(path) = addr {
+            let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
+            ws2fcgi::listen::set_permissions(path, mode, None, config.listen_group.as_deref())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot set permissions of {}: {e}", path.display())
+                })?;
             unix_paths.push(path.clone());
         }
         listeners.websocket.push(listener);

@@ -58,8 +58,10 @@ struct Plan {
 }
 
 impl ManagedFpm {
-    /// Writes the pool config, starts php-fpm and waits for its socket.
-    pub async fn start(config: &ManagedFpmConfig, children: usize) -> Result<Self, ManagedError> {
+    /// Writes the pool config, starts php-fpm with `pool_size` workers plus
+    /// `spare_children`, and waits for its socket.
+    pub async fn start(config: &ManagedFpmConfig, pool_size: usize) -> Result<Self, ManagedError> {
+        let children = pool_size + config.spare_children;
         let binary = match &config.binary {
             Some(binary) => binary.clone(),
             None => find_php_fpm().ok_or(ManagedError::NoBinary)?,
@@ -134,7 +136,8 @@ fn pool_config(
          [ws2fcgi]\n\
          {user}\
          listen = {socket}\n\
-         listen.mode = 0600\n\
+         listen.mode = {socket_mode}\n\
+         {socket_group}\
          pm = static\n\
          pm.max_children = {children}\n\
          pm.max_requests = {max_requests}\n\
@@ -144,6 +147,12 @@ fn pool_config(
          {ini}",
         pid = run_dir.join("php-fpm.pid").display(),
         socket = socket.display(),
+        socket_mode = config.socket_mode,
+        socket_group = config
+            .socket_group
+            .as_ref()
+            .map(|g| format!("listen.group = {g}\n"))
+            .unwrap_or_default(),
         max_requests = config.max_requests,
     )
 }
@@ -282,6 +291,7 @@ mod tests {
         assert!(text.contains("listen = /run/x/php-fpm.sock"));
         assert!(text.contains("pm.max_children = 6"));
         assert!(text.contains("user = root"));
+        assert!(text.contains("listen.mode = 0600"));
         assert!(text.contains("php_admin_value[memory_limit] = 64M"));
     }
 }

@@ -56,6 +56,14 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Messages dropped by the inbound rate limit.
     pub rate_limited: Counter,
+    /// Envelopes (publishes, requests, replies) this node sent to Redis.
+    pub cluster_out: Counter,
+    /// Envelopes from other nodes this node received from Redis.
+    pub cluster_in: Counter,
+    /// Envelopes for other nodes dropped: queue full, or Redis unreachable.
+    pub cluster_dropped: Counter,
+    /// Times the link to Redis came back after being lost.
+    pub cluster_reconnects: Counter,
     /// Events waiting for PHP in per-connection queues, across all connections.
     pub events_queued: Gauge,
     connections: Gauge,
@@ -101,6 +109,10 @@ impl Metrics {
             publishes: Counter::default(),
             slow_consumers: Counter::default(),
             rate_limited: Counter::default(),
+            cluster_out: Counter::default(),
+            cluster_in: Counter::default(),
+            cluster_dropped: Counter::default(),
+            cluster_reconnects: Counter::default(),
             events_queued: Gauge::default(),
             connections: Gauge::default(),
             channels: Gauge::default(),
@@ -161,6 +173,26 @@ impl Metrics {
             "rate_limited_messages",
             "Client messages dropped or refused by the rate limit",
             m.rate_limited.clone(),
+        );
+        r.register(
+            "cluster_messages_out",
+            "Envelopes this node sent to the other nodes through Redis",
+            m.cluster_out.clone(),
+        );
+        r.register(
+            "cluster_messages_in",
+            "Envelopes from other nodes received through Redis",
+            m.cluster_in.clone(),
+        );
+        r.register(
+            "cluster_dropped",
+            "Envelopes for other nodes dropped (queue full or Redis unreachable)",
+            m.cluster_dropped.clone(),
+        );
+        r.register(
+            "cluster_redis_reconnects",
+            "Times the link to Redis came back after being lost",
+            m.cluster_reconnects.clone(),
         );
         r.register(
             "events_queued",

@@ -15,6 +15,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+/// How far control frames (pongs, close) may go past the byte limit.
+pub const CONTROL_SLACK: usize = 4096;
+
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -93,12 +96,19 @@ impl Outbox {
         Push::Queued
     }
 
-    /// Queues protocol bytes (pong, close) from the connection's own task;
-    /// never refused, since they are tiny and answer the client.
+    /// Queues protocol bytes (pongs, close frames) from the connection's own
+    /// task. They may go [`CONTROL_SLACK`] bytes past the limit, so a close
+    /// frame still fits behind a full queue; past that (a client that sends
+    /// pings and never reads the pongs) the client is a slow consumer.
     pub fn push_control(&self, frame: Bytes) {
         let mut state = self.lock();
-        state.bytes += frame.len();
-        state.frames.push_back(frame);
+        if state.bytes + frame.len() > self.limit + CONTROL_SLACK {
+            state.sealed = true;
+            state.signal.get_or_insert(Signal::SlowConsumer);
+        } else {
+            state.bytes += frame.len();
+            state.frames.push_back(frame);
+        }
         drop(state);
         self.notify.notify_one();
     }
@@ -194,6 +204,19 @@ mod tests {
         outbox.written(6);
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(outbox.queued_bytes(), 6);
+    }
+
+    #[test]
+    fn pongs_never_read_make_a_slow_consumer() {
+        let outbox = Outbox::new(100);
+        let pong = Bytes::from(vec![0u8; 127]);
+        for _ in 0..(100 + CONTROL_SLACK) / 127 {
+            outbox.push_control(pong.clone());
+        }
+        assert_eq!(outbox.take_signal(), None);
+        outbox.push_control(pong.clone());
+        assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
+        assert!(outbox.queued_bytes() <= 100 + CONTROL_SLACK);
     }
 
     #[test]

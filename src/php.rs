@@ -47,13 +47,14 @@ pub async fn call(
 ) -> Result<PhpResponse, EventError> {
     let mut vars = Vec::with_capacity(256);
     event_env(event, handle, &mut vars);
-    ctx.metrics.event(event.name());
     let started = Instant::now();
-    let output = ctx
-        .fpm
-        .call(&[env, &vars], event.body())
-        .await
-        .inspect_err(|e| ctx.metrics.event_error(e.kind()))?;
+    let output = ctx.fpm.call(&[env, &vars], event.body()).await;
+    // Counted once it reached PHP-FPM: a retry of an event PHP-FPM could not
+    // take is the same event, not another one.
+    if !matches!(&output, Err(e) if e.never_reached_php()) {
+        ctx.metrics.event(event.name());
+    }
+    let output = output.inspect_err(|e| ctx.metrics.event_error(e.kind()))?;
     ctx.metrics
         .fastcgi_seconds
         .observe(started.elapsed().as_secs_f64());

@@ -44,7 +44,7 @@ pub enum ResponseError {
     /// The header block is not `Name: value` lines ended by a blank line.
     #[error("malformed response headers: {0}")]
     BadHeaders(String),
-    /// The `Status:` header is not a number from 100 to 599.
+    /// The `Status:` header is not a number from 200 to 599.
     #[error("malformed Status header `{0}`")]
     BadStatus(String),
 }
@@ -197,7 +197,9 @@ fn parse_status(value: &[u8]) -> Result<u16, ResponseError> {
     text.split_ascii_whitespace()
         .next()
         .and_then(|code| code.parse::<u16>().ok())
-        .filter(|code| (100..=599).contains(code))
+        // 1xx are interim answers; a CGI answer must be final (and a 101
+        // is ws2fcgi's to send, never PHP's).
+        .filter(|code| (200..=599).contains(code))
         .ok_or_else(|| ResponseError::BadStatus(text.into_owned()))
 }
 
@@ -414,6 +416,14 @@ mod tests {
         assert_eq!(
             parse(b"Status: 99\r\n\r\n".to_vec(), 4096, 4096),
             Err(ResponseError::BadStatus("99".into()))
+        );
+        assert_eq!(
+            parse(
+                b"Status: 101 Switching Protocols\r\n\r\n".to_vec(),
+                4096,
+                4096
+            ),
+            Err(ResponseError::BadStatus("101 Switching Protocols".into()))
         );
     }
 

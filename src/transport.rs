@@ -7,6 +7,15 @@
 //! [`Writer`], which sends pre-encoded frames — shared between all recipients
 //! of a publish — with vectored writes. Reading and writing never wait for
 //! each other.
+//!
+//! Memory of an idle connection is the budget here. [`ReadSide`] reads the
+//! socket into a buffer that exists only while bytes wait for tungstenite
+//! (freed as soon as they are taken), and hands tungstenite at most the rest
+//! of the current frame, so tungstenite holds no bytes of the next frame when
+//! it returns a message. tungstenite itself keeps only a small buffer
+//! ([`TUNGSTENITE_READ_BUFFER`]); after a large message the connection
+//! rebuilds its WebSocket around the same `ReadSide` (see `connection.rs`),
+//! which gives back whatever tungstenite grew for it.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -14,10 +23,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_util::io::poll_read_buf;
 
 use crate::hub::ConnHandle;
 use crate::outbox::Signal;
@@ -25,12 +36,71 @@ use crate::outbox::Signal;
 /// Frames written per `writev` at most.
 const MAX_IOVECS: usize = 64;
 
+/// The first read after a quiet spell goes onto the stack, this large.
+const STACK_READ: usize = 4096;
+
+/// tungstenite's own read buffer: small, since [`ReadSide`] does the socket reads.
+pub const TUNGSTENITE_READ_BUFFER: usize = 256;
+
 /// The read half of a client socket.
 pub enum ReadHalf {
     /// TCP.
     Tcp(tcp::OwnedReadHalf),
     /// Unix stream socket.
     Unix(unix::OwnedReadHalf),
+    /// No socket (a placeholder while the WebSocket is rebuilt); reads EOF.
+    Detached,
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Detached => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Where frames begin and end in the bytes handed to tungstenite.
+#[derive(Debug, Default)]
+struct FrameGate {
+    /// Bytes left of the current frame, header included; 0 at a frame boundary.
+    left: u64,
+    /// A header did not parse: hand everything over and let tungstenite report it.
+    passthrough: bool,
+}
+
+impl FrameGate {
+    /// How many bytes at the front of `pending` may go to tungstenite now;
+    /// `None` while the next frame's header is incomplete.
+    fn allowance(&mut self, pending: &[u8]) -> Option<usize> {
+        if self.passthrough {
+            return Some(pending.len());
+        }
+        if self.left == 0 {
+            let mut cursor = std::io::Cursor::new(pending);
+            match FrameHeader::parse(&mut cursor) {
+                Ok(Some((_, payload))) => self.left = cursor.position().saturating_add(payload),
+                Ok(None) => return None,
+                Err(_) => {
+                    self.passthrough = true;
+                    return Some(pending.len());
+                }
+            }
+        }
+        Some(usize::try_from(self.left).map_or(pending.len(), |left| left.min(pending.len())))
+    }
+
+    fn taken(&mut self, n: usize) {
+        if !self.passthrough {
+            self.left = self.left.saturating_sub(n as u64);
+        }
+    }
 }
 
 /// The write half of a client socket.
@@ -64,12 +134,34 @@ pub fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadHalf, WriteHalf,
 pub struct ReadSide {
     half: ReadHalf,
     handle: Arc<ConnHandle>,
+    /// Read from the socket, not yet taken by tungstenite; unallocated when empty.
+    pending: BytesMut,
+    /// Bytes read from the socket per read call at most.
+    chunk: usize,
+    gate: FrameGate,
 }
 
 impl ReadSide {
-    /// Wraps a read half; tungstenite's writes go to `handle`'s outbox.
-    pub fn new(half: ReadHalf, handle: Arc<ConnHandle>) -> Self {
-        Self { half, handle }
+    /// Wraps a read half that reads up to `chunk` bytes per call; tungstenite's
+    /// writes go to `handle`'s outbox.
+    pub fn new(half: ReadHalf, handle: Arc<ConnHandle>, chunk: usize) -> Self {
+        Self {
+            half,
+            handle,
+            pending: BytesMut::new(),
+            chunk,
+            gate: FrameGate::default(),
+        }
+    }
+
+    /// Queues bytes already read from the socket (by hyper, past the handshake).
+    pub fn preload(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// A stand-in with no socket, for the moment a WebSocket is rebuilt.
+    pub fn detached(handle: Arc<ConnHandle>) -> Self {
+        Self::new(ReadHalf::Detached, handle, 0)
     }
 }
 
@@ -79,9 +171,55 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().half {
-            ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
-            ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if !this.pending.is_empty()
+                && let Some(allowed) = this.gate.allowance(&this.pending)
+            {
+                let n = allowed.min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                this.gate.taken(n);
+                if this.pending.is_empty() {
+                    // Give the buffer back: an idle connection holds none.
+                    this.pending = BytesMut::new();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let n = if this.pending.is_empty() {
+                // Nothing buffered: read onto the stack, so a connection
+                // waiting here for its client holds no heap buffer at all.
+                let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
+                let mut first = ReadBuf::uninit(&mut stack);
+                std::task::ready!(Pin::new(&mut this.half).poll_read(cx, &mut first))?;
+                let got = first.filled();
+                if got.len() == STACK_READ {
+                    // More is likely on its way: room for a full chunk.
+                    this.pending.reserve(this.chunk.max(STACK_READ));
+                }
+                this.pending.extend_from_slice(got);
+                got.len()
+            } else {
+                // A header arrived in part: read the rest straight in.
+                if this.pending.capacity() - this.pending.len() < 64 {
+                    this.pending.reserve(this.chunk.max(64));
+                }
+                std::task::ready!(poll_read_buf(
+                    Pin::new(&mut this.half),
+                    cx,
+                    &mut this.pending
+                ))?
+            };
+            if n == 0 {
+                if this.pending.is_empty() {
+                    return Poll::Ready(Ok(())); // EOF
+                }
+                // EOF inside a header: let tungstenite see what there is.
+                this.gate.passthrough = true;
+            }
         }
     }
 }
@@ -168,15 +306,20 @@ impl Writer {
     }
 
     async fn write_batch(&mut self) -> io::Result<usize> {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = self.batch.len().min(MAX_IOVECS);
-        for (slot, frame) in slices.iter_mut().zip(self.batch.iter()) {
-            *slot = IoSlice::new(frame);
-        }
-        let n = match &mut self.half {
-            WriteHalf::Tcp(w) => w.write_vectored(&slices[..count]).await?,
-            WriteHalf::Unix(w) => w.write_vectored(&slices[..count]).await?,
-        };
+        // The iovec array lives on the stack during each poll only, so it
+        // does not weigh on every idle connection's task.
+        let n = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let count = self.batch.len().min(MAX_IOVECS);
+            for (slot, frame) in slices.iter_mut().zip(self.batch.iter()) {
+                *slot = IoSlice::new(frame);
+            }
+            match &mut self.half {
+                WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+                WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+            }
+        })
+        .await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -218,5 +361,48 @@ impl Writer {
             WriteHalf::Tcp(w) => w.shutdown().await,
             WriteHalf::Unix(w) => w.shutdown().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_stops_at_frame_boundaries() {
+        // Two masked text frames: "hi" and "yo".
+        let mut wire = vec![0x81, 0x82, 0, 0, 0, 0, b'h', b'i'];
+        wire.extend([0x81, 0x82, 0, 0, 0, 0, b'y', b'o']);
+        let mut gate = FrameGate::default();
+        assert_eq!(gate.allowance(&wire), Some(8), "first frame only");
+        gate.taken(5);
+        assert_eq!(gate.allowance(&wire[5..]), Some(3));
+        gate.taken(3);
+        assert_eq!(gate.allowance(&wire[8..]), Some(8));
+    }
+
+    #[test]
+    fn gate_waits_for_a_whole_header() {
+        let mut gate = FrameGate::default();
+        assert_eq!(gate.allowance(&[0x81]), None);
+        // 64-bit length header, 10 bytes plus the mask.
+        assert_eq!(gate.allowance(&[0x82, 0xff, 0, 0, 0]), None);
+    }
+
+    #[test]
+    fn gate_passes_garbage_through() {
+        let mut gate = FrameGate::default();
+        // Reserved opcode 0x3: tungstenite must see it and fail the connection.
+        let bytes = [0x83, 0x80, 0, 0, 0, 0];
+        assert_eq!(gate.allowance(&bytes), Some(bytes.len()));
+    }
+
+    #[test]
+    fn huge_lengths_do_not_overflow() {
+        let mut gate = FrameGate::default();
+        let mut header = vec![0x82, 0xff];
+        header.extend(u64::MAX.to_be_bytes());
+        header.extend([0, 0, 0, 0]);
+        assert!(gate.allowance(&header).is_some());
     }
 }

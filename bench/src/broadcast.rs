@@ -1,7 +1,10 @@
 //! `broadcast`: N members of one channel, K senders, every message to all N.
 //!
 //! 1. **Join.** N connections to `URL?channel=NAME`; the server's script joins
-//!    them (bench/php/bench.php answers the open event with `X-WS-Join`).
+//!    them (bench/php/bench.php answers the open event with `X-WS-Join`). With
+//!    `--also-url` (other nodes of a cluster) the N are split evenly over the
+//!    URLs, and messages published on the first node reach the others through
+//!    Redis; the via-PHP senders are the first node's members.
 //! 2. **Sync.** "sync" is published every 100 ms until every member has seen
 //!    one (at most [`SYNC_TIMEOUT`]), so no measured message races a join.
 //! 3. **Publish.** K senders at R msgs/s each for `--duration` (or `--count`
@@ -25,7 +28,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::BroadcastArgs;
+use crate::cli::{BroadcastArgs, WsArgs};
 use crate::connect::connect_many;
 use crate::payload::{self, Seen, SeqTracker};
 use crate::publish::{self, ControlClient, Schedule, SenderStats, since};
@@ -48,8 +51,15 @@ const OUTBOUND_QUEUE: usize = 1024;
 #[derive(Debug, Serialize)]
 struct Figures {
     members: u64,
+    /// Members per URL (`--url` first, then each `--also-url`), when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members_by_url: Vec<u64>,
     join_errors: ErrorTally,
+    /// Handshake times of `--url`'s members.
     join_latency: LatencySummary,
+    /// Handshake times of each `--also-url`'s members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    join_latency_also: Vec<LatencySummary>,
     /// Members that saw a sync message before publishing began.
     synced: u64,
     sync_secs: f64,
@@ -104,6 +114,15 @@ struct MemberResult {
 /// Runs `broadcast`.
 pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     let target = Arc::new(WsTarget::new(&args.ws)?.with_query("channel", &args.channel));
+    let mut targets = vec![Arc::clone(&target)];
+    for url in &args.also_urls {
+        let ws = WsArgs {
+            url: url.clone(),
+            ..args.ws.clone()
+        };
+        let node = WsTarget::new(&ws).map_err(|e| UsageError(format!("--also-url: {}", e.0)))?;
+        targets.push(Arc::new(node.with_query("channel", &args.channel)));
+    }
     if args.via.via_php && args.senders > args.connections {
         return Err(UsageError("--via-php needs --senders ≤ --connections".into()).into());
     }
@@ -119,23 +138,41 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     let base = Instant::now();
     let channel: Arc<str> = args.channel.as_str().into();
 
-    // 1. Join.
-    let opened = connect_many(
-        &target,
-        0,
-        args.connections,
-        args.connect_rate,
-        args.concurrency,
-        Instant::now() + JOIN_PHASE_MAX,
-    )
-    .await;
-    let members = opened.conns.len() as u64;
+    // 1. Join: --url's share first, so via-PHP senders are its members.
+    let join_deadline = Instant::now() + JOIN_PHASE_MAX;
+    let (mut conns, mut join_errors, mut join_latency) = (Vec::new(), ErrorTally::default(), None);
+    let (mut members_by_url, mut join_latency_also) = (Vec::new(), Vec::new());
+    let shares = split_evenly(args.connections, targets.len());
+    let mut first = 0;
+    for (node, share) in targets.iter().zip(shares) {
+        let opened = connect_many(
+            node,
+            first,
+            share,
+            args.connect_rate,
+            args.concurrency,
+            join_deadline,
+        )
+        .await;
+        first += share;
+        members_by_url.push(opened.conns.len() as u64);
+        conns.extend(opened.conns);
+        join_errors.merge(opened.failures);
+        match join_latency {
+            None => join_latency = Some(opened.latency),
+            Some(_) => join_latency_also.push(opened.latency),
+        }
+    }
+    if targets.len() == 1 {
+        members_by_url.clear();
+    }
+    let members = conns.len() as u64;
     let live = Arc::new(Live::default());
     let latencies = Latencies::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut outbound = Vec::new();
     let mut member_tasks = JoinSet::new();
-    for ws in opened.conns {
+    for ws in conns {
         let queue = if args.via.via_php && outbound.len() < senders {
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
             outbound.push(tx);
@@ -262,8 +299,10 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     let lost = expected.saturating_sub(received);
     let figures = Figures {
         members,
-        join_errors: opened.failures,
-        join_latency: opened.latency,
+        members_by_url,
+        join_errors,
+        join_latency: join_latency.unwrap_or_else(|| Latencies::new().summary()),
+        join_latency_also,
         synced: live.synced.load(Ordering::Relaxed),
         sync_secs: secs3(sync_secs),
         published,
@@ -289,6 +328,14 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     };
     let human = human(&args, target.url(), &figures);
     Ok(Report::new("broadcast", &args, &figures, human))
+}
+
+/// `n` split into `parts` shares that differ by at most one, larger first.
+fn split_evenly(n: u64, parts: usize) -> Vec<u64> {
+    let parts = parts.max(1) as u64;
+    (0..parts)
+        .map(|i| n / parts + u64::from(i < n % parts))
+        .collect()
 }
 
 fn secs3(d: Duration) -> f64 {
@@ -412,8 +459,14 @@ fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
         Some(path) => format!("control socket {}", path.display()),
         None => "PHP (pub: messages)".into(),
     };
+    let nodes = if f.members_by_url.is_empty() {
+        String::new()
+    } else {
+        let also = args.also_urls.join(", ");
+        format!(" (split {:?} over it and {also})", f.members_by_url)
+    };
     let mut out = format!(
-        "broadcast {url}: {} members (join failures {}), {} synced in {:.2} s\n\
+        "broadcast {url}{nodes}: {} members (join failures {}), {} synced in {:.2} s\n\
          published {} via {via} ({} msg/s from {} senders), errors {}\n\
          delivered {} of {} expected: lost {} ({:.4} %), {} duplicates, {} out of order\n\
          {} deliveries/s over {:.2} s\n\
@@ -447,4 +500,17 @@ fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_evenly;
+
+    #[test]
+    fn members_split_evenly_over_urls() {
+        assert_eq!(split_evenly(2000, 2), [1000, 1000]);
+        assert_eq!(split_evenly(7, 3), [3, 2, 2]);
+        assert_eq!(split_evenly(5, 1), [5]);
+        assert_eq!(split_evenly(1, 2), [1, 0]);
+    }
 }

@@ -138,6 +138,11 @@ pub struct BroadcastArgs {
     /// Channel members (connections to URL?channel=NAME).
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub connections: u64,
+    /// Another node of the same cluster: the members are split evenly over
+    /// --url and every --also-url; publishing still happens on --url's node
+    /// (its --control socket, or its members with --via-php). Repeatable.
+    #[arg(long = "also-url", value_name = "URL")]
+    pub also_urls: Vec<String>,
     /// Publishers (control-socket connections, or members with --via-php).
     #[arg(long, default_value_t = 1)]
     pub senders: u64,
@@ -319,5 +324,20 @@ mod tests {
         assert!(Cli::try_parse_from(both).is_err());
         let php = [&base[..], &["--via-php"]].concat();
         assert!(Cli::try_parse_from(php).is_ok());
+        let nodes = [
+            &base[..],
+            &[
+                "--via-php",
+                "--also-url",
+                "ws://127.0.0.1:2/",
+                "--also-url",
+                "ws://127.0.0.1:3/",
+            ],
+        ]
+        .concat();
+        let Mode::Broadcast(args) = Cli::try_parse_from(nodes).unwrap().mode else {
+            panic!("broadcast")
+        };
+        assert_eq!(args.also_urls.len(), 2);
     }
 }

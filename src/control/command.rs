@@ -108,12 +108,17 @@ pub struct Payload {
     pub data: Bytes,
 }
 
-/// A connection as a request names it: its id text, parsed when it is local.
+/// A connection as a request names it: its id text, parsed when it is one.
+///
+/// Two forms: `<40 hex>` (a single node's ids) and `<node_id>.<40 hex>` (a
+/// cluster's, see `docs/cluster.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The id as written.
     pub text: String,
-    /// The id, when it is one of this daemon's format.
+    /// The node the id names, for the cluster form.
+    pub node: Option<String>,
+    /// The id on its node, when the text is an id of either form.
     pub id: Option<ConnId>,
 }
 
@@ -305,10 +310,11 @@ fn validate(wire: Wire) -> Result<Command, CommandError> {
 }
 
 fn target(text: String) -> Target {
-    Target {
-        id: text.parse().ok(),
-        text,
-    }
+    let (node, id) = match crate::cluster::split_public_id(&text) {
+        Some((node, id)) => (Some(node.to_owned()), Some(id)),
+        None => (None, text.parse().ok()),
+    };
+    Target { text, node, id }
 }
 
 fn payload(data: String, binary: bool) -> Result<Payload, CommandError> {
@@ -385,6 +391,23 @@ mod tests {
         assert!(err(r#"{"op":"close","conn":"x","code":70000}"#).contains("invalid value"));
         assert!(err(r#"{"op":"meta","conn":"x","set":{"a b":"1"}}"#).contains("metadata name"));
         assert!(err(r#"{"op":"meta","conn":"x","set":{"a":[1]}}"#).contains("must be a string"));
+    }
+
+    #[test]
+    fn targets_name_a_node_in_the_cluster_form() {
+        let hex = "0123456789abcdef0123456789abcdef01234567";
+        let bare = target(hex.into());
+        assert_eq!(
+            (bare.node, bare.id.map(|i| i.to_string())),
+            (None, Some(hex.into()))
+        );
+        let public = target(format!("web-1.{hex}"));
+        assert_eq!(public.node.as_deref(), Some("web-1"));
+        assert_eq!(public.id.map(|i| i.to_string()), Some(hex.into()));
+        for text in ["web 1.x", "x", &format!("a.b.{hex}"), &format!(".{hex}")] {
+            let t = target(text.into());
+            assert_eq!((t.node, t.id), (None, None), "{text}");
+        }
     }
 
     #[test]

@@ -5,21 +5,53 @@
 //! an error: PHP races with disconnects all the time. `send` and `publish`
 //! report `delivered: 0`, `close` reports `closed: false`, and `join`, `leave`
 //! and `meta` report `found: false`.
+//!
+//! In a cluster (`[cluster]`), an id names its node (`<node_id>.<40 hex>`):
+//! ids of this node (or bare 40-hex ids) are handled here, ids of another node
+//! become a request to that node, awaited for at most
+//! `cluster.request_timeout`; a node that does not answer counts as not
+//! found. A publish reaches this node's members at once and is queued for
+//! the others; its `delivered` counts this node's members only.
 
-use serde_json::{Value, json};
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use serde_json::{Map, Value, json};
 
 use super::command::{Command, CommandError, Target};
+use crate::cluster::Cluster;
+use crate::cluster::wire::{Op, Outcome};
 use crate::context::Context;
 use crate::frame;
-use crate::hub::ConnId;
+use crate::hub::{ConnId, Hub};
 
 /// The reply line for a refused request.
 pub fn error_reply(error: &CommandError) -> Value {
     json!({"ok": false, "error": error.to_string()})
 }
 
+/// Where a named connection lives.
+enum Route<'a> {
+    /// On this node.
+    Local(ConnId),
+    /// On node `.1` of the cluster.
+    Remote(&'a Cluster, &'a str, ConnId),
+    /// Nowhere: not an id, or of a node that is not in this daemon's cluster.
+    Nowhere,
+}
+
+fn route<'a>(ctx: &'a Context, target: &'a Target) -> Route<'a> {
+    match (&target.node, target.id, &ctx.cluster) {
+        (_, None, _) => Route::Nowhere,
+        (None, Some(id), _) => Route::Local(id),
+        (Some(node), Some(id), Some(cluster)) if node == cluster.node_id() => Route::Local(id),
+        (Some(node), Some(id), Some(cluster)) => Route::Remote(cluster, node, id),
+        (Some(_), Some(_), None) => Route::Nowhere,
+    }
+}
+
 /// Runs `command` and returns its reply.
-pub fn execute(ctx: &Context, command: Command) -> Value {
+pub async fn execute(ctx: &Context, command: Command) -> Value {
     let hub = &ctx.hub;
     match command {
         Command::Publish {
@@ -27,49 +59,140 @@ pub fn execute(ctx: &Context, command: Command) -> Value {
             payload,
             except,
         } => {
-            let except: Vec<ConnId> = except.iter().filter_map(|t| t.id).collect();
+            let mut local = Vec::new();
+            let mut remote = Vec::new();
+            for target in &except {
+                match route(ctx, target) {
+                    Route::Local(id) => local.push(id),
+                    Route::Remote(..) => remote.push(target.text.clone()),
+                    Route::Nowhere => {}
+                }
+            }
             let encoded = frame::data(payload.kind, &payload.data);
-            let delivered = hub.publish(&channel, &encoded, &except);
+            let publish = || hub.publish(&channel, &encoded, &local);
+            let delivered = match &ctx.cluster {
+                None => publish(),
+                Some(cluster) => {
+                    cluster.publish(&channel, payload.kind, &payload.data, remote, publish)
+                }
+            };
             json!({"ok": true, "delivered": delivered})
         }
         Command::Send { to, payload } => {
-            let ids: Vec<ConnId> = to.iter().filter_map(|t| t.id).collect();
+            let mut local = Vec::new();
+            let mut remote: HashMap<&str, (&Cluster, Vec<String>)> = HashMap::new();
+            for target in &to {
+                match route(ctx, target) {
+                    Route::Local(id) => local.push(id),
+                    Route::Remote(cluster, node, id) => {
+                        let ids = &mut remote.entry(node).or_insert((cluster, Vec::new())).1;
+                        let id = id.to_string();
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                    Route::Nowhere => {}
+                }
+            }
             let encoded = frame::data(payload.kind, &payload.data);
-            let delivered = hub.send(&ids, &encoded);
+            let mut delivered = hub.send(&local, &encoded) as u64;
+            let requests = remote.into_iter().map(|(node, (cluster, conns))| {
+                let op = Op::Send {
+                    conns,
+                    kind: payload.kind,
+                    payload: payload.data.clone(),
+                };
+                cluster.request(node, op)
+            });
+            for outcome in join_all(requests).await {
+                if let Some(Outcome::Count(n)) = outcome {
+                    delivered += u64::from(n);
+                }
+            }
             json!({"ok": true, "delivered": delivered})
         }
         Command::Join { conn, channel } => {
-            let found = local(&conn).is_some_and(|id| hub.join(&id, &channel));
+            let found = match route(ctx, &conn) {
+                Route::Local(id) => hub.join(&id, &channel),
+                Route::Remote(cluster, node, id) => {
+                    let op = Op::Join {
+                        conn: id.to_string(),
+                        channel,
+                    };
+                    cluster.request(node, op).await == Some(Outcome::Flag(true))
+                }
+                Route::Nowhere => false,
+            };
             json!({"ok": true, "found": found})
         }
         Command::Leave { conn, channel } => {
-            let found = local(&conn).is_some_and(|id| hub.leave(&id, &channel));
+            let found = match route(ctx, &conn) {
+                Route::Local(id) => hub.leave(&id, &channel),
+                Route::Remote(cluster, node, id) => {
+                    let op = Op::Leave {
+                        conn: id.to_string(),
+                        channel,
+                    };
+                    cluster.request(node, op).await == Some(Outcome::Flag(true))
+                }
+                Route::Nowhere => false,
+            };
             json!({"ok": true, "found": found})
         }
         Command::Close { conn, code, reason } => {
-            let closed = local(&conn).is_some_and(|id| hub.close(&id, code, &reason));
+            let closed = match route(ctx, &conn) {
+                Route::Local(id) => hub.close(&id, code, &reason),
+                Route::Remote(cluster, node, id) => {
+                    let op = Op::Close {
+                        conn: id.to_string(),
+                        code,
+                        reason,
+                    };
+                    cluster.request(node, op).await == Some(Outcome::Flag(true))
+                }
+                Route::Nowhere => false,
+            };
             json!({"ok": true, "closed": closed})
         }
-        Command::Meta { conn, set } => match local(&conn).and_then(|id| hub.get(&id)) {
-            None => json!({"ok": true, "found": false}),
-            Some(handle) => match handle.update_meta(&set) {
-                Ok(()) => json!({"ok": true, "found": true}),
-                Err(problem) => json!({"ok": false, "error": problem}),
-            },
-        },
+        Command::Meta { conn, set } => {
+            let outcome = match route(ctx, &conn) {
+                Route::Local(id) => local_meta(hub, &id, &set),
+                Route::Remote(cluster, node, id) => {
+                    let op = Op::Meta {
+                        conn: id.to_string(),
+                        set,
+                    };
+                    cluster
+                        .request(node, op)
+                        .await
+                        .unwrap_or(Outcome::Flag(false))
+                }
+                Route::Nowhere => Outcome::Flag(false),
+            };
+            match outcome {
+                Outcome::Error(problem) => json!({"ok": false, "error": problem}),
+                Outcome::Flag(found) => json!({"ok": true, "found": found}),
+                Outcome::Count(n) => json!({"ok": true, "found": n > 0}),
+            }
+        }
         Command::Presence { channel } => {
-            let members: Vec<Value> = hub
+            let mut members: Vec<Value> = hub
                 .presence(&channel)
                 .into_iter()
                 .map(|m| {
-                    let meta: serde_json::Map<String, Value> = m
+                    let meta: Map<String, Value> = m
                         .meta
                         .into_iter()
                         .map(|(k, v)| (k, Value::String(v)))
                         .collect();
-                    json!({"id": m.id.to_string(), "meta": meta})
+                    json!({"id": ctx.public_id(&m.id), "meta": meta})
                 })
                 .collect();
+            if let Some(cluster) = &ctx.cluster {
+                for m in cluster.presence(&channel).await {
+                    members.push(json!({"id": m.id, "meta": m.meta}));
+                }
+            }
             json!({"ok": true, "members": members})
         }
         Command::Stats => {
@@ -91,6 +214,54 @@ pub fn execute(ctx: &Context, command: Command) -> Value {
     }
 }
 
-fn local(target: &Target) -> Option<ConnId> {
-    target.id
+fn local_meta(hub: &Hub, id: &ConnId, set: &[(String, Option<String>)]) -> Outcome {
+    match hub.get(id) {
+        None => Outcome::Flag(false),
+        Some(handle) => match handle.update_meta(set) {
+            Ok(()) => Outcome::Flag(true),
+            Err(problem) => Outcome::Error(problem),
+        },
+    }
+}
+
+/// Runs a request another node sent for connections of this one (see
+/// `cluster/wire.rs`). Ids that are not this node's format match nothing.
+pub fn run_request(ctx: &Context, op: Op) -> Outcome {
+    let hub = &ctx.hub;
+    let parse = |conn: &str| conn.parse::<ConnId>().ok();
+    match op {
+        Op::Send {
+            conns,
+            kind,
+            payload,
+        } => {
+            let ids: Vec<ConnId> = conns.iter().filter_map(|c| parse(c)).collect();
+            let delivered = hub.send(&ids, &frame::data(kind, &payload));
+            Outcome::Count(u32::try_from(delivered).unwrap_or(u32::MAX))
+        }
+        Op::Join { conn, channel } => {
+            let valid = crate::response::check_channel(&channel).is_ok();
+            Outcome::Flag(valid && parse(&conn).is_some_and(|id| hub.join(&id, &channel)))
+        }
+        Op::Leave { conn, channel } => {
+            Outcome::Flag(parse(&conn).is_some_and(|id| hub.leave(&id, &channel)))
+        }
+        Op::Close { conn, code, reason } => match crate::response::check_close(code, &reason) {
+            Err(problem) => Outcome::Error(problem),
+            Ok(()) => Outcome::Flag(parse(&conn).is_some_and(|id| hub.close(&id, code, &reason))),
+        },
+        Op::Meta { conn, set } => {
+            let canonical = set.iter().all(|(key, value)| {
+                crate::response::meta_key(key).is_ok_and(|k| k == *key)
+                    && value
+                        .as_ref()
+                        .is_none_or(|v| v.len() <= crate::response::MAX_META_VALUE_LEN)
+            });
+            match parse(&conn) {
+                _ if !canonical => Outcome::Error("invalid metadata from another node".into()),
+                None => Outcome::Flag(false),
+                Some(id) => local_meta(hub, &id, &set),
+            }
+        }
+    }
 }

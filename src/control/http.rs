@@ -148,7 +148,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match command::parse_value(value) {
         Ok(cmd) => {
-            let answer = exec::execute(ctx, cmd);
+            let answer = exec::execute(ctx, cmd).await;
             let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
             let status = if ok {
                 StatusCode::OK

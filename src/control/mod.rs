@@ -152,7 +152,7 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                     continue;
                 }
                 match command::parse(&line) {
-                    Ok(cmd) => exec::execute(&ctx, cmd),
+                    Ok(cmd) => exec::execute(&ctx, cmd).await,
                     Err(e) => exec::error_reply(&e),
                 }
             }

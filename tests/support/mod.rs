@@ -23,6 +23,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr};
 use ws2fcgi::{Context, Listener, Listeners};
 
+pub mod raw;
+
 /// The PHP scripts the tests run, `tests/php/`.
 pub fn php_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/php")
@@ -693,4 +695,83 @@ impl Daemon {
             task: Some(task),
         }
     }
+}
+
+impl Daemon {
+    /// As [`Daemon::start`], also serving the admin listener (`/healthz`,
+    /// `/metrics`) on 127.0.0.1:0; returns the daemon and the admin address.
+    pub async fn start_with_admin(config: Config) -> (Self, std::net::SocketAddr) {
+        config.validate().expect("test config is valid");
+        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("tcp");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin addr");
+        let ctx = Arc::new(Context::new(config));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            websocket: vec![listener],
+            admin: Some(admin),
+            ..Default::default()
+        };
+        let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
+            let _ = stopped.await;
+        }));
+        let daemon = Self {
+            addr,
+            ctx,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        (daemon, admin_addr)
+    }
+
+    /// The metrics as `/metrics` renders them.
+    pub fn metrics(&self) -> String {
+        self.ctx.metrics.render(&ws2fcgi::metrics::Snapshot {
+            connections: self.ctx.hub.connection_count(),
+            channels: self.ctx.hub.channel_count(),
+            fpm_busy: self.ctx.fpm.busy_count(),
+            fpm_idle: self.ctx.fpm.idle_count(),
+        })
+    }
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus text
+/// exposition; 0 when the series is absent (a counter never incremented).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
+        .unwrap_or(0.0)
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`, within 10 s; returns the
+/// status, the raw head (lower-cased) and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.expect("read");
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("HTTP answer within 10 s");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    (status, head.to_ascii_lowercase(), body.to_owned())
 }

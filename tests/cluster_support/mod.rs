@@ -1,0 +1,248 @@
+//! Helpers of the cluster tests (`tests/cluster.rs`): a real redis-server on
+//! a free loopback port, and ws2fcgi nodes in-process, each with its own
+//! Context, WebSocket listener, control socket and node id, in front of one
+//! php-fpm running `tests/php/control.php`.
+//!
+//! Every wait polls with a deadline; nothing sleeps for readiness.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use ws2fcgi::config::ListenAddr;
+use ws2fcgi::{Config, Context, Listener, Listeners};
+
+use crate::control_support::{Control, DEADLINE};
+use crate::support::{self, Client, EventLog, Fpm};
+
+/// The `node_ttl` of test nodes: short, so expiry is seen quickly.
+pub const NODE_TTL: Duration = Duration::from_secs(2);
+
+/// A redis-server of our own: no persistence, loopback only, stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("find a free port")
+            .port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        redis.launch();
+        redis
+    }
+
+    /// `redis://127.0.0.1:PORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server (again) on its port.
+    pub fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (install it: apt-get install -y redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + DEADLINE;
+        while !self.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {} within {DEADLINE:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills the server (no goodbye to its clients, as a crash or restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A connection for the test's own commands.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One ws2fcgi node, in-process.
+pub struct Node {
+    /// Its node id.
+    pub id: String,
+    /// Where it accepts WebSocket clients.
+    pub addr: SocketAddr,
+    pub ctx: Arc<Context>,
+    /// Its control socket.
+    pub control: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts node `id` on `fpm` and `redis`, and waits until it is subscribed
+    /// and announced alive.
+    pub async fn start(fpm: &Fpm, redis: &Redis, id: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let control = dir.path().join("control.sock");
+        let mut config: Config = fpm.config("control.php");
+        config.fpm.pool_size = 3;
+        config.control.socket = Some(control.clone());
+        config.cluster.redis = Some(redis.url());
+        config.cluster.node_id = Some(id.to_owned());
+        config.cluster.node_ttl = NODE_TTL;
+        config.validate().expect("test config is valid");
+        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("tcp");
+        let control_listener = ws2fcgi::control::bind(&control, &config.control)
+            .await
+            .expect("bind control socket");
+        let ctx = Arc::new(Context::new(config));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let listeners = Listeners {
+            websocket: vec![listener],
+            control: Some(control_listener),
+            ..Default::default()
+        };
+        let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
+            let _ = stopped.await;
+        }));
+        let node = Self {
+            id: id.to_owned(),
+            addr,
+            ctx,
+            control,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+        };
+        node.wait_joined(redis).await;
+        node
+    }
+
+    /// Polls Redis until this node's subscriber listens and its alive key is set.
+    pub async fn wait_joined(&self, redis: &Redis) {
+        let mut conn = redis.conn().await;
+        let channel = format!("ws2fcgi:node:{}", self.id);
+        let alive = format!("ws2fcgi:node:{}:alive", self.id);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (_, subscribers): (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .expect("PUBSUB NUMSUB");
+            let announced: bool = redis::cmd("EXISTS")
+                .arg(&alive)
+                .query_async(&mut conn)
+                .await
+                .expect("EXISTS");
+            if subscribers > 0 && announced {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not join the cluster within {DEADLINE:?}",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The WebSocket URL with the event log and `query` (`join=room&meta_user=1`).
+    pub fn url(&self, log: &EventLog, query: &str) -> String {
+        format!("ws://{}/?{}&{query}", self.addr, log.query())
+    }
+
+    /// Connects a client with `query` and reads its id (control.php's open answer).
+    pub async fn member(&self, log: &EventLog, query: &str) -> (Client, String) {
+        let mut ws = support::connect(&self.url(log, query)).await;
+        let id = support::recv_text(&mut ws).await;
+        let prefix = format!("{}.", self.id);
+        assert!(
+            id.starts_with(&prefix) && id.len() == prefix.len() + 40,
+            "WS_CONNECTION_ID names its node: {id:?}"
+        );
+        (ws, id)
+    }
+
+    /// A new control connection.
+    pub async fn control(&self) -> Control {
+        Control::connect(&self.control).await
+    }
+
+    /// The graceful shutdown (the node deletes its keys), awaited.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("serve task").expect("serve result");
+        }
+    }
+
+    /// A crash, as far as the cluster can tell: the serve task is dropped, so
+    /// its Redis tasks stop without cleaning up and its control socket closes.
+    pub async fn crash(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,160 @@
+<?php
+// The chat's WebSocket handler: ws2fcgi runs this script once per event of
+// every connection on /ws, as an ordinary FastCGI request. $_SERVER['WS_EVENT']
+// says which event; nothing is kept in PHP between events (what a connection
+// needs later is in its metadata, WS_META_*, and the history is in SQLite).
+//
+//   open     ?room=&nick=   2xx accepts the handshake, 4xx refuses it; the
+//                           body is the first message (the welcome)
+//   message  {"type":"say","text":"..."}   stored, then published to the room
+//   close                   the leave notice for the others
+//
+// Lives outside public/: nginx never serves it, only ws2fcgi runs it.
+
+declare(strict_types=1);
+
+require __DIR__ . '/lib/Chat.php';
+
+use Chat\Chat;
+use Chat\Rules;
+
+switch ($_SERVER['WS_EVENT'] ?? '') {
+    case 'open':
+        on_open();
+        break;
+    case 'message':
+        on_message();
+        break;
+    case 'close':
+        on_close();
+        break;
+    default:
+        refuse(400, 'this script answers ws2fcgi events only');
+}
+
+/** Refuses the handshake: the status and this short text reach the client as the HTTP answer. */
+function refuse(int $status, string $why): void
+{
+    http_response_code($status);
+    header('Content-Type: text/plain; charset=utf-8');
+    echo $why, "\n";
+}
+
+/** Answers the sender alone; the connection stays open. */
+function reply_error(string $why): void
+{
+    echo Chat::json(['type' => 'error', 'error' => $why]);
+}
+
+function on_open(): void
+{
+    $room = is_string($_GET['room'] ?? null) ? $_GET['room'] : '';
+    $nick = Rules::normalizeNick(is_string($_GET['nick'] ?? null) ? $_GET['nick'] : '');
+    $owner = Chat::owner($_COOKIE);
+    $me = $_SERVER['WS_CONNECTION_ID'];
+    $ws = new Ws2fcgi\Client(); // the socket comes from $_SERVER['WS_CONTROL_SOCKET']
+
+    try {
+        $admission = Chat::admission($ws, $room, $nick, $owner);
+    } catch (Ws2fcgi\Exception $e) {
+        error_log('chat: presence failed: ' . $e->getMessage());
+        refuse(503, 'the chat is unavailable, try again');
+        return;
+    }
+    if ($admission['error'] !== null) {
+        refuse($admission['status'], $admission['error']);
+        return;
+    }
+
+    // Everything that can fail comes before anything the others see.
+    $history = Chat::history()->recent($room);
+    $channel = Chat::channel($room);
+
+    // Same nickname, same browser: a reload or another tab takes over.
+    foreach ($admission['replace'] as $old) {
+        $ws->close($old, 4001, 'this nickname was opened in another window');
+    }
+
+    // Directives: remembered by ws2fcgi, seen as WS_META_NICK/ROOM on later
+    // events and in presence replies. ws2fcgi applies them after this answer.
+    header('X-WS-Meta-Nick: ' . $nick); // safe in a header: Rules allows ASCII only
+    header('X-WS-Meta-Room: ' . $room);
+    if ($owner !== '') {
+        header('X-WS-Meta-Owner: ' . $owner);
+    }
+    header('X-WS-Join: ' . $channel);
+
+    try {
+        $join = ['type' => 'join', 'id' => $me, 'nick' => $nick, 'ts' => Chat::nowMs()];
+        $ws->publish($channel, Chat::json($join), except: $me); // the welcome tells this one
+    } catch (Ws2fcgi\Exception $e) {
+        error_log('chat: join notice not sent: ' . $e->getMessage());
+    }
+
+    $members = [['id' => $me, 'nick' => $nick]];
+    foreach ($admission['members'] as $member) {
+        if (!in_array($member['id'], $admission['replace'], true)) {
+            $members[] = ['id' => $member['id'], 'nick' => $member['nick']];
+        }
+    }
+    echo Chat::json([
+        'type' => 'welcome',
+        'room' => $room,
+        'you' => ['id' => $me, 'nick' => $nick],
+        'members' => $members,
+        'history' => $history,
+    ]);
+}
+
+function on_message(): void
+{
+    $nick = $_SERVER['WS_META_NICK'] ?? '';
+    $room = $_SERVER['WS_META_ROOM'] ?? '';
+    if ($nick === '' || $room === '') {
+        // Cannot happen for a connection on_open accepted.
+        header('X-WS-Close: 1011 no chat session');
+        return;
+    }
+    if (($_SERVER['WS_MESSAGE_TYPE'] ?? '') !== 'text') {
+        reply_error('send text messages, not binary');
+        return;
+    }
+    // One byte over the limit is enough to know it is too large.
+    $raw = (string) file_get_contents('php://input', false, null, 0, Rules::MAX_RAW_BYTES + 1);
+    [$text, $problem] = Rules::parseSay($raw);
+    if ($problem !== null) {
+        reply_error($problem);
+        return;
+    }
+
+    try {
+        $message = Chat::history()->add($room, $nick, $text, Chat::nowMs());
+    } catch (RuntimeException $e) { // PDOException included
+        error_log('chat: message not stored: ' . $e->getMessage());
+        reply_error('the message could not be saved, try again');
+        return;
+    }
+    try {
+        // To the whole room, the sender included: everyone sees one order.
+        (new Ws2fcgi\Client())->publish(Chat::channel($room), Chat::json(['type' => 'message'] + $message));
+    } catch (Ws2fcgi\Exception $e) {
+        error_log('chat: message not published: ' . $e->getMessage());
+        reply_error('saved, but not delivered live; the others see it when they reload');
+    }
+}
+
+function on_close(): void
+{
+    $nick = $_SERVER['WS_META_NICK'] ?? '';
+    $room = $_SERVER['WS_META_ROOM'] ?? '';
+    if ($nick === '' || $room === '') {
+        return;
+    }
+    // ws2fcgi has already taken this connection out of the room.
+    $leave = ['type' => 'leave', 'id' => $_SERVER['WS_CONNECTION_ID'], 'nick' => $nick, 'ts' => Chat::nowMs()];
+    try {
+        (new Ws2fcgi\Client())->publish(Chat::channel($room), Chat::json($leave));
+    } catch (Ws2fcgi\Exception $e) {
+        error_log('chat: leave notice not sent: ' . $e->getMessage());
+    }
+}

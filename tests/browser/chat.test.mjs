@@ -1,0 +1,309 @@
+// The chat sample in a real browser, through the real nginx.
+//
+// Starts the whole stack with scripts/chat (ws2fcgi, its managed php-fpm, and
+// nginx) on a free port, drives Debian's chromium with playwright-core, and
+// stops the stack at the end, failed or not. Run: node --test (see README.md).
+//
+// Each person is a separate browser context (own cookies), as two people on
+// two machines would be.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const runDir = path.join(repo, 'run/chat-browser'); // apart from a scripts/chat you may be running
+// Generous: scripts/chat builds ws2fcgi first (cargo build --release).
+const START_TIMEOUT_MS = Number(process.env.CHAT_START_TIMEOUT_MS ?? 600_000);
+const STOP_TIMEOUT_MS = 40_000;
+const STEP_TIMEOUT_MS = 10_000;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const room = 'lobby'; // the run directory's history is removed first, so it starts empty
+let stack; // { child, url, output(), exited }
+let browser;
+const pages = {}; // name -> { page, context, errors: [], dialogs: [] }
+let failed = false; // print the servers' logs at the end
+
+/** A test that flags a failure, for after(). The tests run in order and build on each other. */
+function step(name, fn) {
+  test(name, async () => {
+    try {
+      await fn();
+    } catch (error) {
+      failed = true;
+      throw error;
+    }
+  });
+}
+
+/** A port nobody listens on: bind port 0, read it back, release it. */
+async function freePort() {
+  const server = createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Runs scripts/chat in its own process group and waits for the URL it prints. */
+async function startStack() {
+  const port = await freePort();
+  const child = spawn(path.join(repo, 'scripts/chat'), [], {
+    cwd: repo,
+    env: { ...process.env, PORT: String(port), CHAT_RUN_DIR: runDir },
+    detached: true, // its own process group, so the whole of it can be signalled
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const started = { child, exited, output: () => output };
+  stack = started; // stop it in after() even if it never comes up
+
+  const live = /The chat is live at (http:\/\/127\.0\.0\.1:\d+\/)/;
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (!live.test(output)) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`scripts/chat exited during start-up:\n${output}`);
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`scripts/chat printed no URL within ${START_TIMEOUT_MS} ms:\n${output}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  started.url = output.match(live)[1];
+  console.log(`stack up at ${started.url} after ${((Date.now() - deadline + START_TIMEOUT_MS) / 1000).toFixed(1)} s (cargo build included)`);
+  return started;
+}
+
+/** SIGTERM to the runner's group (its trap stops ws2fcgi and nginx), SIGKILL if it hangs. */
+async function stopStack() {
+  if (!stack || stack.child.exitCode !== null || stack.child.signalCode !== null) {
+    return stack ? stack.exited : null;
+  }
+  try {
+    process.kill(-stack.child.pid, 'SIGTERM');
+  } catch {
+    // already gone
+  }
+  let timer;
+  const timeout = new Promise((resolve) => (timer = setTimeout(() => resolve(null), STOP_TIMEOUT_MS)));
+  const result = await Promise.race([stack.exited, timeout]);
+  clearTimeout(timer); // or node waits for it before exiting
+  if (result === null) {
+    try {
+      process.kill(-stack.child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    throw new Error(`scripts/chat did not stop within ${STOP_TIMEOUT_MS} ms`);
+  }
+  return result;
+}
+
+// A last resort if node itself is told to exit before after() ran.
+process.once('exit', () => {
+  if (stack && stack.child.exitCode === null && stack.child.signalCode === null) {
+    try {
+      process.kill(-stack.child.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+/** A new person: own browser context (cookies), one page, errors and dialogs recorded. */
+async function person(name) {
+  const context = await browser.newContext({ viewport: { width: 920, height: 480 } });
+  context.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const page = await context.newPage();
+  const record = { page, context, errors: [], dialogs: [] };
+  page.on('pageerror', (error) => record.errors.push(`pageerror: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error') record.errors.push(`console: ${message.text()}`);
+  });
+  page.on('dialog', (dialog) => {
+    record.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  pages[name] = record;
+  return record;
+}
+
+function chatUrl(nick) {
+  return `${stack.url}?${new URLSearchParams({ room, nick })}`;
+}
+
+async function waitConnected(page) {
+  await page.locator('#status[data-state="ok"]').waitFor();
+}
+
+/** The nicknames in the "Here now" list, sorted. */
+async function waitMembers(page, expected) {
+  await page.waitForFunction(
+    (want) => [...document.querySelectorAll('#members li')].map((li) => li.textContent).sort().join(',') === want,
+    [...expected].sort().join(','),
+    { timeout: STEP_TIMEOUT_MS },
+  );
+}
+
+function message(page, nick, text) {
+  return page.locator('#log li.msg').filter({ has: page.locator('.nick', { hasText: nick }) }).filter({ hasText: text });
+}
+
+function notice(page, text) {
+  return page.locator('#log li.notice', { hasText: text });
+}
+
+async function say(page, text) {
+  await page.locator('#text').fill(text);
+  await page.locator('#text').press('Enter');
+}
+
+before(async () => {
+  failed = true; // until the browser is up
+  mkdirSync(runDir, { recursive: true });
+  // A fresh history (the room starts empty) and no logs of an earlier run.
+  for (const file of ['chat.sqlite', 'chat.sqlite-wal', 'chat.sqlite-shm', 'ws2fcgi.log', 'nginx-error.log']) {
+    rmSync(path.join(runDir, file), { force: true });
+  }
+  await startStack();
+  // launch() gives the browser a fresh, temporary user-data-dir of its own.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  failed = false;
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  const result = await stopStack();
+  if (failed) {
+    // Show what the servers said.
+    console.error(`--- scripts/chat output\n${stack?.output() ?? ''}`);
+    for (const log of ['ws2fcgi.log', 'nginx-error.log']) {
+      try {
+        console.error(`--- ${log}\n${readFileSync(path.join(runDir, log), 'utf8').split('\n').slice(-60).join('\n')}`);
+      } catch {
+        // not written
+      }
+    }
+  }
+  if (stack?.url) {
+    // 143: scripts/chat's TERM trap stopped everything and found nothing left running.
+    assert.equal(result?.code, 143, `scripts/chat did not stop cleanly: ${JSON.stringify(result)}\n${stack.output()}`);
+  }
+});
+
+step('the page is served through nginx and the form enters a room', async () => {
+  const { page } = await person('alice');
+  await page.goto(stack.url);
+  await page.locator('input[name=nick]').fill('alice');
+  await page.locator('input[name=room]').fill(room);
+  await page.locator('button[type=submit]').click();
+  await page.waitForURL((url) => url.searchParams.get('nick') === 'alice');
+  await waitConnected(page);
+  await waitMembers(page, ['alice']);
+  assert.equal(await page.locator('h1').textContent(), `#${room}`);
+});
+
+step('a second nickname joins: both see each other, alice sees the join notice', async () => {
+  const { page: bob } = await person('bob');
+  await bob.goto(chatUrl('bob'));
+  await waitConnected(bob);
+  await waitMembers(bob, ['alice', 'bob']);
+  const alice = pages.alice.page;
+  await waitMembers(alice, ['alice', 'bob']);
+  await notice(alice, 'bob joined').waitFor();
+});
+
+step('a message typed in one page appears in the other', async () => {
+  const alice = pages.alice.page;
+  const bob = pages.bob.page;
+  await say(alice, 'hi bob! this chat is plain PHP behind PHP-FPM');
+  await message(bob, 'alice', 'hi bob! this chat is plain PHP behind PHP-FPM').waitFor();
+  await say(bob, 'and every message I send is one FastCGI request');
+  await message(alice, 'bob', 'and every message I send is one FastCGI request').waitFor();
+  await say(alice, 'history is in SQLite, presence comes from ws2fcgi');
+  await message(bob, 'alice', 'history is in SQLite, presence comes from ws2fcgi').waitFor();
+
+  mkdirSync(path.join(repo, 'docs'), { recursive: true });
+  // docs/chat.png (shown in the README) is refreshed only on request.
+  const shot = process.env.UPDATE_SCREENSHOT ? path.join(repo, 'docs/chat.png') : path.join(runDir, 'chat.png');
+  await alice.screenshot({ path: shot });
+});
+
+step('markup in a message is rendered as text, and runs nothing', async () => {
+  const alice = pages.alice.page;
+  const bob = pages.bob.page;
+  const xss = '<script>alert(1)</script><img src=x onerror=alert(2)>';
+  await say(bob, xss);
+  const shown = message(alice, 'bob', '<script>');
+  await shown.waitFor();
+  assert.equal(await shown.locator('.text').textContent(), xss);
+  assert.equal(await alice.locator('#log script, #log img').count(), 0, 'markup became elements');
+  assert.deepEqual(pages.alice.dialogs, []);
+  assert.deepEqual(pages.bob.dialogs, []);
+});
+
+step('a taken nickname is refused with a visible error', async () => {
+  const { page } = await person('impostor');
+  await page.goto(chatUrl('alice'));
+  const banner = page.locator('#error');
+  await banner.waitFor({ state: 'visible' });
+  assert.match(await banner.textContent(), /nickname "alice" is taken in this room/i);
+  assert.equal(await page.locator('#say button').isDisabled(), true);
+  await page.locator('#error a', { hasText: 'Choose another nickname' }).waitFor();
+  // The refused attempt never joined: alice's room still has two people.
+  await waitMembers(pages.alice.page, ['alice', 'bob']);
+  await pages.impostor.context.close();
+});
+
+step('closing a page shows a leave notice in the other', async () => {
+  await pages.bob.context.close();
+  const alice = pages.alice.page;
+  await notice(alice, 'bob left').waitFor();
+  await waitMembers(alice, ['alice']);
+});
+
+step('a reload shows the history, markup still as text', async () => {
+  const alice = pages.alice.page;
+  await alice.reload();
+  await waitConnected(alice);
+  await waitMembers(alice, ['alice']);
+  for (const [nick, text] of [
+    ['alice', 'hi bob! this chat is plain PHP behind PHP-FPM'],
+    ['bob', 'and every message I send is one FastCGI request'],
+    ['bob', '<script>alert(1)</script>'],
+  ]) {
+    assert.equal(await message(alice, nick, text).count(), 1, `history shows "${text}" once`);
+  }
+  assert.equal(await alice.locator('#log script, #log img').count(), 0);
+  assert.deepEqual(pages.alice.dialogs, []);
+});
+
+step('no script errors in the pages that were accepted', () => {
+  assert.deepEqual(pages.alice.errors, []);
+  assert.deepEqual(pages.bob.errors, []);
+});

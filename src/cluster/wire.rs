@@ -580,6 +580,19 @@ mod tests {
             .collect()
     }
 
+    /// `SEED_DIR=fuzz/corpus/cluster_wire cargo test --lib write_fuzz_seeds`
+    /// refreshes the fuzz target's seed corpus from these samples.
+    #[test]
+    fn write_fuzz_seeds() {
+        let Some(dir) = std::env::var_os("SEED_DIR") else {
+            return;
+        };
+        for (i, envelope) in samples().iter().enumerate() {
+            let path = std::path::Path::new(&dir).join(format!("sample-{i}"));
+            std::fs::write(path, encode(envelope).unwrap()).unwrap();
+        }
+    }
+
     #[test]
     fn every_envelope_round_trips_exactly() {
         for envelope in samples() {

@@ -23,7 +23,6 @@ pub mod exec;
 pub mod http;
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,42 +70,14 @@ pub async fn bind(path: &Path, config: &ControlConfig) -> Result<UnixListener, S
         message,
     };
     let mode = config.mode_bits().map_err(|e| perm_error(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| perm_error(e.to_string()))?;
-    let uid = match &config.owner {
-        Some(owner) => Some(lookup_user(owner).map_err(perm_error)?),
-        None => None,
-    };
-    let gid = match &config.group {
-        Some(group) => Some(lookup_group(group).map_err(perm_error)?),
-        None => None,
-    };
-    if uid.is_some() || gid.is_some() {
-        std::os::unix::fs::chown(path, uid, gid).map_err(|e| perm_error(e.to_string()))?;
-    }
+    crate::listen::set_permissions(
+        path,
+        mode,
+        config.owner.as_deref(),
+        config.group.as_deref(),
+    )
+    .map_err(perm_error)?;
     Ok(listener)
-}
-
-fn lookup_user(name: &str) -> Result<u32, String> {
-    if let Ok(uid) = name.parse() {
-        return Ok(uid);
-    }
-    match nix::unistd::User::from_name(name) {
-        Ok(Some(user)) => Ok(user.uid.as_raw()),
-        Ok(None) => Err(format!("no such user `{name}` (control.owner)")),
-        Err(e) => Err(format!("looking up user `{name}`: {e}")),
-    }
-}
-
-fn lookup_group(name: &str) -> Result<u32, String> {
-    if let Ok(gid) = name.parse() {
-        return Ok(gid);
-    }
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(group)) => Ok(group.gid.as_raw()),
-        Ok(None) => Err(format!("no such group `{name}` (control.group)")),
-        Err(e) => Err(format!("looking up group `{name}`: {e}")),
-    }
 }
 
 /// Serves control clients until the returned set is aborted (after the drain).

@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub script: Option<PathBuf>,
 
-    /// A path served by its own script: /chat=/srv/app/chat.php. Repeatable. [toml: \[\[route\]\]]
+    /// A path served by its own script: /chat=/srv/app/chat.php. Repeatable. [toml: `[[route]]` tables]
     #[arg(long, value_name = "PATH=SCRIPT")]
     pub route: Vec<Route>,
 

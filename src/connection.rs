@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
 use crate::config::{Config, RateLimitAction};
 use crate::context::Context;
 use crate::contract as c;
-use crate::event::Event;
+use crate::event::{ConnEnv, Event};
 use crate::fpm::FpmError;
 use crate::frame::{self, Kind};
 use crate::hub::ConnHandle;
@@ -53,7 +53,7 @@ pub struct Accepted {
     /// The connection's handle (already registered in the hub).
     pub handle: Arc<ConnHandle>,
     /// The connection's fixed CGI variables, encoded.
-    pub env: Arc<[u8]>,
+    pub env: ConnEnv,
     /// A close PHP asked for in its open answer.
     pub close_after_open: Option<(u16, String)>,
     /// The connection's place under `max_connections`; freed when it ends.
@@ -88,7 +88,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         slot: _slot, // held until the close event has reached PHP
     } = accepted;
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
-        tracing::error!("upgraded connection is neither TCP nor Unix; dropping it");
+        tracing::error!(conn = %ctx.public_id(&handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
         let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
         Box::pin(finish(&ctx, &handle, &env, VecDeque::new(), None, ending)).await;
         return;
@@ -115,7 +115,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
             .websocket
             .rate_limit
             .as_ref()
-            .map(|r| TokenBucket::new(r.messages_per_second, f64::from(r.burst))),
+            .map(|r| Box::new(TokenBucket::new(r.messages_per_second, f64::from(r.burst)))),
     };
     ctx.hub.stats.connections_total.inc();
     if ctx.is_shutting_down() {
@@ -172,18 +172,18 @@ pub async fn abandon(accepted: Accepted) {
 async fn finish(
     ctx: &Context,
     handle: &ConnHandle,
-    env: &[u8],
+    env: &ConnEnv,
     mut events: VecDeque<Event>,
     answer: Option<Answer>,
     ending: Ending,
 ) {
     if let Some(answer) = answer {
-        log_outcome("message", answer.await);
+        log_outcome(ctx, handle, "message", answer.await);
     }
     while let Some(event) = events.pop_front() {
         ctx.metrics.events_queued.dec();
         let result = php::call_retrying(ctx, handle, env, &event).await;
-        log_outcome(event.name(), result);
+        log_outcome(ctx, handle, event.name(), result);
     }
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
     let close = Event::Close {
@@ -193,27 +193,37 @@ async fn finish(
     match php::call_retrying(ctx, handle, env, &close).await {
         Ok(answer) if !answer.is_success() => {
             tracing::warn!(
+                conn = %ctx.public_id(&handle.id),
                 event = "close",
                 status = answer.status,
                 "php answered with an error status"
             );
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, kind = e.kind(), "close event not delivered to php"),
+        Err(e) => {
+            tracing::error!(conn = %ctx.public_id(&handle.id), error = %e, kind = e.kind(), "close event not delivered to php")
+        }
     }
 }
 
-fn log_outcome(event: &str, result: Result<PhpResponse, EventError>) {
+fn log_outcome(
+    ctx: &Context,
+    handle: &ConnHandle,
+    event: &str,
+    result: Result<PhpResponse, EventError>,
+) {
+    let conn = ctx.public_id(&handle.id);
     match result {
         Ok(answer) if !answer.is_success() => {
             tracing::warn!(
+                %conn,
                 event,
                 status = answer.status,
                 "php answered with an error status"
             );
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(event, error = %e, kind = e.kind(), "event failed"),
+        Err(e) => tracing::warn!(%conn, event, error = %e, kind = e.kind(), "event failed"),
     }
 }
 
@@ -222,7 +232,7 @@ struct Conn {
     /// The configuration in force when the connection opened; it keeps it.
     config: Arc<Config>,
     handle: Arc<ConnHandle>,
-    env: Arc<[u8]>,
+    env: ConnEnv,
     ws: WebSocketStream<ReadSide>,
     writer: Writer,
     events: VecDeque<Event>,
@@ -231,9 +241,9 @@ struct Conn {
     /// When the client last sent anything (a frame or a pong).
     last_seen: Instant,
     /// We sent a close frame: its code and reason, and the deadline for the client's.
-    closing: Option<(Ending, Instant)>,
-    /// The inbound rate limit, when configured.
-    rate: Option<TokenBucket>,
+    closing: Option<Box<(Ending, Instant)>>,
+    /// The inbound rate limit, when configured (boxed: most connections have none).
+    rate: Option<Box<TokenBucket>>,
 }
 
 impl Conn {
@@ -250,7 +260,8 @@ impl Conn {
                 self.ctx.metrics.events_queued.dec();
                 self.answer = Some(self.dispatch(event));
             }
-            if let Some((_, deadline)) = &self.closing {
+            if let Some(closing) = &self.closing {
+                let deadline = &closing.1;
                 timer.as_mut().reset((*deadline).into());
             }
             tokio::select! {
@@ -266,7 +277,8 @@ impl Conn {
                     Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason),
                     Ok(Wrote::Signal(Signal::SlowConsumer)) => {
                         self.ctx.metrics.closed("slow_consumer");
-                        tracing::warn!(queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
+                        self.ctx.hub.stats.slow_consumers.inc();
+                        tracing::warn!(conn = %self.id(), queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
                         return Ending { flush: false, ..Ending::new(c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER) };
                     }
                     Err(e) => {
@@ -291,6 +303,11 @@ impl Conn {
         }
     }
 
+    /// The public id, for log lines (the connection's span is debug-level).
+    fn id(&self) -> String {
+        self.ctx.public_id(&self.handle.id)
+    }
+
     fn dispatch(&self, event: Event) -> Answer {
         let (ctx, handle, env) = (self.ctx.clone(), self.handle.clone(), self.env.clone());
         Box::pin(async move { php::call_retrying(&ctx, &handle, &env, &event).await })
@@ -301,18 +318,19 @@ impl Conn {
         let answer = match result {
             Ok(answer) => answer,
             Err(EventError::Fpm(e @ FpmError::Connect { .. })) => {
-                tracing::error!(error = %e, "php-fpm unavailable; closing connection");
+                tracing::error!(conn = %self.id(), error = %e, "php-fpm unavailable; closing connection");
                 self.ctx.metrics.closed("php_unavailable");
                 self.start_close(c::CLOSE_UPSTREAM_FAILED, c::REASON_UPSTREAM_FAILED.into());
                 return None;
             }
             Err(e) => {
-                tracing::warn!(event = "message", error = %e, kind = e.kind(), "event failed; connection stays open");
+                tracing::warn!(conn = %self.id(), event = "message", error = %e, kind = e.kind(), "event failed; connection stays open");
                 return None;
             }
         };
         if !answer.is_success() {
             tracing::warn!(
+                conn = %self.id(),
                 event = "message",
                 status = answer.status,
                 "php answered with an error status; answer discarded, connection stays open"
@@ -335,7 +353,7 @@ impl Conn {
             Some(Err(e)) => return Some(self.read_error(e)),
             None => {
                 return Some(match self.closing.take() {
-                    Some((ending, _)) => ending,
+                    Some(closing) => closing.0,
                     None => self.vanished(),
                 });
             }
@@ -374,7 +392,7 @@ impl Conn {
                 None
             }
             RateLimitAction::Close => {
-                tracing::info!("rate limit exceeded; closing");
+                tracing::info!(conn = %self.id(), "rate limit exceeded; closing");
                 self.ctx.metrics.closed("rate_limit");
                 let reason = "rate limit exceeded";
                 self.handle
@@ -387,8 +405,8 @@ impl Conn {
 
     fn peer_closed(&mut self, frame: Option<CloseFrame>) -> Ending {
         // tungstenite has queued its reply (or this is the reply to ours).
-        if let Some((ending, _)) = self.closing.take() {
-            return ending;
+        if let Some(closing) = self.closing.take() {
+            return closing.0;
         }
         match frame {
             Some(f) => Ending::new(u16::from(f.code), f.reason.as_str()),
@@ -403,7 +421,7 @@ impl Conn {
         ) {
             // The TCP connection ended without a close frame: the peer vanished.
             return match self.closing.take() {
-                Some((ending, _)) => ending,
+                Some(closing) => closing.0,
                 None => self.vanished(),
             };
         }
@@ -422,23 +440,23 @@ impl Conn {
             _ => {
                 tracing::debug!(%error, "read failed");
                 return match self.closing.take() {
-                    Some((ending, _)) => ending,
+                    Some(closing) => closing.0,
                     None => self.vanished(),
                 };
             }
         };
-        tracing::info!(%error, code, "closing on client error");
+        tracing::info!(conn = %self.id(), %error, code, "closing on client error");
         self.ctx.metrics.closed(kind);
         self.handle.outbox.push_control(close_frame(code, &reason));
         Ending::new(code, reason)
     }
 
     fn on_timer(&mut self) -> Option<Ending> {
-        if let Some((ending, deadline)) = self.closing.take() {
-            if Instant::now() >= deadline {
-                return Some(ending);
+        if let Some(closing) = self.closing.take() {
+            if Instant::now() >= closing.1 {
+                return Some(closing.0);
             }
-            self.closing = Some((ending, deadline));
+            self.closing = Some(closing);
             return None;
         }
         if self.events.len() >= self.config.websocket.event_queue {
@@ -447,7 +465,7 @@ impl Conn {
             self.last_seen = Instant::now();
         }
         if self.last_seen.elapsed() >= self.config.websocket.idle_timeout {
-            tracing::info!("idle timeout");
+            tracing::info!(conn = %self.id(), "idle timeout");
             self.ctx.metrics.closed("idle_timeout");
             self.handle
                 .outbox
@@ -481,7 +499,9 @@ impl Conn {
             .now_or_never()
         {
             Some(fresh) => self.ws = fresh,
-            None => tracing::error!("could not rebuild the WebSocket; the connection will end"),
+            None => {
+                tracing::error!(conn = %self.id(), "could not rebuild the WebSocket; the connection will end")
+            }
         }
     }
 
@@ -522,7 +542,7 @@ impl Conn {
             None => tracing::debug!("close frame not queued: sink not ready"),
         }
         let deadline = Instant::now() + self.config.websocket.close_timeout;
-        self.closing = Some((Ending::new(code, reason), deadline));
+        self.closing = Some(Box::new((Ending::new(code, reason), deadline)));
     }
 }
 
@@ -550,7 +570,7 @@ pub fn apply_answer(
     if !d.meta.is_empty()
         && let Err(problem) = handle.update_meta(&d.meta)
     {
-        tracing::warn!(%problem, "metadata directive refused");
+        tracing::warn!(conn = %ctx.public_id(&handle.id), %problem, "metadata directive refused");
     }
     if !answer.body.is_empty() {
         let kind = if answer.binary {
@@ -558,7 +578,7 @@ pub fn apply_answer(
         } else if std::str::from_utf8(&answer.body).is_ok() {
             Kind::Text
         } else {
-            tracing::warn!("php's body is not UTF-8; sent as a binary message");
+            tracing::warn!(conn = %ctx.public_id(&handle.id), "php's body is not UTF-8; sent as a binary message");
             Kind::Binary
         };
         match handle.outbox.push(frame::data(kind, &answer.body)) {
@@ -566,7 +586,9 @@ pub fn apply_answer(
                 ctx.hub.stats.messages_out.inc();
             }
             Push::Closed => tracing::debug!("answer not sent: connection closing"),
-            Push::Overflow => tracing::warn!("answer not sent: outbound queue full"),
+            Push::Overflow => {
+                tracing::warn!(conn = %ctx.public_id(&handle.id), "answer not sent: outbound queue full")
+            }
         }
     }
     d.close.clone()
@@ -588,11 +610,11 @@ fn truncate(reason: &str) -> String {
 }
 
 #[cfg(test)]
-mod size_probe {
+mod memory_budget {
     use super::*;
 
     #[tokio::test]
-    async fn print_sizes() {
+    async fn an_idle_connection_stays_small() {
         use std::mem::size_of_val;
         let mut config = crate::config::Config::default();
         config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
@@ -610,7 +632,7 @@ mod size_probe {
             config: ctx.config(),
             ctx: ctx.clone(),
             handle: handle.clone(),
-            env: Arc::from(&b""[..]),
+            env: ConnEnv::empty(),
             ws,
             writer: Writer::new(transport::WriteHalf::Unix(w), Default::default()),
             events: VecDeque::new(),
@@ -619,23 +641,14 @@ mod size_probe {
             closing: None,
             rate: None,
         };
-        eprintln!("Conn {}", std::mem::size_of::<Conn>());
-        eprintln!("turn {}", size_of_val(&conn.writer.turn(&handle)));
-        eprintln!("run {}", size_of_val(&conn.run()));
-        eprintln!(
-            "finish {}",
-            size_of_val(&finish(
-                &ctx,
-                &handle,
-                b"",
-                VecDeque::new(),
-                None,
-                Ending::new(1000, "")
-            ))
-        );
-        eprintln!(
-            "call_retrying {}",
-            size_of_val(&php::call_retrying(&ctx, &handle, b"", &Event::Open))
+        // Every idle connection's task holds `Conn` and the `run` future:
+        // they are the memory budget (docs/performance.md), so growth fails here.
+        let conn_size = std::mem::size_of::<Conn>();
+        let run_size = size_of_val(&conn.run());
+        assert!(conn_size <= 640, "Conn grew to {conn_size} bytes");
+        assert!(
+            run_size <= 512,
+            "Conn::run's future grew to {run_size} bytes"
         );
     }
 }

@@ -26,6 +26,8 @@ pub struct Context {
     pub fpm: FpmPool,
     /// Connection counters for `max_connections` and `max_connections_per_ip`.
     pub slots: Slots,
+    /// One copy of each route's shared CGI variables.
+    pub envs: crate::event::EnvInterner,
     /// The other nodes, through Redis; `None` on a single node.
     pub cluster: Option<Arc<Cluster>>,
     /// `allowed_origins`, compiled.
@@ -38,6 +40,7 @@ pub struct Context {
 /// php-fpm, or the pool's size. A reload that changes one keeps the old value.
 const RESTART_ONLY: &[&str] = &[
     "listen",
+    "log.format",
     "listen_mode",
     "listen_group",
     "admin",
@@ -65,6 +68,7 @@ impl Context {
         let observer = cluster.as_ref().map(|c| c.tracker() as Arc<dyn Observer>);
         Self {
             slots,
+            envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
             fpm: FpmPool::new(&config.fpm),
             hub: Hub::with_observer(Stats::from_metrics(&metrics), observer),
@@ -116,6 +120,7 @@ impl Context {
             };
         }
         keep!("listen", listen);
+        keep!("log.format", log.format);
         keep!("listen_mode", listen_mode);
         keep!("listen_group", listen_group);
         keep!("admin", admin);

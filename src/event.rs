@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::http::request::Parts;
@@ -86,9 +87,50 @@ pub struct EnvSource<'a> {
     pub control_socket: Option<&'a Path>,
 }
 
+/// A connection's fixed CGI variables, encoded: a part that is the same for
+/// every connection of a route and listener (shared, see [`EnvInterner`]) and
+/// the connection's own part (addresses, URI, id, headers).
+#[derive(Debug, Clone)]
+pub struct ConnEnv {
+    /// Script, document root, software, scheme, control socket…
+    pub shared: Arc<[u8]>,
+    /// What differs from one connection to the next.
+    pub own: Arc<[u8]>,
+}
+
+impl ConnEnv {
+    /// An empty environment (tests, stand-ins).
+    pub fn empty() -> Self {
+        Self {
+            shared: Arc::from(&b""[..]),
+            own: Arc::from(&b""[..]),
+        }
+    }
+}
+
+/// Keeps one copy of each distinct shared part. What goes into it comes from
+/// the configuration and the listener, never from the client, so the set
+/// stays as small as the number of routes and listeners.
+#[derive(Debug, Default)]
+pub struct EnvInterner {
+    parts: std::sync::Mutex<std::collections::HashSet<Arc<[u8]>>>,
+}
+
+impl EnvInterner {
+    /// The shared copy of `bytes`.
+    pub fn intern(&self, bytes: &[u8]) -> Arc<[u8]> {
+        let mut parts = self.parts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(part) = parts.get(bytes) {
+            return part.clone();
+        }
+        let part: Arc<[u8]> = Arc::from(bytes);
+        parts.insert(part.clone());
+        part
+    }
+}
+
 /// Encodes the variables every event of a connection shares.
-pub fn connection_env(src: &EnvSource<'_>) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(1024);
+pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     let req = src.request;
     let path = req.uri.path();
     let query = req.uri.query().unwrap_or("");
@@ -122,22 +164,16 @@ pub fn connection_env(src: &EnvSource<'_>) -> Box<[u8]> {
         _ => "HTTP/1.1",
     };
 
-    let mut p = |name: &str, value: &[u8]| push_param(&mut out, name.as_bytes(), value);
+    // Nothing in the shared part may come from the client (Host, headers…).
+    let mut shared = Vec::with_capacity(256);
+    let mut p = |name: &str, value: &[u8]| push_param(&mut shared, name.as_bytes(), value);
     p("GATEWAY_INTERFACE", b"CGI/1.1");
     p("SERVER_SOFTWARE", c::SERVER_SOFTWARE.as_bytes());
     p("SERVER_PROTOCOL", version.as_bytes());
-    p("SERVER_NAME", server_name.as_bytes());
-    p("SERVER_PORT", server_port.as_bytes());
     if let Some(local) = src.client.local {
         p("SERVER_ADDR", local.ip().to_string().as_bytes());
     }
-    p("REMOTE_ADDR", src.client.remote_ip.to_string().as_bytes());
-    p("REMOTE_PORT", src.client.remote_port.to_string().as_bytes());
-    p("REQUEST_URI", request_uri.as_bytes());
-    p("DOCUMENT_URI", path.as_bytes());
-    p("QUERY_STRING", query.as_bytes());
     p("SCRIPT_FILENAME", src.script.as_os_str().as_encoded_bytes());
-    p("SCRIPT_NAME", path.as_bytes());
     p(
         "DOCUMENT_ROOT",
         document_root.as_os_str().as_encoded_bytes(),
@@ -149,15 +185,29 @@ pub fn connection_env(src: &EnvSource<'_>) -> Box<[u8]> {
     if src.client.https {
         p("HTTPS", b"on");
     }
-    p(c::VAR_CONNECTION_ID, src.conn_id.as_bytes());
     if let Some(control) = src.control_socket {
         p(
             c::VAR_CONTROL_SOCKET,
             control.as_os_str().as_encoded_bytes(),
         );
     }
-    push_headers(&mut out, &req.headers);
-    out.into_boxed_slice()
+
+    let mut own = Vec::with_capacity(512);
+    let mut p = |name: &str, value: &[u8]| push_param(&mut own, name.as_bytes(), value);
+    p("SERVER_NAME", server_name.as_bytes());
+    p("SERVER_PORT", server_port.as_bytes());
+    p("REMOTE_ADDR", src.client.remote_ip.to_string().as_bytes());
+    p("REMOTE_PORT", src.client.remote_port.to_string().as_bytes());
+    p("REQUEST_URI", request_uri.as_bytes());
+    p("DOCUMENT_URI", path.as_bytes());
+    p("QUERY_STRING", query.as_bytes());
+    p("SCRIPT_NAME", path.as_bytes());
+    p(c::VAR_CONNECTION_ID, src.conn_id.as_bytes());
+    push_headers(&mut own, &req.headers);
+    ConnEnv {
+        shared: interner.intern(&shared),
+        own: Arc::from(own),
+    }
 }
 
 /// Appends `HTTP_*` for every handshake header whose name is only letters,
@@ -285,14 +335,19 @@ mod tests {
             https: false,
             local: Some("127.0.0.1:8090".parse().unwrap()),
         };
-        decode(&connection_env(&EnvSource {
-            request: req,
-            client: &client,
-            script: Path::new("/srv/app/ws.php"),
-            document_root: None,
-            conn_id: "abc",
-            control_socket: Some(Path::new("/run/c.sock")),
-        }))
+        let interner = EnvInterner::default();
+        let env = connection_env(
+            &EnvSource {
+                request: req,
+                client: &client,
+                script: Path::new("/srv/app/ws.php"),
+                document_root: None,
+                conn_id: "abc",
+                control_socket: Some(Path::new("/run/c.sock")),
+            },
+            &interner,
+        );
+        decode(&[&env.shared[..], &env.own[..]].concat())
     }
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -328,6 +383,35 @@ mod tests {
         assert_eq!(get(&env, "HTTP_PROXY"), None);
         assert!(env.iter().all(|(n, _)| n != "HTTP_X_FORWARDED_FOR"));
         assert_eq!(get(&env, "HTTP_X_REAL"), Some("ok"));
+    }
+
+    #[test]
+    fn the_shared_part_is_interned_and_holds_nothing_from_the_client() {
+        let interner = EnvInterner::default();
+        let client = ClientInfo {
+            remote_ip: "10.1.2.3".parse().unwrap(),
+            remote_port: 5555,
+            https: false,
+            local: Some("127.0.0.1:8090".parse().unwrap()),
+        };
+        let make = |host: &str| {
+            let req = request(&[("host", host), ("x-anything", host)]);
+            connection_env(
+                &EnvSource {
+                    request: &req,
+                    client: &client,
+                    script: Path::new("/srv/app/ws.php"),
+                    document_root: None,
+                    conn_id: host,
+                    control_socket: None,
+                },
+                &interner,
+            )
+        };
+        let a = make("a.example:1");
+        let b = make("b.example:2");
+        assert!(Arc::ptr_eq(&a.shared, &b.shared), "one copy for both");
+        assert_ne!(a.own, b.own);
     }
 
     #[test]

@@ -236,16 +236,20 @@ async fn handshake(
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
     let id = ctx.public_id(&handle.id);
-    let span = tracing::info_span!("conn", id = %id, remote = %client.remote_ip);
-    let env: Arc<[u8]> = connection_env(&EnvSource {
-        request: &parts,
-        client: &client,
-        script: &script,
-        document_root: config.document_root.as_deref(),
-        conn_id: &id,
-        control_socket: config.control.socket.as_deref(),
-    })
-    .into();
+    // Debug-level: a live span costs every idle connection ~230 bytes in the
+    // log subscriber; info+ lines of a connection carry `conn` themselves.
+    let span = tracing::debug_span!("conn", id = %id, remote = %client.remote_ip);
+    let env = connection_env(
+        &EnvSource {
+            request: &parts,
+            client: &client,
+            script: &script,
+            document_root: config.document_root.as_deref(),
+            conn_id: &id,
+            control_socket: config.control.socket.as_deref(),
+        },
+        &ctx.envs,
+    );
 
     let answer = php::call(&ctx, &handle, &env, &Event::Open)
         .instrument(span.clone())
@@ -255,13 +259,13 @@ async fn handshake(
         Ok(answer) => {
             ctx.hub.unregister(&handle.id);
             ctx.metrics.refused("php");
-            span.in_scope(|| tracing::info!(status = answer.status, "php rejected the handshake"));
+            tracing::info!(conn = %id, remote = %client.remote_ip, status = answer.status, "php rejected the handshake");
             return Ok(rejection(&answer));
         }
         Err(e) => {
             ctx.hub.unregister(&handle.id);
             ctx.metrics.refused("php_unavailable");
-            span.in_scope(|| tracing::error!(error = %e, kind = e.kind(), "open event failed"));
+            tracing::error!(conn = %id, remote = %client.remote_ip, error = %e, kind = e.kind(), "open event failed");
             return Ok(upstream_failure(&e));
         }
     };
@@ -280,12 +284,11 @@ async fn handshake(
                 headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
             }
         } else {
-            span.in_scope(|| {
-                tracing::warn!(
-                    protocol = %String::from_utf8_lossy(chosen),
-                    "php chose a subprotocol the client did not offer; none selected"
-                )
-            });
+            tracing::warn!(
+                conn = %id,
+                protocol = %String::from_utf8_lossy(chosen),
+                "php chose a subprotocol the client did not offer; none selected"
+            );
         }
     }
     for (name, value) in &answer.headers {
@@ -308,7 +311,11 @@ async fn handshake(
         match on_upgrade.await {
             Ok(upgraded) => connection::serve(accepted, upgraded).await,
             Err(e) => {
-                tracing::info!(error = %e, "client left during the upgrade");
+                tracing::info!(
+                    conn = %accepted.ctx.public_id(&accepted.handle.id),
+                    error = %e,
+                    "client left during the upgrade"
+                );
                 Box::pin(connection::abandon(accepted)).await;
             }
         }

@@ -356,10 +356,8 @@ impl Hub {
         match handle.outbox.push(frame.clone()) {
             Push::Queued => 1,
             Push::Closed => 0,
-            Push::Overflow => {
-                self.stats.slow_consumers.inc();
-                0
-            }
+            // Counted once, when the connection acts on it (connection.rs).
+            Push::Overflow => 0,
         }
     }
 

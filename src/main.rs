@@ -164,6 +164,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen for HTTP control on {addr}"))?;
+        if !addr.ip().is_loopback() && config.control.http_token.is_none() {
+            tracing::warn!(address = %addr, "HTTP control endpoint is not on loopback and has no token: anyone who reaches it can publish");
+        }
         listeners.http_control = Some(listener);
     }
     let managed = if config.fpm.address == Some(FpmAddr::Managed) {

@@ -27,7 +27,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub enum ManagedError {
     /// No php-fpm binary was found.
     #[error(
-        "no php-fpm binary found (looked for php-fpm* on PATH and in /usr/sbin); install php-fpm or set fpm.managed.binary"
+        "no php-fpm binary found (looked for php-fpm* on PATH, in /usr/sbin and /usr/local/sbin); install php-fpm or set fpm.managed.binary"
     )]
     NoBinary,
     /// The run directory or the pool config could not be written.

@@ -34,7 +34,8 @@ pub struct Metrics {
     pub events: Family<EventLabel, Counter>,
     /// Events without a usable answer, by error kind.
     pub event_errors: Family<KindLabel, Counter>,
-    /// Time from sending an event to PHP-FPM to having its whole answer.
+    /// Time from asking the pool for a php-fpm connection to having PHP's
+    /// whole answer (waiting for a free connection included).
     pub fastcgi_seconds: Histogram,
     /// Handshakes refused before reaching PHP or by PHP, by reason.
     pub handshakes_refused: Family<KindLabel, Counter>,
@@ -129,7 +130,7 @@ impl Metrics {
         );
         r.register(
             "fastcgi_duration_seconds",
-            "Time PHP-FPM took to answer one event",
+            "Time from asking for a php-fpm connection to having PHP's whole answer",
             m.fastcgi_seconds.clone(),
         );
         r.register(

@@ -46,7 +46,8 @@ struct State {
     bytes: usize,
     /// No more data frames are accepted (closing, closed, or slow).
     sealed: bool,
-    signal: Option<Signal>,
+    /// Boxed: rare, and a close reason would otherwise widen every queue.
+    signal: Option<Box<Signal>>,
 }
 
 /// The queue; lives in the connection's shared handle.
@@ -84,7 +85,7 @@ impl Outbox {
         }
         if state.bytes > 0 && state.bytes + frame.len() > self.limit {
             state.sealed = true;
-            state.signal.get_or_insert(Signal::SlowConsumer);
+            state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
             drop(state);
             self.notify.notify_one();
             return Push::Overflow;
@@ -104,7 +105,7 @@ impl Outbox {
         let mut state = self.lock();
         if state.bytes + frame.len() > self.limit + CONTROL_SLACK {
             state.sealed = true;
-            state.signal.get_or_insert(Signal::SlowConsumer);
+            state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
         } else {
             state.bytes += frame.len();
             state.frames.push_back(frame);
@@ -126,7 +127,7 @@ impl Outbox {
             return false;
         }
         state.sealed = true;
-        state.signal = Some(Signal::Close(code, reason));
+        state.signal = Some(Box::new(Signal::Close(code, reason)));
         drop(state);
         self.notify.notify_one();
         true
@@ -134,7 +135,7 @@ impl Outbox {
 
     /// Takes the pending signal, if any.
     pub fn take_signal(&self) -> Option<Signal> {
-        self.lock().signal.take()
+        self.lock().signal.take().map(|s| *s)
     }
 
     /// Moves queued frames into `batch` (at most `max` frames in it); returns

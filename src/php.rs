@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::context::Context;
-use crate::event::{Event, event_env};
+use crate::event::{ConnEnv, Event, event_env};
 use crate::fpm::FpmError;
 use crate::hub::ConnHandle;
 use crate::response::{self, PhpResponse, ResponseError};
@@ -42,13 +42,16 @@ impl EventError {
 pub async fn call(
     ctx: &Context,
     handle: &ConnHandle,
-    env: &[u8],
+    env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
     let mut vars = Vec::with_capacity(256);
     event_env(event, handle, &mut vars);
     let started = Instant::now();
-    let output = ctx.fpm.call(&[env, &vars], event.body()).await;
+    let output = ctx
+        .fpm
+        .call(&[&env.shared, &env.own, &vars], event.body())
+        .await;
     // Counted once it reached PHP-FPM: a retry of an event PHP-FPM could not
     // take is the same event, not another one.
     if !matches!(&output, Err(e) if e.never_reached_php()) {
@@ -60,6 +63,7 @@ pub async fn call(
         .observe(started.elapsed().as_secs_f64());
     if !output.stderr.is_empty() {
         tracing::warn!(
+            conn = %ctx.public_id(&handle.id),
             event = event.name(),
             dropped = output.stderr_dropped,
             "php stderr: {}",
@@ -74,7 +78,7 @@ pub async fn call(
     )
     .inspect_err(|_| ctx.metrics.event_error("bad_response"))?;
     for problem in &answer.problems {
-        tracing::warn!(event = event.name(), %problem, "ignored directive");
+        tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), %problem, "ignored directive");
     }
     Ok(answer)
 }
@@ -86,7 +90,7 @@ pub async fn call(
 pub async fn call_retrying(
     ctx: &Context,
     handle: &ConnHandle,
-    env: &[u8],
+    env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
     let deadline = Instant::now() + ctx.config().fpm.retry_window;
@@ -96,7 +100,7 @@ pub async fn call_retrying(
             Err(EventError::Fpm(e))
                 if e.never_reached_php() && Instant::now() + pause < deadline =>
             {
-                tracing::warn!(event = event.name(), error = %e, retry_in = ?pause, "php-fpm unavailable; retrying");
+                tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), error = %e, retry_in = ?pause, "php-fpm unavailable; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
             }

@@ -40,7 +40,7 @@ const MAX_IOVECS: usize = 64;
 const STACK_READ: usize = 4096;
 
 /// tungstenite's own read buffer: small, since [`ReadSide`] does the socket reads.
-pub const TUNGSTENITE_READ_BUFFER: usize = 256;
+pub const TUNGSTENITE_READ_BUFFER: usize = 128;
 
 /// The read half of a client socket.
 pub enum ReadHalf {

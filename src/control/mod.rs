@@ -70,13 +70,8 @@ pub async fn bind(path: &Path, config: &ControlConfig) -> Result<UnixListener, S
         message,
     };
     let mode = config.mode_bits().map_err(|e| perm_error(e.to_string()))?;
-    crate::listen::set_permissions(
-        path,
-        mode,
-        config.owner.as_deref(),
-        config.group.as_deref(),
-    )
-    .map_err(perm_error)?;
+    crate::listen::set_permissions(path, mode, config.owner.as_deref(), config.group.as_deref())
+        .map_err(perm_error)?;
     Ok(listener)
 }
 

@@ -254,6 +254,11 @@ pub struct FcgiArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
+
+    /// Open a new connection for every request instead of keeping each one
+    /// alive: what keep-alive saves (the daemon always keeps connections alive)
+    #[arg(long)]
+    pub connection_per_request: bool,
 }
 
 /// Parses "10s", "500ms", "1.5s", "2m", "1h", "250us"; a bare number is seconds.

@@ -83,6 +83,7 @@ pub async fn run(args: FcgiArgs) -> anyhow::Result<Report> {
             used: Arc::clone(&used),
             count: args.count,
             timeout: args.timeout,
+            fresh: args.connection_per_request,
         };
         tasks.spawn(worker.run(latencies.batch()));
     }
@@ -211,6 +212,8 @@ struct Worker {
     used: Arc<AtomicU64>,
     count: u64,
     timeout: Duration,
+    /// A new connection for every request.
+    fresh: bool,
 }
 
 /// PHP-FPM's answer to one request.
@@ -260,6 +263,9 @@ impl Worker {
                     } else {
                         batch.record(began.elapsed());
                         result.requests += 1;
+                    }
+                    if self.fresh {
+                        conn = None;
                     }
                 }
                 Err(e) => {

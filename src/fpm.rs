@@ -10,9 +10,10 @@
 //!
 //! When `fpm.pool_size` is larger than the pool's `pm.max_children`, idle
 //! keep-alive connections can pin every worker while a new connection waits
-//! in php-fpm's backlog for one. So while a request waits on a fresh
-//! connection for its first byte, a connection that finishes is closed
-//! instead of pooled, which frees its worker for the waiting one.
+//! in php-fpm's backlog for one. So when a request on a fresh connection has
+//! had no byte back for [`STALL_AFTER`], it is taken to be stuck in that
+//! backlog: the idle connections are closed at once, and until it is answered
+//! a connection that finishes is closed instead of pooled, freeing workers.
 //!
 //! A pooled connection is checked with a non-blocking `MSG_PEEK` before it is
 //! reused, so one php-fpm closed (`pm.max_requests`, a restart) is replaced.
@@ -233,7 +234,18 @@ impl Conn {
                 let _ = self.input.split_to(used);
             }
             self.input.reserve(READ_CHUNK);
-            let n = self.stream.read_buf(&mut self.input).await?;
+            let n = if fresh.watching() {
+                // read_buf is cancel-safe: losing the race reads nothing.
+                tokio::select! {
+                    n = self.stream.read_buf(&mut self.input) => n?,
+                    () = tokio::time::sleep_until(fresh.stall_at.into()) => {
+                        fresh.stalled();
+                        self.stream.read_buf(&mut self.input).await?
+                    }
+                }
+            } else {
+                self.stream.read_buf(&mut self.input).await?
+            };
             if n == 0 {
                 return Err(FpmError::Truncated);
             }
@@ -250,30 +262,68 @@ struct Inner {
     size: usize,
     permits: Semaphore,
     idle: Mutex<Vec<Conn>>,
-    /// Requests on a fresh connection that have not had a byte back yet.
+    /// Requests on a fresh connection with no byte back after [`STALL_AFTER`].
     fresh_waiting: AtomicUsize,
 }
 
-/// Counts a request in [`Inner::fresh_waiting`] until its first byte or its end.
+/// A fresh connection with no byte back after this long is taken to be
+/// waiting in php-fpm's backlog for a worker that idle connections pin.
+pub const STALL_AFTER: Duration = Duration::from_millis(100);
+
+/// Watches a request on a fresh connection until its first byte: past
+/// [`STALL_AFTER`] it counts in [`Inner::fresh_waiting`] and idle connections
+/// are closed to free their workers.
 struct FreshWait<'a> {
-    counter: Option<&'a AtomicUsize>,
+    inner: Option<&'a Inner>,
+    stall_at: Instant,
+    counted: bool,
 }
 
 impl<'a> FreshWait<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
+    fn new(inner: &'a Inner) -> Self {
         Self {
-            counter: Some(counter),
+            inner: Some(inner),
+            stall_at: Instant::now() + STALL_AFTER,
+            counted: false,
         }
     }
 
     fn none() -> Self {
-        Self { counter: None }
+        Self {
+            inner: None,
+            stall_at: Instant::now(),
+            counted: false,
+        }
+    }
+
+    /// Still waiting for the first byte on a fresh connection?
+    fn watching(&self) -> bool {
+        self.inner.is_some() && !self.counted
+    }
+
+    /// The first byte is late: count it and free the workers idle connections hold.
+    fn stalled(&mut self) {
+        if let Some(inner) = self.inner
+            && !self.counted
+        {
+            self.counted = true;
+            inner.fresh_waiting.fetch_add(1, Ordering::AcqRel);
+            let closed = {
+                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+                std::mem::take(&mut *idle).len()
+            };
+            tracing::debug!(
+                closed,
+                "a new php-fpm connection waits for a worker; closed idle ones"
+            );
+        }
     }
 
     fn done(&mut self) {
-        if let Some(counter) = self.counter.take() {
-            counter.fetch_sub(1, Ordering::AcqRel);
+        if let Some(inner) = self.inner.take()
+            && self.counted
+        {
+            inner.fresh_waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -339,7 +389,7 @@ impl FpmPool {
         let mut fresh = if reused {
             FreshWait::none()
         } else {
-            FreshWait::new(&self.inner.fresh_waiting)
+            FreshWait::new(&self.inner)
         };
         let mut progress = Progress::new(conn.idle_since);
         let first = self
@@ -364,7 +414,7 @@ impl FpmPool {
                 );
                 let mut conn = self.connect().await?;
                 let mut progress = Progress::new(Instant::now());
-                let mut fresh = FreshWait::new(&self.inner.fresh_waiting);
+                let mut fresh = FreshWait::new(&self.inner);
                 let output = self
                     .run_on(
                         &mut conn,
@@ -446,8 +496,8 @@ impl FpmPool {
 
     fn put_idle(&self, mut conn: Conn) {
         if self.inner.fresh_waiting.load(Ordering::Acquire) > 0 {
-            // Someone may be waiting in php-fpm's backlog for the worker this
-            // connection pins; closing it frees the worker.
+            // A request waits in php-fpm's backlog for a worker; closing this
+            // connection frees the one it pins.
             tracing::debug!("closing a finished php-fpm connection: a new one waits for a worker");
             return;
         }

@@ -9,17 +9,13 @@
 //! GET /metrics  Prometheus text format (see metrics.rs)
 //! ```
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -29,36 +25,8 @@ use crate::metrics::Snapshot;
 
 /// Serves `/healthz` and `/metrics` until the task set is aborted.
 pub fn spawn(listener: TcpListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
-    tasks.spawn(async move {
-        let mut clients = JoinSet::new();
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let ctx = ctx.clone();
-            clients.spawn(async move {
-                let service = service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                });
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10));
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admin connection failed");
-                }
-            });
-            while clients.try_join_next().is_some() {}
-        }
+    crate::local_http::spawn(listener, "admin", ctx, tasks, |ctx, req| async move {
+        handle(&ctx, req).await
     });
 }
 

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod hub;
 pub mod limits;
 pub mod listen;
+pub mod local_http;
 pub mod managed;
 pub mod metrics;
 pub mod outbox;

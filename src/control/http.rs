@@ -13,17 +13,13 @@
 //!
 //! Keep it private: bind it to loopback (or a private interface) and set a token.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -37,37 +33,13 @@ const OPS: &[&str] = &[
 
 /// Serves the HTTP endpoint on `listener` until the task set is aborted.
 pub fn spawn(listener: TcpListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
-    tasks.spawn(async move {
-        let mut clients = JoinSet::new();
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "http control accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let ctx = ctx.clone();
-            clients.spawn(async move {
-                let service = service_fn(move |req| {
-                    let ctx = ctx.clone();
-                    async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-                });
-                let mut builder = http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10));
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "http control connection failed");
-                }
-            });
-            while clients.try_join_next().is_some() {}
-        }
-    });
+    crate::local_http::spawn(
+        listener,
+        "http control",
+        ctx,
+        tasks,
+        |ctx, req| async move { handle(&ctx, req).await },
+    );
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

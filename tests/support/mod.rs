@@ -35,33 +35,13 @@ pub fn script(name: &str) -> PathBuf {
     php_dir().join(name)
 }
 
-/// The php-fpm binary: `$PHP_FPM`, else `php-fpm*` on PATH or in /usr/sbin.
+/// The php-fpm binary: `$PHP_FPM`, else what the daemon's managed mode would use.
 pub fn php_fpm_binary() -> PathBuf {
     if let Ok(bin) = std::env::var("PHP_FPM") {
         return bin.into();
     }
-    for dir in std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin"])
-    {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("php-fpm"))
-            })
-            .collect();
-        found.sort();
-        if let Some(bin) = found.pop() {
-            return bin;
-        }
-    }
-    panic!("php-fpm not found: install it (scripts/test does) or set PHP_FPM");
+    ws2fcgi::managed::find_php_fpm()
+        .expect("php-fpm not found: install it (scripts/test does) or set PHP_FPM")
 }
 
 /// A real php-fpm master with a static pool, on a temp Unix socket.

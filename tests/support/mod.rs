@@ -220,6 +220,16 @@ pub struct Daemon {
 impl Daemon {
     /// Binds 127.0.0.1:0 and serves `config` until dropped or [`Daemon::shutdown`].
     pub async fn start(config: Config) -> Self {
+        Self::launch(config, None, None).await
+    }
+
+    /// Serves `config` on 127.0.0.1:0, its control socket when configured, and
+    /// the given HTTP control and admin listeners.
+    async fn launch(
+        config: Config,
+        http_control: Option<tokio::net::TcpListener>,
+        admin: Option<tokio::net::TcpListener>,
+    ) -> Self {
         config.validate().expect("test config is valid");
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
             .await
@@ -238,7 +248,8 @@ impl Daemon {
         let listeners = Listeners {
             websocket: vec![listener],
             control,
-            ..Default::default()
+            http_control,
+            admin,
         };
         let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
             let _ = stopped.await;
@@ -644,36 +655,7 @@ impl Daemon {
     /// As [`Daemon::start`], also serving the HTTP control endpoint on
     /// `http_control` (a listener the test bound, e.g. on 127.0.0.1:0).
     pub async fn start_with(config: Config, http_control: Option<tokio::net::TcpListener>) -> Self {
-        config.validate().expect("test config is valid");
-        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("tcp");
-        let control = match &config.control.socket {
-            Some(path) => Some(
-                ws2fcgi::control::bind(path, &config.control)
-                    .await
-                    .expect("bind control socket"),
-            ),
-            None => None,
-        };
-        let ctx = Arc::new(Context::new(config));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = Listeners {
-            websocket: vec![listener],
-            control,
-            http_control,
-            ..Default::default()
-        };
-        let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            ctx,
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self::launch(config, http_control, None).await
     }
 }
 
@@ -681,32 +663,11 @@ impl Daemon {
     /// As [`Daemon::start`], also serving the admin listener (`/healthz`,
     /// `/metrics`) on 127.0.0.1:0; returns the daemon and the admin address.
     pub async fn start_with_admin(config: Config) -> (Self, std::net::SocketAddr) {
-        config.validate().expect("test config is valid");
-        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("tcp");
         let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind admin");
         let admin_addr = admin.local_addr().expect("admin addr");
-        let ctx = Arc::new(Context::new(config));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = Listeners {
-            websocket: vec![listener],
-            admin: Some(admin),
-            ..Default::default()
-        };
-        let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
-            let _ = stopped.await;
-        }));
-        let daemon = Self {
-            addr,
-            ctx,
-            stop: Some(stop),
-            task: Some(task),
-        };
-        (daemon, admin_addr)
+        (Self::launch(config, None, Some(admin)).await, admin_addr)
     }
 
     /// The metrics as `/metrics` renders them.

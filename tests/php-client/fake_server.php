@@ -15,7 +15,7 @@
  *   __sleep    reply {"ok":true,"late":true} only after "ms" milliseconds
  *   __die      close the connection without replying
  *   __hangup   reply, then close the connection
- *   __shutrd   reply, then shut down the read side (the client's next write gets EPIPE)
+ *   __shutrd   shut down the read side, then reply (the client's next write gets EPIPE)
  *   __partial  write half a reply, then close
  *   __slowline write the reply in two pieces 150 ms apart
  */
@@ -98,6 +98,13 @@ while (microtime(true) - $started < 120) {
     foreach ($conns as $id => $c) {
         while ($c['out'] !== [] && $c['out'][0]['due'] <= $now) {
             $out = array_shift($c['out']);
+            if ($out['then'] === 'shutrd') {
+                // Before the reply, never after: a client that got the reply
+                // may write its next request at once, and that write must fail.
+                stream_socket_shutdown($c['stream'], STREAM_SHUT_RD);
+                $c['shut'] = true;
+                $conns[$id]['shut'] = true;
+            }
             if ($out['data'] !== '') {
                 stream_set_blocking($c['stream'], true);
                 @fwrite($c['stream'], $out['data']);
@@ -106,12 +113,8 @@ while (microtime(true) - $started < 120) {
             if ($out['then'] === 'close') {
                 fclose($c['stream']);
                 unset($conns[$id]);
+                file_put_contents($log, json_encode(['conn' => $c['seq'], 'closed' => true]) . "\n", FILE_APPEND);
                 continue 2;
-            }
-            if ($out['then'] === 'shutrd') {
-                stream_socket_shutdown($c['stream'], STREAM_SHUT_RD);
-                $c['shut'] = true;
-                $conns[$id]['shut'] = true;
             }
             if ($out['then'] === 'quit') {
                 break 3;

@@ -37,7 +37,7 @@ use crate::limits::TokenBucket;
 use crate::outbox::{Push, Signal};
 use crate::php::{self, EventError};
 use crate::response::PhpResponse;
-use crate::transport::{self, ReadSide, Writer, Wrote};
+use crate::transport::{self, ReadSide, Writer};
 
 type Answer = Pin<Box<dyn Future<Output = Result<PhpResponse, EventError>> + Send>>;
 
@@ -106,7 +106,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         handle: handle.clone(),
         env: env.clone(),
         ws,
-        writer: Writer::new(write_half, ctx.metrics.bytes_out.clone()),
+        writer: Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone()),
         events: VecDeque::new(),
         answer: None,
         last_seen: Instant::now(),
@@ -272,10 +272,9 @@ impl Conn {
                         return ending;
                     }
                 }
-                wrote = self.writer.turn(&self.handle) => match wrote {
-                    Ok(Wrote::Bytes) => {}
-                    Ok(Wrote::Signal(Signal::Close(code, reason))) => self.start_close(code, reason),
-                    Ok(Wrote::Signal(Signal::SlowConsumer)) => {
+                signal = self.writer.run(&self.handle) => match signal {
+                    Ok(Signal::Close(code, reason)) => self.start_close(code, reason),
+                    Ok(Signal::SlowConsumer) => {
                         self.ctx.metrics.closed("slow_consumer");
                         self.ctx.hub.stats.slow_consumers.inc();
                         tracing::warn!(conn = %self.id(), queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
@@ -634,7 +633,11 @@ mod memory_budget {
             handle: handle.clone(),
             env: ConnEnv::empty(),
             ws,
-            writer: Writer::new(transport::WriteHalf::Unix(w), Default::default()),
+            writer: Writer::new(
+                transport::WriteHalf::Unix(w),
+                Default::default(),
+                handle.clone(),
+            ),
             events: VecDeque::new(),
             answer: None,
             last_seen: Instant::now(),

@@ -324,12 +324,15 @@ impl Hub {
             return 0;
         };
         let mut delivered = 0;
+        // One recipient: write at once (see outbox.rs). Many: queue, and let
+        // the members' tasks write, spread over the runtime's threads.
+        let direct = members.len() == 1;
         for &index in members {
             let handle = &reg.conns[index].handle;
             if except.contains(&handle.id) {
                 continue;
             }
-            delivered += self.deliver(handle, frame);
+            delivered += self.deliver(handle, frame, direct);
         }
         drop(reg);
         self.stats.messages_out.inc_by(delivered as u64);
@@ -340,20 +343,26 @@ impl Hub {
     /// twice still gets one copy); returns how many connections.
     pub fn send(&self, ids: &[ConnId], frame: &Bytes) -> usize {
         let reg = self.lock();
+        let direct = ids.len() == 1;
         let mut seen = HashSet::with_capacity(ids.len());
         let delivered = ids
             .iter()
             .filter(|id| seen.insert(**id))
             .filter_map(|id| reg.entry(id))
-            .map(|e| self.deliver(&e.handle, frame))
+            .map(|e| self.deliver(&e.handle, frame, direct))
             .sum::<usize>();
         drop(reg);
         self.stats.messages_out.inc_by(delivered as u64);
         delivered
     }
 
-    fn deliver(&self, handle: &ConnHandle, frame: &Bytes) -> usize {
-        match handle.outbox.push(frame.clone()) {
+    fn deliver(&self, handle: &ConnHandle, frame: &Bytes, direct: bool) -> usize {
+        let push = if direct {
+            handle.outbox.push(frame.clone())
+        } else {
+            handle.outbox.push_queued(frame.clone())
+        };
+        match push {
             Push::Queued => 1,
             Push::Closed => 0,
             // Counted once, when the connection acts on it (connection.rs).

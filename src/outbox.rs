@@ -8,11 +8,25 @@
 //! instead of growing the daemon's memory or delaying other members.
 //!
 //! An idle outbox allocates nothing (an empty `VecDeque` has no buffer).
+//!
+//! Direct writes: while nothing is queued and the writer holds no frames,
+//! [`Outbox::push`] writes the frame to the socket itself, with one
+//! non-blocking `send` under the queue's lock, and wakes nobody. That is the
+//! common case of a publish to many quiet connections, and it saves each
+//! member a task wake-up and a poll of its task — most of the daemon's own
+//! work per delivery. Whatever the socket does not take at once (a full send
+//! buffer, an error) is queued and left to the writer, so order is kept and
+//! errors are handled in one place. The writer attaches the socket when it
+//! starts and detaches it, under the same lock, before the socket can close,
+//! so a direct write never reaches a closed or reused descriptor.
 
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
 /// How far control frames (pongs, close) may go past the byte limit.
@@ -21,7 +35,7 @@ pub const CONTROL_SLACK: usize = 4096;
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// Queued; the writer has been woken.
+    /// On its way: written to the socket already, or queued for the writer.
     Queued,
     /// The connection is closing or gone; the frame was dropped.
     Closed,
@@ -46,13 +60,59 @@ struct State {
     bytes: usize,
     /// No more data frames are accepted (closing, closed, or slow).
     sealed: bool,
+    /// The writer holds frames it took and has not finished writing.
+    writer_busy: bool,
+    /// The socket, while its writer lives; see the module docs.
+    direct: Option<Direct>,
     /// Boxed: rare, and a close reason would otherwise widen every queue.
     signal: Option<Box<Signal>>,
+}
+
+/// The socket for direct writes, and the byte counter they add to.
+struct Direct {
+    fd: RawFd,
+    bytes_out: Counter,
+}
+
+impl State {
+    /// Writes as much of `frame` as the socket takes now, when nothing may
+    /// go before it; returns what is left for the queue (`None`: all sent).
+    fn send_direct(&mut self, mut frame: Bytes) -> Option<Bytes> {
+        let Some(direct) = self.direct.as_ref() else {
+            return Some(frame);
+        };
+        if !self.frames.is_empty() || self.writer_busy {
+            return Some(frame);
+        }
+        // The descriptor is open while `direct` is set: the writer detaches
+        // it under this lock before the socket can close.
+        use nix::sys::socket::{MsgFlags, send};
+        match send(
+            direct.fd,
+            &frame,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => {
+                direct.bytes_out.inc_by(n as u64);
+                if n >= frame.len() {
+                    return None;
+                }
+                frame.advance(n);
+                Some(frame)
+            }
+            // Full, interrupted, or failed: the writer retries and, on an
+            // error, ends the connection.
+            Err(_) => Some(frame),
+        }
+    }
 }
 
 /// The queue; lives in the connection's shared handle.
 pub struct Outbox {
     state: Mutex<State>,
+    /// Whether `state.signal` may be set: lets the writer skip the lock in
+    /// the common case. Set and cleared under the lock.
+    signalled: AtomicBool,
     notify: Notify,
     limit: usize,
 }
@@ -62,6 +122,7 @@ impl Outbox {
     pub fn new(limit: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            signalled: AtomicBool::new(false),
             notify: Notify::new(),
             limit,
         }
@@ -79,6 +140,17 @@ impl Outbox {
     /// it is in memory already, and refusing it would cut off as "slow" a
     /// client that reads promptly (a 1 MiB answer under a 1 MiB limit).
     pub fn push(&self, frame: Bytes) -> Push {
+        self.push_with(frame, true)
+    }
+
+    /// Queues a data frame for the writer, never writing it directly: for
+    /// large fan-outs, whose writes are better spread over the runtime's
+    /// threads by the members' own tasks.
+    pub fn push_queued(&self, frame: Bytes) -> Push {
+        self.push_with(frame, false)
+    }
+
+    fn push_with(&self, frame: Bytes, direct: bool) -> Push {
         let mut state = self.lock();
         if state.sealed {
             return Push::Closed;
@@ -86,12 +158,21 @@ impl Outbox {
         if state.bytes > 0 && state.bytes + frame.len() > self.limit {
             state.sealed = true;
             state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
+            self.signalled.store(true, Ordering::Release);
             drop(state);
             self.notify.notify_one();
             return Push::Overflow;
         }
-        state.bytes += frame.len();
-        state.frames.push_back(frame);
+        let rest = if direct {
+            match state.send_direct(frame) {
+                Some(rest) => rest,
+                None => return Push::Queued,
+            }
+        } else {
+            frame
+        };
+        state.bytes += rest.len();
+        state.frames.push_back(rest);
         drop(state);
         self.notify.notify_one();
         Push::Queued
@@ -106,12 +187,28 @@ impl Outbox {
         if state.bytes + frame.len() > self.limit + CONTROL_SLACK {
             state.sealed = true;
             state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
+            self.signalled.store(true, Ordering::Release);
+        } else if let Some(rest) = state.send_direct(frame) {
+            state.bytes += rest.len();
+            state.frames.push_back(rest);
         } else {
-            state.bytes += frame.len();
-            state.frames.push_back(frame);
+            return;
         }
         drop(state);
         self.notify.notify_one();
+    }
+
+    /// Lets [`push`](Self::push) write to the socket `fd` directly while the
+    /// queue is empty, counting what it writes in `bytes_out`.
+    ///
+    /// The caller must call [`detach`](Self::detach) before `fd` is closed.
+    pub fn attach(&self, fd: RawFd, bytes_out: Counter) {
+        self.lock().direct = Some(Direct { fd, bytes_out });
+    }
+
+    /// Stops direct writes; when it returns, none is in progress.
+    pub fn detach(&self) {
+        self.lock().direct = None;
     }
 
     /// Stops accepting data frames (the connection is closing).
@@ -128,6 +225,7 @@ impl Outbox {
         }
         state.sealed = true;
         state.signal = Some(Box::new(Signal::Close(code, reason)));
+        self.signalled.store(true, Ordering::Release);
         drop(state);
         self.notify.notify_one();
         true
@@ -135,13 +233,20 @@ impl Outbox {
 
     /// Takes the pending signal, if any.
     pub fn take_signal(&self) -> Option<Signal> {
-        self.lock().signal.take().map(|s| *s)
+        if !self.signalled.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut state = self.lock();
+        self.signalled.store(false, Ordering::Release);
+        state.signal.take().map(|s| *s)
     }
 
-    /// Moves queued frames into `batch` (at most `max` frames in it); returns
-    /// whether there is anything to write or a signal to act on.
-    pub fn drain_into(&self, batch: &mut VecDeque<Bytes>, max: usize) -> bool {
+    /// Records that the writer's last write sent `written` queued bytes,
+    /// then moves queued frames into `batch` (at most `max` frames in it);
+    /// returns whether `batch` holds anything to write.
+    pub fn drain_into(&self, batch: &mut VecDeque<Bytes>, max: usize, written: usize) -> bool {
         let mut state = self.lock();
+        state.bytes = state.bytes.saturating_sub(written);
         while batch.len() < max {
             match state.frames.pop_front() {
                 Some(frame) => batch.push_back(frame),
@@ -152,13 +257,8 @@ impl Outbox {
             // A burst passed; give its memory back.
             state.frames = VecDeque::new();
         }
-        !batch.is_empty() || state.signal.is_some()
-    }
-
-    /// Records that `n` queued bytes reached the socket.
-    pub fn written(&self, n: usize) {
-        let mut state = self.lock();
-        state.bytes = state.bytes.saturating_sub(n);
+        state.writer_busy = !batch.is_empty();
+        !batch.is_empty()
     }
 
     /// Bytes queued and not yet written.
@@ -201,8 +301,9 @@ mod tests {
         let outbox = Outbox::new(10);
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
         let mut batch = VecDeque::new();
-        assert!(outbox.drain_into(&mut batch, 16));
-        outbox.written(6);
+        assert!(outbox.drain_into(&mut batch, 16, 0));
+        batch.clear();
+        assert!(!outbox.drain_into(&mut batch, 16, 6));
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
         assert_eq!(outbox.queued_bytes(), 6);
     }
@@ -218,6 +319,68 @@ mod tests {
         outbox.push_control(pong.clone());
         assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
         assert!(outbox.queued_bytes() <= 100 + CONTROL_SLACK);
+    }
+
+    #[test]
+    fn an_idle_queue_writes_straight_to_the_socket_in_order() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (ours, mut peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let outbox = Outbox::new(1 << 20);
+        let bytes_out = Counter::default();
+        outbox.attach(ours.as_raw_fd(), bytes_out.clone());
+
+        // Nothing queued, writer idle: written at once, nothing queued.
+        assert_eq!(outbox.push(Bytes::from_static(b"one,")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(bytes_out.get(), 4);
+
+        // The writer holds a batch: later frames queue behind it.
+        assert_eq!(
+            outbox.push_queued(Bytes::from_static(b"two,")),
+            Push::Queued
+        );
+        let mut batch = VecDeque::new();
+        assert!(outbox.drain_into(&mut batch, 16, 0));
+        assert_eq!(outbox.push(Bytes::from_static(b"three,")), Push::Queued);
+        assert_eq!(
+            outbox.queued_bytes(),
+            10,
+            "queued behind the writer's batch"
+        );
+        // The writer writes its batch, then what queued meanwhile.
+        std::io::Write::write_all(&mut &ours, &batch.pop_front().expect("two")).expect("write");
+        assert!(outbox.drain_into(&mut batch, 16, 4));
+        std::io::Write::write_all(&mut &ours, &batch.pop_front().expect("three")).expect("write");
+        assert!(!outbox.drain_into(&mut batch, 16, 6));
+        assert_eq!(outbox.push(Bytes::from_static(b"four")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), 0);
+
+        // Detached (the writer is gone): queued, never written.
+        outbox.detach();
+        assert_eq!(outbox.push(Bytes::from_static(b"!")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), 1);
+
+        drop(ours);
+        let mut got = String::new();
+        peer.read_to_string(&mut got).expect("read");
+        assert_eq!(got, "one,two,three,four");
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_is_queued() {
+        use std::os::fd::AsRawFd;
+        let (ours, _peer) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let outbox = Outbox::new(64 << 20);
+        outbox.attach(ours.as_raw_fd(), Counter::default());
+        // Far more than a socket buffer holds: part is written, the rest queued.
+        let big = Bytes::from(vec![b'x'; 16 << 20]);
+        assert_eq!(outbox.push(big), Push::Queued);
+        let queued = outbox.queued_bytes();
+        assert!(queued > 0 && queued < 16 << 20, "queued {queued}");
+        // The writer owns the rest now: nothing may jump ahead of it.
+        assert_eq!(outbox.push(Bytes::from_static(b"y")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), queued + 1);
     }
 
     #[test]

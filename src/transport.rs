@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -243,66 +244,69 @@ impl AsyncWrite for ReadSide {
     }
 }
 
-/// What one turn of the writer did.
-#[derive(Debug)]
-pub enum Wrote {
-    /// Some bytes went out.
-    Bytes,
-    /// The outbox carried a signal to act on.
-    Signal(Signal),
-}
-
-/// The only writer of a client socket.
+/// The writer of a client socket: it writes what the outbox queued, and
+/// lets the outbox write directly while nothing is queued (see `outbox.rs`).
 pub struct Writer {
     half: WriteHalf,
     bytes_out: Counter,
     /// Frames taken from the outbox, the first possibly partly written.
     batch: VecDeque<Bytes>,
+    /// Whose outbox may write to `half` directly until this writer drops.
+    handle: Arc<ConnHandle>,
 }
 
 impl Writer {
-    /// A writer with nothing pending, counting what it writes in `bytes_out`.
-    pub fn new(half: WriteHalf, bytes_out: Counter) -> Self {
+    /// A writer with nothing pending for `handle`'s outbox, counting what it
+    /// writes in `bytes_out`; from now until it drops, the outbox may write
+    /// to the socket directly.
+    pub fn new(half: WriteHalf, bytes_out: Counter, handle: Arc<ConnHandle>) -> Self {
+        let fd = match &half {
+            WriteHalf::Tcp(w) => w.as_ref().as_raw_fd(),
+            WriteHalf::Unix(w) => w.as_ref().as_raw_fd(),
+        };
+        handle.outbox.attach(fd, bytes_out.clone());
         Self {
             half,
             bytes_out,
             batch: VecDeque::new(),
+            handle,
         }
     }
 
-    /// Waits for frames or a signal, then writes once. Cancel-safe: dropping
-    /// it between turns loses nothing (the batch stays here, the signal in the outbox).
-    pub async fn turn(&mut self, handle: &ConnHandle) -> io::Result<Wrote> {
+    /// Writes whatever the outbox queues, for as long as the connection
+    /// lives; returns only with a signal to act on, or a write error.
+    /// Cancel-safe: dropping it loses nothing (the batch stays here, the
+    /// signal in the outbox), so it can sit in the connection's `select!`.
+    pub async fn run(&mut self, handle: &ConnHandle) -> io::Result<Signal> {
+        let mut written = 0;
         loop {
+            // Taking frames also settles the bytes of the last write (one lock).
+            let more = handle
+                .outbox
+                .drain_into(&mut self.batch, MAX_IOVECS, written);
+            written = 0;
             if let Some(signal) = handle.outbox.take_signal() {
-                return Ok(Wrote::Signal(signal));
+                return Ok(signal);
             }
-            if !self.batch.is_empty() || handle.outbox.drain_into(&mut self.batch, MAX_IOVECS) {
-                if let Some(signal) = handle.outbox.take_signal() {
-                    return Ok(Wrote::Signal(signal));
-                }
-                if !self.batch.is_empty() {
-                    break;
-                }
+            if !more {
+                handle.outbox.wait().await;
+                continue;
             }
-            handle.outbox.wait().await;
-        }
-        // A client that stops reading blocks this write; a signal (slow
-        // consumer, close request) must still get through at once.
-        // `write_batch` is cancel-safe: a write either happened or did not.
-        let n = loop {
-            tokio::select! {
-                biased;
-                n = self.write_batch() => break n?,
-                () = handle.outbox.wait() => {
-                    if let Some(signal) = handle.outbox.take_signal() {
-                        return Ok(Wrote::Signal(signal));
+            // A client that stops reading blocks this write; a signal (slow
+            // consumer, close request) must still get through at once.
+            // `write_batch` is cancel-safe: a write either happened or did not.
+            written = loop {
+                tokio::select! {
+                    biased;
+                    n = self.write_batch() => break n?,
+                    () = handle.outbox.wait() => {
+                        if let Some(signal) = handle.outbox.take_signal() {
+                            return Ok(signal);
+                        }
                     }
                 }
-            }
-        };
-        handle.outbox.written(n);
-        Ok(Wrote::Bytes)
+            };
+        }
     }
 
     async fn write_batch(&mut self) -> io::Result<usize> {
@@ -346,13 +350,15 @@ impl Writer {
     /// Writes everything queued (frames taken and still in the outbox), for
     /// the end of a connection. The caller bounds it with a timeout.
     pub async fn flush_all(&mut self, handle: &ConnHandle) -> io::Result<()> {
+        let mut written = 0;
         loop {
-            handle.outbox.drain_into(&mut self.batch, MAX_IOVECS);
+            handle
+                .outbox
+                .drain_into(&mut self.batch, MAX_IOVECS, written);
             if self.batch.is_empty() {
                 return self.shutdown().await;
             }
-            let n = self.write_batch().await?;
-            handle.outbox.written(n);
+            written = self.write_batch().await?;
         }
     }
 
@@ -361,6 +367,13 @@ impl Writer {
             WriteHalf::Tcp(w) => w.shutdown().await,
             WriteHalf::Unix(w) => w.shutdown().await,
         }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Before `half` closes the socket (fields drop after this).
+        self.handle.outbox.detach();
     }
 }
 

@@ -80,6 +80,10 @@ pub struct Cli {
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
 
+    /// Threads that run connections; 0 (the default) for one per core. [toml: worker_threads]
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
+
     /// Log format: human or json. [toml: log.format]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -121,6 +125,9 @@ impl Cli {
         }
         if let Some(fpm) = &self.fpm {
             config.fpm.address = Some(fpm.clone());
+        }
+        if let Some(n) = self.worker_threads {
+            config.worker_threads = n;
         }
         if let Some(script) = &self.script {
             config.script = Some(script.clone());

@@ -199,6 +199,9 @@ pub struct Config {
     /// The admin listener (`/healthz`, `/metrics`); off when unset.
     #[serde(default)]
     pub admin: Option<AdminAddr>,
+    /// Threads that run connections (tokio workers); 0: one per core.
+    #[serde(default)]
+    pub worker_threads: usize,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -649,6 +652,9 @@ fn default_cluster_request_timeout() -> Duration {
 fn default_listen() -> Vec<ListenAddr> {
     vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8090)))]
 }
+/// Most worker threads `worker_threads` accepts.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 fn default_listen_mode() -> String {
     "0660".into()
 }
@@ -763,6 +769,15 @@ impl Config {
         }
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
+        }
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "worker_threads",
+                format!(
+                    "{} is more than {MAX_WORKER_THREADS}; use 0 for one per core",
+                    self.worker_threads
+                ),
+            ));
         }
         if self.fpm.address.is_none() {
             return Err(invalid(
@@ -982,6 +997,18 @@ mod tests {
         assert_eq!(config.fpm.pool_size, 8);
         assert_eq!(config.websocket.outbound_queue_bytes, 1024 * 1024);
         assert_eq!(config.listen, default_listen());
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let base = "script = \"/x.php\"\n[fpm]\naddress = \"unix:/run/php.sock\"\n";
+        let config = Config::from_toml(&format!("worker_threads = 1\n{base}")).expect("parses");
+        assert_eq!(config.worker_threads, 1);
+        assert!(config.validate().is_ok());
+        let config =
+            Config::from_toml(&format!("worker_threads = 100000\n{base}")).expect("parses");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("worker_threads"), "{err}");
     }
 
     #[test]

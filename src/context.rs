@@ -43,6 +43,7 @@ const RESTART_ONLY: &[&str] = &[
     "log.format",
     "listen_mode",
     "listen_group",
+    "worker_threads",
     "admin",
     "fpm.address",
     "fpm.pool_size",
@@ -123,6 +124,7 @@ impl Context {
         keep!("log.format", log.format);
         keep!("listen_mode", listen_mode);
         keep!("listen_group", listen_group);
+        keep!("worker_threads", worker_threads);
         keep!("admin", admin);
         keep!("fpm.address", fpm.address);
         keep!("fpm.pool_size", fpm.pool_size);

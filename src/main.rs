@@ -44,10 +44,11 @@ fn main() -> ExitCode {
         }
     };
     let log_filter = init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ws2fcgi: cannot start the runtime: {e}");
@@ -127,6 +128,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         version = env!("CARGO_PKG_VERSION"),
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
         pool_size = config.fpm.pool_size,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "ws2fcgi starting"
     );
     let open_files = raise_open_files_limit();

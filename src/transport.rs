@@ -3,10 +3,11 @@
 //! tungstenite parses what the client sends; it gets the socket's read half
 //! wrapped in [`ReadSide`], whose *write* side does not touch the socket but
 //! queues tungstenite's own frames (pongs, close replies) in the connection's
-//! outbox. Every byte towards the client therefore goes through one writer,
-//! [`Writer`], which sends pre-encoded frames — shared between all recipients
-//! of a publish — with vectored writes. Reading and writing never wait for
-//! each other.
+//! outbox. Every byte towards the client therefore goes through the outbox:
+//! [`Writer`] sends what it queued — pre-encoded frames, shared between all
+//! recipients of a publish — with vectored writes, and while nothing is
+//! queued the outbox may send a frame itself (see `outbox.rs`). Reading and
+//! writing never wait for each other.
 //!
 //! Memory of an idle connection is the budget here. [`ReadSide`] reads the
 //! socket into a buffer that exists only while bytes wait for tungstenite

@@ -98,12 +98,32 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
     });
 }
 
+/// A client that queued this many deliveries yields before its next request
+/// (see [`serve_client`]). Large enough that publishes to small channels
+/// still batch several frames per write; one publish to 16k members yields.
+const YIELD_AFTER_DELIVERIES: u64 = 65_536;
+
+/// The `delivered` count of a reply (0 when it has none).
+fn delivered(reply: &serde_json::Value) -> u64 {
+    reply
+        .get("delivered")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Serves one control client: a request per line, a reply per request, in
+/// order. After requests that woke many connections (publishes to large
+/// channels) the task yields, so the connections write before the next
+/// request runs: under overload a publisher is slowed down by TCP
+/// backpressure on this socket instead of members' queues filling up.
 async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
     let max = ctx.config().control.max_line_bytes;
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);
     let mut line = Vec::new();
+    // Deliveries queued by this client since it last yielded.
+    let mut queued = 0;
     loop {
         let reply = match read_line(&mut reader, &mut line, max).await {
             Ok(Line::Eof) => break,
@@ -118,7 +138,18 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                     continue;
                 }
                 match command::parse(&line) {
-                    Ok(cmd) => exec::execute(&ctx, cmd).await,
+                    Ok(cmd) => {
+                        let reply = exec::execute(&ctx, cmd).await;
+                        queued += delivered(&reply);
+                        if queued >= YIELD_AFTER_DELIVERIES {
+                            // The members' tasks were woken to write: let
+                            // them run before this client's next request,
+                            // so a pipelining publisher cannot outrun them.
+                            queued = 0;
+                            tokio::task::yield_now().await;
+                        }
+                        reply
+                    }
                     Err(e) => exec::error_reply(&e),
                 }
             }
@@ -197,6 +228,22 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delivered_reads_the_reply_count() {
+        assert_eq!(
+            delivered(&serde_json::json!({"ok": true, "delivered": 70000})),
+            70000
+        );
+        assert_eq!(
+            delivered(&serde_json::json!({"ok": true, "closed": true})),
+            0
+        );
+        assert_eq!(
+            delivered(&serde_json::json!({"ok": false, "error": "x"})),
+            0
+        );
+    }
 
     #[tokio::test]
     async fn a_blank_line_does_not_hold_back_a_reply() {

@@ -69,6 +69,13 @@ pub trait Observer: Send + Sync {
     fn meta_changed(&self, id: ConnId);
 }
 
+/// A task that queued this many deliveries with [`Hub::publish`] or
+/// [`Hub::send`] yields before queueing more, so the members' writers run
+/// first and a publisher cannot outrun them (a control connection, the
+/// cluster bus). Large enough that publishes to small channels still batch
+/// several frames per write; one publish to 65,536 members yields.
+pub const YIELD_AFTER_DELIVERIES: u64 = 65_536;
+
 /// What every party that talks to a connection shares: its id, its outbox and its metadata.
 pub struct ConnHandle {
     /// The connection's id.

@@ -169,11 +169,20 @@ impl Link {
             let mut ping = tokio::time::interval(self.cluster.node_ttl / 3);
             ping.tick().await;
             let mut bad_envelopes = 0u64;
+            // Deliveries queued since the last yield.
+            let mut queued = 0u64;
             let lost = loop {
                 tokio::select! {
                     () = self.stop.cancelled() => return,
                     msg = stream.next() => match msg {
-                        Some(msg) => self.receive(msg.get_channel_name(), msg.get_payload_bytes(), &mut bad_envelopes),
+                        Some(msg) => {
+                            queued += self.receive(msg.get_channel_name(), msg.get_payload_bytes(), &mut bad_envelopes);
+                            if queued >= crate::hub::YIELD_AFTER_DELIVERIES {
+                                // Let the members' writers catch up first.
+                                queued = 0;
+                                tokio::task::yield_now().await;
+                            }
+                        }
                         None => break "connection closed".to_owned(),
                     },
                     _ = ping.tick() => {
@@ -209,17 +218,23 @@ impl Link {
     }
 
     /// One pub/sub message: another node's publish, a request for this node,
-    /// or a reply to one of ours.
-    fn receive(&self, channel: &str, bytes: &[u8], bad: &mut u64) {
+    /// or a reply to one of ours. Returns the deliveries it queued.
+    fn receive(&self, channel: &str, bytes: &[u8], bad: &mut u64) -> u64 {
         let cluster = &self.cluster;
         match wire::peek_origin(bytes) {
-            Ok(origin) if origin == cluster.node_id => return,
+            Ok(origin) if origin == cluster.node_id => return 0,
             Ok(_) => {}
-            Err(e) => return self.bad_envelope(channel, &e, bad),
+            Err(e) => {
+                self.bad_envelope(channel, &e, bad);
+                return 0;
+            }
         }
         let envelope = match wire::decode(bytes) {
             Ok(envelope) => envelope,
-            Err(e) => return self.bad_envelope(channel, &e, bad),
+            Err(e) => {
+                self.bad_envelope(channel, &e, bad);
+                return 0;
+            }
         };
         cluster.counters.inbound.inc();
         let on_bus = channel == &*cluster.bus;
@@ -237,7 +252,7 @@ impl Link {
                     .map(|(_, id)| id)
                     .collect();
                 let frame = frame::data(kind, &payload);
-                self.ctx.hub.publish(&channel, &frame, &except);
+                return self.ctx.hub.publish(&channel, &frame, &except) as u64;
             }
             Body::Request { id, op } if !on_bus && valid_node_id(&envelope.origin) => {
                 let outcome = crate::control::exec::run_request(&self.ctx, op);
@@ -256,6 +271,7 @@ impl Link {
             Body::Reply { id, outcome } if !on_bus => cluster.resolve(id, Some(outcome)),
             _ => self.bad_envelope(channel, &"an envelope on the wrong channel", bad),
         }
+        0
     }
 
     /// Logs the first bad envelope of a subscription as a warning, the rest at debug.

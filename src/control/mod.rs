@@ -98,11 +98,6 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
     });
 }
 
-/// A client that queued this many deliveries yields before its next request
-/// (see [`serve_client`]). Large enough that publishes to small channels
-/// still batch several frames per write; one publish to 16k members yields.
-const YIELD_AFTER_DELIVERIES: u64 = 65_536;
-
 /// The `delivered` count of a reply (0 when it has none).
 fn delivered(reply: &serde_json::Value) -> u64 {
     reply
@@ -141,7 +136,7 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                     Ok(cmd) => {
                         let reply = exec::execute(&ctx, cmd).await;
                         queued += delivered(&reply);
-                        if queued >= YIELD_AFTER_DELIVERIES {
+                        if queued >= crate::hub::YIELD_AFTER_DELIVERIES {
                             // The members' tasks were woken to write: let
                             // them run before this client's next request,
                             // so a pipelining publisher cannot outrun them.

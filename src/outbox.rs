@@ -11,14 +11,16 @@
 //!
 //! Direct writes: while nothing is queued and the writer holds no frames,
 //! [`Outbox::push`] writes the frame to the socket itself, with one
-//! non-blocking `send` under the queue's lock, and wakes nobody. That is the
-//! common case of a publish to many quiet connections, and it saves each
-//! member a task wake-up and a poll of its task — most of the daemon's own
-//! work per delivery. Whatever the socket does not take at once (a full send
-//! buffer, an error) is queued and left to the writer, so order is kept and
-//! errors are handled in one place. The writer attaches the socket when it
-//! starts and detaches it, under the same lock, before the socket can close,
-//! so a direct write never reaches a closed or reused descriptor.
+//! non-blocking `send` under the queue's lock, and wakes nobody. The
+//! connection's own frames (PHP's answer, pongs, close frames) and a send to
+//! one connection go this way, saving a task wake-up and a turn of its loop.
+//! Fan-outs use [`Outbox::push_queued`] instead: sending serially from the
+//! publisher's thread measured far slower than waking the members' tasks
+//! (docs/performance.md). Whatever the socket does not take at once (a full
+//! send buffer, an error) is queued and left to the writer, so order is kept
+//! and errors are handled in one place. The writer attaches the socket when
+//! it starts and detaches it, under the same lock, before the socket can
+//! close, so a direct write never reaches a closed or reused descriptor.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;

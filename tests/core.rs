@@ -574,6 +574,9 @@ async fn sigterm_closes_every_client_with_1001_and_php_sees_each_close() {
         // No more FastCGI connections than workers (see `Fpm::config`).
         "--fpm-pool-size".to_owned(),
         "2".to_owned(),
+        // The whole life of the real binary, on one runtime thread.
+        "--worker-threads".to_owned(),
+        "1".to_owned(),
     ]);
     let mut ids = Vec::new();
     let mut readers = Vec::new();
@@ -596,6 +599,11 @@ async fn sigterm_closes_every_client_with_1001_and_php_sees_each_close() {
     }
     let status = daemon.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0), "stderr:\n{}", daemon.stderr());
+    assert!(
+        daemon.stderr().contains("worker_threads=1"),
+        "the start-up line names the thread count:\n{}",
+        daemon.stderr()
+    );
     // The daemon exits only after the drain: every close event has reached PHP.
     for id in &ids {
         let closes = log.closes_of(id);

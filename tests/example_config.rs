@@ -290,6 +290,11 @@ fn check_config_refuses_a_broken_copy_and_names_the_setting() {
         // (what to replace, with what, what the error must name)
         ("pool_size = 8", "pool_size = 0", "fpm.pool_size"),
         (
+            "worker_threads = 0",
+            "worker_threads = 5000",
+            "worker_threads",
+        ),
+        (
             "idle_timeout = \"75s\"",
             "idle_timeout = \"10s\"",
             "websocket.idle_timeout",

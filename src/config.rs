@@ -652,6 +652,7 @@ fn default_cluster_request_timeout() -> Duration {
 fn default_listen() -> Vec<ListenAddr> {
     vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8090)))]
 }
+
 /// Most worker threads `worker_threads` accepts.
 pub const MAX_WORKER_THREADS: usize = 1024;
 

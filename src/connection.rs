@@ -142,7 +142,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ..
     } = conn;
     if ending.flush {
-        let _ = timeout(config.websocket.close_timeout, writer.flush_all(&handle)).await;
+        let _ = timeout(config.websocket.close_timeout, writer.flush_all()).await;
     }
     drop(ws);
     drop(writer);
@@ -272,7 +272,7 @@ impl Conn {
                         return ending;
                     }
                 }
-                signal = self.writer.run(&self.handle) => match signal {
+                signal = self.writer.run() => match signal {
                     Ok(Signal::Close(code, reason)) => self.start_close(code, reason),
                     Ok(Signal::SlowConsumer) => {
                         self.ctx.metrics.closed("slow_consumer");

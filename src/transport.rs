@@ -248,12 +248,19 @@ impl AsyncWrite for ReadSide {
 /// The writer of a client socket: it writes what the outbox queued, and
 /// lets the outbox write directly while nothing is queued (see `outbox.rs`).
 pub struct Writer {
+    socket: Sending,
+    /// Whose outbox it drains, and which may write to the socket directly
+    /// until this writer drops.
+    handle: Arc<ConnHandle>,
+}
+
+/// The socket side of a [`Writer`]: kept apart from the handle so a write
+/// and a wait on the outbox can be borrowed at once.
+struct Sending {
     half: WriteHalf,
     bytes_out: Counter,
     /// Frames taken from the outbox, the first possibly partly written.
     batch: VecDeque<Bytes>,
-    /// Whose outbox may write to `half` directly until this writer drops.
-    handle: Arc<ConnHandle>,
 }
 
 impl Writer {
@@ -267,9 +274,11 @@ impl Writer {
         };
         handle.outbox.attach(fd, bytes_out.clone());
         Self {
-            half,
-            bytes_out,
-            batch: VecDeque::new(),
+            socket: Sending {
+                half,
+                bytes_out,
+                batch: VecDeque::new(),
+            },
             handle,
         }
     }
@@ -278,19 +287,19 @@ impl Writer {
     /// lives; returns only with a signal to act on, or a write error.
     /// Cancel-safe: dropping it loses nothing (the batch stays here, the
     /// signal in the outbox), so it can sit in the connection's `select!`.
-    pub async fn run(&mut self, handle: &ConnHandle) -> io::Result<Signal> {
+    pub async fn run(&mut self) -> io::Result<Signal> {
+        let Self { socket, handle } = self;
+        let outbox = &handle.outbox;
         let mut written = 0;
         loop {
             // Taking frames also settles the bytes of the last write (one lock).
-            let more = handle
-                .outbox
-                .drain_into(&mut self.batch, MAX_IOVECS, written);
+            let more = outbox.drain_into(&mut socket.batch, MAX_IOVECS, written);
             written = 0;
-            if let Some(signal) = handle.outbox.take_signal() {
+            if let Some(signal) = outbox.take_signal() {
                 return Ok(signal);
             }
             if !more {
-                handle.outbox.wait().await;
+                outbox.wait().await;
                 continue;
             }
             // A client that stops reading blocks this write; a signal (slow
@@ -299,9 +308,9 @@ impl Writer {
             written = loop {
                 tokio::select! {
                     biased;
-                    n = self.write_batch() => break n?,
-                    () = handle.outbox.wait() => {
-                        if let Some(signal) = handle.outbox.take_signal() {
+                    n = socket.write_batch() => break n?,
+                    () = outbox.wait() => {
+                        if let Some(signal) = outbox.take_signal() {
                             return Ok(signal);
                         }
                     }
@@ -310,6 +319,24 @@ impl Writer {
         }
     }
 
+    /// Writes everything queued (frames taken and still in the outbox), for
+    /// the end of a connection. The caller bounds it with a timeout.
+    pub async fn flush_all(&mut self) -> io::Result<()> {
+        let Self { socket, handle } = self;
+        let mut written = 0;
+        loop {
+            handle
+                .outbox
+                .drain_into(&mut socket.batch, MAX_IOVECS, written);
+            if socket.batch.is_empty() {
+                return socket.shutdown().await;
+            }
+            written = socket.write_batch().await?;
+        }
+    }
+}
+
+impl Sending {
     async fn write_batch(&mut self) -> io::Result<usize> {
         // The iovec array lives on the stack during each poll only, so it
         // does not weigh on every idle connection's task.
@@ -346,21 +373,6 @@ impl Writer {
             self.batch = VecDeque::new();
         }
         Ok(n)
-    }
-
-    /// Writes everything queued (frames taken and still in the outbox), for
-    /// the end of a connection. The caller bounds it with a timeout.
-    pub async fn flush_all(&mut self, handle: &ConnHandle) -> io::Result<()> {
-        let mut written = 0;
-        loop {
-            handle
-                .outbox
-                .drain_into(&mut self.batch, MAX_IOVECS, written);
-            if self.batch.is_empty() {
-                return self.shutdown().await;
-            }
-            written = self.write_batch().await?;
-        }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

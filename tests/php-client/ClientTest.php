@@ -69,17 +69,24 @@ final class FakeServer
         proc_close($this->proc);
     }
 
+    /** @return list<array<string, mixed>> every record of the log: requests ("line") and closes ("closed") */
+    private function records(): array
+    {
+        return array_map(
+            fn (string $l) => json_decode($l, true),
+            file($this->log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [],
+        );
+    }
+
     /** @return list<array{conn: int, line: string, req: mixed}> every request line received so far */
     public function requests(): array
     {
         $out = [];
-        foreach (file($this->log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [] as $l) {
-            $entry = json_decode($l, true);
-            if (!isset($entry['line'])) {
-                continue; // a "closed" record, see waitClosed()
+        foreach ($this->records() as $entry) {
+            if (isset($entry['line'])) {
+                $entry['req'] = json_decode($entry['line'], true);
+                $out[] = $entry;
             }
-            $entry['req'] = json_decode($entry['line'], true);
-            $out[] = $entry;
         }
         return $out;
     }
@@ -89,8 +96,7 @@ final class FakeServer
     {
         $deadline = microtime(true) + 5;
         do {
-            foreach (file($this->log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [] as $l) {
-                $entry = json_decode($l, true);
+            foreach ($this->records() as $entry) {
                 if (($entry['closed'] ?? false) && $entry['conn'] === $conn) {
                     return true;
                 }

@@ -39,6 +39,10 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub document_root: Option<PathBuf>,
 
+    /// What PHP sees as SERVER_NAME (NAME or NAME:PORT) instead of the client's Host. [toml: server_name]
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+
     /// A proxy whose X-Forwarded-For/-Proto are believed: CIDR, address, or unix. Repeatable. [toml: trusted_proxies]
     #[arg(long, value_name = "CIDR")]
     pub trusted_proxy: Vec<crate::proxy::Trusted>,
@@ -137,6 +141,9 @@ impl Cli {
         }
         if let Some(root) = &self.document_root {
             config.document_root = Some(root.clone());
+        }
+        if let Some(name) = &self.server_name {
+            config.server_name = Some(name.clone());
         }
         if !self.trusted_proxy.is_empty() {
             config.trusted_proxies = self.trusted_proxy.clone();

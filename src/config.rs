@@ -192,6 +192,11 @@ pub struct Config {
     /// DOCUMENT_ROOT for PHP; defaults to the directory of the event's script.
     #[serde(default)]
     pub document_root: Option<PathBuf>,
+    /// What PHP sees as SERVER_NAME (and, with a port, SERVER_PORT) instead
+    /// of the client's Host header, as nginx's `server_name`: `name` or
+    /// `name:port`. Unset: the (validated) Host header.
+    #[serde(default)]
+    pub server_name: Option<String>,
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed: CIDR
     /// blocks or addresses, and "unix" for peers on a Unix listener.
     #[serde(default)]
@@ -824,6 +829,16 @@ impl Config {
         {
             return Err(invalid("document_root", "must be an absolute path"));
         }
+        if let Some(name) = &self.server_name
+            && let Err(e) = crate::host::parse(name.as_bytes())
+        {
+            return Err(invalid(
+                "server_name",
+                format!(
+                    "`{name}`: {e}; use a host name, an IPv4 address or [IPv6], with an optional :port"
+                ),
+            ));
+        }
         for name in self.fpm.managed.php_admin_value.keys() {
             if name.is_empty()
                 || !name
@@ -1067,6 +1082,13 @@ mod tests {
                 .to_string()
                 .contains("control.mode")
         );
+
+        let mut config = minimal();
+        config.server_name = Some("chat.example.com:8443".into());
+        config.validate().expect("a name and a port");
+        config.server_name = Some("evil\"><img".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("server_name"), "{err}");
 
         let mut config = minimal();
         config.script = Some("relative.php".into());

@@ -16,6 +16,7 @@ use hyper::http::request::Parts;
 use crate::contract as c;
 use crate::fcgi::push_param;
 use crate::frame::Kind;
+use crate::host::{self, Host};
 use crate::hub::ConnHandle;
 
 /// One WebSocket event, sent to PHP as one FastCGI request.
@@ -75,6 +76,10 @@ pub struct ClientInfo {
 pub struct EnvSource<'a> {
     /// The handshake request.
     pub request: &'a Parts,
+    /// Its `Host` header, already checked (see [`crate::host`]).
+    pub host: Host<'a>,
+    /// `server_name`: what PHP sees instead of `host`, when set.
+    pub server_name: Option<&'a str>,
     /// Who the client is.
     pub client: &'a ClientInfo,
     /// SCRIPT_FILENAME.
@@ -135,21 +140,16 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     let path = req.uri.path();
     let query = req.uri.query().unwrap_or("");
     let request_uri = req.uri.path_and_query().map_or(path, |pq| pq.as_str());
-    let host = req
-        .headers
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let (host_name, host_port) = split_host(host);
-    let server_name = if host_name.is_empty() {
-        src.client
-            .local
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "localhost".into())
-    } else {
-        host_name.to_owned()
+    // As nginx's `server_name`: a configured name replaces the client's Host,
+    // port included (the listener's, or the scheme's, when it names none).
+    let configured = src
+        .server_name
+        .and_then(|name| host::parse(name.as_bytes()).ok());
+    let (server_name, named_port) = match configured {
+        Some(name) => (name.name, name.port),
+        None => (src.host.name, src.host.port),
     };
-    let server_port = match (host_port, src.client.local) {
+    let server_port = match (named_port, src.client.local) {
         (Some(port), _) => port.to_string(),
         (None, Some(local)) if !src.client.https => local.port().to_string(),
         (None, _) if src.client.https => "443".into(),
@@ -241,23 +241,6 @@ fn push_headers(out: &mut Vec<u8>, headers: &hyper::HeaderMap) {
     }
 }
 
-fn split_host(host: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return match rest.split_once(']') {
-            Some((ip, port)) => (ip, port.strip_prefix(':').and_then(|p| p.parse().ok())),
-            None => (host, None),
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) => match port.parse() {
-            Ok(port) => (name, Some(port)),
-            Err(_) => (host, None),
-        },
-        None => (host, None),
-    }
-}
-
 /// Encodes the variables of one event into `out` (cleared first).
 pub fn event_env(event: &Event, handle: &ConnHandle, out: &mut Vec<u8>) {
     out.clear();
@@ -329,16 +312,25 @@ mod tests {
     }
 
     fn env_of(req: &Parts) -> Vec<(String, String)> {
+        env_named(req, None, false)
+    }
+
+    fn env_named(req: &Parts, server_name: Option<&str>, https: bool) -> Vec<(String, String)> {
         let client = ClientInfo {
             remote_ip: "10.1.2.3".parse().unwrap(),
             remote_port: 5555,
-            https: false,
+            https,
             local: Some("127.0.0.1:8090".parse().unwrap()),
         };
         let interner = EnvInterner::default();
         let env = connection_env(
             &EnvSource {
                 request: req,
+                host: host::from_headers(&req.headers).unwrap_or(Host {
+                    name: "localhost",
+                    port: None,
+                }),
+                server_name,
                 client: &client,
                 script: Path::new("/srv/app/ws.php"),
                 document_root: None,
@@ -399,6 +391,8 @@ mod tests {
             connection_env(
                 &EnvSource {
                     request: &req,
+                    host: host::from_headers(&req.headers).unwrap(),
+                    server_name: Some("configured.example"),
                     client: &client,
                     script: Path::new("/srv/app/ws.php"),
                     document_root: None,
@@ -415,9 +409,32 @@ mod tests {
     }
 
     #[test]
-    fn host_parsing() {
-        assert_eq!(split_host("a.b:81"), ("a.b", Some(81)));
-        assert_eq!(split_host("[::1]:82"), ("::1", Some(82)));
-        assert_eq!(split_host("a.b"), ("a.b", None));
+    fn server_name_and_port_come_from_host_unless_configured() {
+        let of = |host: &str, server_name: Option<&str>, https: bool| {
+            let env = env_named(&request(&[("host", host)]), server_name, https);
+            let get = |name| get(&env, name).map(str::to_owned);
+            (get("SERVER_NAME"), get("SERVER_PORT"), get("HTTP_HOST"))
+        };
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(of("a.b:81", None, false), (s("a.b"), s("81"), s("a.b:81")));
+        assert_eq!(
+            of("[::1]:82", None, false),
+            (s("[::1]"), s("82"), s("[::1]:82"))
+        );
+        // No port: the listener's, or 443 behind a TLS proxy.
+        assert_eq!(of("a.b", None, false), (s("a.b"), s("8090"), s("a.b")));
+        assert_eq!(of("a.b", None, true), (s("a.b"), s("443"), s("a.b")));
+        // server_name wins, port included; HTTP_HOST stays the client's.
+        let named = Some("chat.example.com");
+        assert_eq!(
+            of("other.example:9", named, false),
+            (s("chat.example.com"), s("8090"), s("other.example:9"))
+        );
+        assert_eq!(
+            of("other.example:9", named, true).1,
+            s("443"),
+            "the scheme's port, not the client's"
+        );
+        assert_eq!(of("x:1", Some("chat.example.com:8443"), false).1, s("8443"));
     }
 }

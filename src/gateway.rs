@@ -33,6 +33,7 @@ use crate::connection::{self, Accepted};
 use crate::context::Context;
 use crate::event::{EnvSource, Event, connection_env};
 use crate::fpm::FpmError;
+use crate::host;
 use crate::limits::Refusal;
 use crate::listen::{self, Listener};
 use crate::php::{self, EventError};
@@ -198,6 +199,15 @@ async fn handshake(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
 
+    // Host becomes SERVER_NAME, SERVER_PORT and HTTP_HOST: PHP never sees a malformed one.
+    let host = match host::from_headers(&parts.headers) {
+        Ok(host) => host,
+        Err(e) => {
+            ctx.metrics.refused("host");
+            tracing::info!(error = %e, "handshake refused: invalid Host header");
+            return Ok(plain(StatusCode::BAD_REQUEST, "invalid Host header\n"));
+        }
+    };
     let origin = parts
         .headers
         .get(header::ORIGIN)
@@ -242,6 +252,8 @@ async fn handshake(
     let env = connection_env(
         &EnvSource {
             request: &parts,
+            host,
+            server_name: config.server_name.as_deref(),
             client: &client,
             script: &script,
             document_root: config.document_root.as_deref(),

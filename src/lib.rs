@@ -25,6 +25,7 @@ pub mod fcgi;
 pub mod fpm;
 pub mod frame;
 pub mod gateway;
+pub mod host;
 pub mod hub;
 pub mod limits;
 pub mod listen;

@@ -652,3 +652,96 @@ async fn an_unrouted_path_gets_404_when_routes_are_configured() {
     close(ws).await;
     daemon.shutdown().await;
 }
+
+/// Writes a handshake for `path` with `host_lines` (each `Host: …\r\n`, or
+/// none) by hand and returns the response head.
+async fn raw_handshake(addr: std::net::SocketAddr, path: &str, host_lines: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\n{host_lines}Upgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(Duration::from_secs(10), tcp.read_u8())
+            .await
+            .expect("a response head within 10 s")
+            .expect("read the response head");
+        head.push(byte);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The real binary: a hostile or malformed `Host` gets 400 and never reaches
+/// PHP; a valid one is SERVER_NAME, SERVER_PORT and HTTP_HOST; with
+/// `--server-name` PHP sees the configured name and the listener's port,
+/// and HTTP_HOST stays the client's.
+#[tokio::test]
+async fn a_bad_host_is_refused_before_php_and_server_name_wins() {
+    let fpm = Fpm::start(2);
+    let log = EventLog::new();
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--fpm".to_owned(),
+            format!("unix:{}", fpm.socket.display()),
+            "--script".to_owned(),
+            script("env.php").display().to_string(),
+            "--fpm-pool-size".to_owned(),
+            "2".to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let path = format!("/?{}", log.query());
+    let daemon = Process::start(&args(&[]));
+    for host_lines in [
+        "Host: evil\"><img src=x onerror=alert(1)>\r\n",
+        "Host: evil'.example\r\n",
+        "Host: a b.example\r\n",
+        "Host: user@example.com\r\n",
+        "Host: example.com:99999\r\n",
+        "Host: [fe80::1%25eth0]\r\n",
+        "Host: a.example\r\nHost: b.example\r\n",
+        "",
+    ] {
+        let head = raw_handshake(daemon.addr, &path, host_lines).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{host_lines:?}: {head}");
+    }
+
+    let connect_as = |url: String, host: &'static str| {
+        let mut request = request(&url, &[]);
+        request
+            .headers_mut()
+            .insert("host", http::HeaderValue::from_static(host));
+        connect_with(request)
+    };
+    let (mut ws, _) = connect_as(daemon.url(&path), "Chat.Example.com:8443").await;
+    let open = recv_json(&mut ws).await;
+    assert_eq!(var(&open, "SERVER_NAME"), "Chat.Example.com");
+    assert_eq!(var(&open, "SERVER_PORT"), "8443");
+    assert_eq!(var(&open, "HTTP_HOST"), "Chat.Example.com:8443");
+    let id = var(&open, "WS_CONNECTION_ID").to_owned();
+    close(ws).await;
+    log.close_of(&id).await;
+    let seen: Vec<_> = log
+        .events()
+        .iter()
+        .map(|e| e["WS_CONNECTION_ID"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        [id.clone(), id],
+        "PHP saw only the valid handshake's events"
+    );
+
+    let named = Process::start(&args(&["--server-name", "ws.example.org"]));
+    let (mut ws, _) = connect_as(named.url(&path), "[::1]:9").await;
+    let open = recv_json(&mut ws).await;
+    assert_eq!(var(&open, "SERVER_NAME"), "ws.example.org");
+    assert_eq!(var(&open, "SERVER_PORT"), named.addr.port().to_string());
+    assert_eq!(var(&open, "HTTP_HOST"), "[::1]:9");
+    close(ws).await;
+}

@@ -251,6 +251,7 @@ fn every_commented_example_is_valid() {
     assert_eq!(config.routes.len(), 2, "the two [[route]] examples");
     assert!(config.document_root.is_some(), "document_root");
     assert!(config.admin.is_some(), "admin");
+    assert!(config.server_name.is_some(), "server_name");
     assert!(
         config.websocket.rate_limit.is_some(),
         "[websocket.rate_limit]"

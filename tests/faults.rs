@@ -114,8 +114,10 @@ async fn messages_retry_while_fpm_is_down_then_close_1011_and_the_daemon_recover
     let waited = started.elapsed();
     assert_eq!(u16::from(frame.code), 1011);
     assert_eq!(frame.reason.as_str(), "php-fpm unavailable");
+    // Bounds wide enough for a loaded machine: without retry_window the
+    // close would come after request_timeout (30 s), or never.
     assert!(
-        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(4),
+        waited >= Duration::from_millis(1200) && waited < Duration::from_secs(8),
         "closed after {waited:?} with retry_window = 2s"
     );
     let fpm = tokio::task::spawn_blocking(move || {
@@ -207,9 +209,10 @@ async fn kill_worker_mid_request(daemon: &Daemon, log: &EventLog) -> Client {
     let pid_file = dir.path().join("worker.pid");
     send_text(&mut ws, &format!("pid {} 1000", pid_file.display())).await;
     let pid = poll_until(Duration::from_secs(5), "the worker's pid", || {
+        // Complete once its newline is there (PHP may be mid-write).
         std::fs::read_to_string(&pid_file)
             .ok()
-            .filter(|p| !p.is_empty())
+            .and_then(|p| Some(p.strip_suffix('\n')?.to_owned()))
     })
     .await;
     let status = std::process::Command::new("kill")
@@ -273,8 +276,9 @@ async fn with_every_worker_busy_events_wait_and_an_open_gets_503() {
     assert_eq!(response.status(), 503);
     assert_eq!(body_of(&response), "ws2fcgi: php-fpm is busy, try again\n");
     assert_eq!(response.headers()["retry-after"], "1");
+    // At once: after queue_timeout (200 ms), not retry_window (5 s).
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -737,23 +741,34 @@ async fn a_client_that_drops_tcp_is_reported_as_vanished_or_with_the_daemons_cod
 /// blip) fits in the listen backlog. With tokio's default of 128 the accept
 /// queue overflowed, the kernel dropped the SYNs, and those clients waited
 /// for their SYN retransmit (1 s, then 3 s, ...) before the daemon saw them.
+/// Each connect is timed on its own: the kernel completes it whatever the
+/// daemon does, so only a dropped SYN makes one take a second, while the
+/// whole burst's time grows with the machine's load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_a_thousand_connects_is_accepted_at_once() {
     raise_open_files_limit();
     let fpm = Fpm::start(1);
     let daemon = Daemon::start(fpm.config("faults.php")).await;
-    let started = Instant::now();
+    let addr = daemon.addr;
     let connects: Vec<_> = (0..1000)
-        .map(|_| tokio::spawn(TcpStream::connect(daemon.addr)))
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let tcp = TcpStream::connect(addr).await.expect("connect");
+                (tcp, started.elapsed())
+            })
+        })
         .collect();
     let mut open = Vec::new();
+    let mut slowest = Duration::ZERO;
     for c in connects {
-        open.push(c.await.unwrap().expect("connect"));
+        let (tcp, took) = c.await.unwrap();
+        open.push(tcp);
+        slowest = slowest.max(took);
     }
-    let took = started.elapsed();
     assert!(
-        took < Duration::from_millis(900),
-        "1000 connects took {took:?}"
+        slowest < Duration::from_secs(1),
+        "a connect took {slowest:?}: a SYN was dropped and sent again"
     );
     drop(open);
     daemon.shutdown().await;

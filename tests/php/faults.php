@@ -11,7 +11,7 @@
 // The close event: ?close_ms=N sleeps N ms.
 // Message events are commands:
 //   sleep N                 sleeps N ms, answers "slept N"
-//   pid PATH N              writes getmypid() to PATH, sleeps N ms, answers "survived"
+//   pid PATH N              writes getmypid() and "\n" to PATH, sleeps N ms, answers "survived"
 //   header N                one header of N bytes, answers "header"
 //   body N                  answers N bytes of "x"
 //   status S                answers with "Status: S" and the body "status"
@@ -50,7 +50,8 @@ switch ($_SERVER['WS_EVENT']) {
                 echo "slept {$words[1]}";
                 break;
             case 'pid':
-                file_put_contents($words[1], (string) getmypid());
+                // One line: the reader takes the pid once its "\n" is there.
+                file_put_contents($words[1], getmypid() . "\n");
                 usleep((int) $words[2] * 1000);
                 echo 'survived';
                 break;

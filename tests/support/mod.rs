@@ -184,16 +184,17 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Polls until a Unix socket accepts, for up to 10 s.
+/// Polls until a Unix socket accepts, for up to 30 s (php-fpm starts in
+/// well under a second, but a loaded machine can be slow).
 pub fn wait_for_unix(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("{} did not start accepting within 10 s", path.display());
+    panic!("{} did not start accepting within 30 s", path.display());
 }
 
 /// A config for tests: one script, php-fpm at `fpm`, short timeouts.
@@ -477,14 +478,20 @@ impl EventLog {
         format!("log={}", percent_encode(&self.path.to_string_lossy()))
     }
 
-    /// Every event recorded so far.
+    /// Every event recorded so far: the complete lines of the file.
+    ///
+    /// PHP appends each line with one `write` while the test reads, and a
+    /// reader can see a line half written (the kernel publishes a write to
+    /// readers page by page). A last line without its newline is therefore
+    /// not a record yet and is left for a later call; a complete line that
+    /// is not JSON is a real error and panics, naming the line.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).expect("record.php writes JSON lines"))
-            .collect()
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("read {}: {e}", self.path.display()),
+        };
+        complete_json_lines(&bytes, &self.path.display().to_string())
     }
 
     /// The close events of connection `id` recorded so far.
@@ -504,6 +511,30 @@ impl EventLog {
         )
         .await
     }
+}
+
+/// The JSON values of the newline-terminated lines of `bytes` (a file another
+/// process appends to), ignoring a last line still being written. Panics on a
+/// complete line that is not JSON, naming `what` and the line number.
+pub fn complete_json_lines(bytes: &[u8], what: &str) -> Vec<serde_json::Value> {
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => return Vec::new(),
+    };
+    complete
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(i, line)| {
+            serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!(
+                    "{what} line {}: not a JSON record ({e}): {}",
+                    i + 1,
+                    String::from_utf8_lossy(&line[..line.len().min(200)])
+                )
+            })
+        })
+        .collect()
 }
 
 impl Default for EventLog {

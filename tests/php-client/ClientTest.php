@@ -69,13 +69,37 @@ final class FakeServer
         proc_close($this->proc);
     }
 
-    /** @return list<array<string, mixed>> every record of the log: requests ("line") and closes ("closed") */
+    /**
+     * Every record of the log: requests ("line"), ends of a connection
+     * ("closed" by the server, "eof" from the client), delayed replies written ("sent").
+     *
+     * The server appends while we read, and a read can end inside a line it
+     * is still writing: a last line without its "\n" is not a record yet. A
+     * complete line that is not JSON is a defect of the server, not skipped.
+     *
+     * @return list<array<string, mixed>>
+     */
     private function records(): array
     {
-        return array_map(
-            fn (string $l) => json_decode($l, true),
-            file($this->log, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [],
-        );
+        clearstatcache(true, $this->log);
+        $text = is_file($this->log) ? file_get_contents($this->log) : '';
+        if ($text === false) {
+            throw new RuntimeException("cannot read {$this->log}");
+        }
+        $end = strrpos($text, "\n");
+        $complete = $end === false ? '' : substr($text, 0, $end + 1);
+        $records = [];
+        foreach (explode("\n", $complete) as $number => $line) {
+            if ($line === '') {
+                continue;
+            }
+            $record = json_decode($line, true);
+            if (!is_array($record)) {
+                throw new RuntimeException(sprintf('%s line %d is not a JSON record: %s', $this->log, $number + 1, $line));
+            }
+            $records[] = $record;
+        }
+        return $records;
     }
 
     /** @return list<array{conn: int, line: string, req: mixed}> every request line received so far */
@@ -94,10 +118,29 @@ final class FakeServer
     /** Waits (up to 5 s) until the server has closed its connection number $conn. */
     public function waitClosed(int $conn): bool
     {
-        $deadline = microtime(true) + 5;
+        return $this->waitFor(fn (array $entry) => ($entry['closed'] ?? false) && $entry['conn'] === $conn);
+    }
+
+    /**
+     * Waits (up to 10 s) until connection $conn is done with its delayed
+     * reply: the server wrote it ("sent"), or the connection ended first.
+     */
+    public function waitLateReplyGone(int $conn): bool
+    {
+        return $this->waitFor(
+            fn (array $entry) => $entry['conn'] === $conn
+                && (isset($entry['sent']) || ($entry['closed'] ?? false) || ($entry['eof'] ?? false)),
+            10,
+        );
+    }
+
+    /** Polls the log until a record satisfies $match, for up to $seconds. */
+    private function waitFor(callable $match, float $seconds = 5): bool
+    {
+        $deadline = microtime(true) + $seconds;
         do {
             foreach ($this->records() as $entry) {
-                if (($entry['closed'] ?? false) && $entry['conn'] === $conn) {
+                if ($match($entry)) {
                     return true;
                 }
             }
@@ -292,11 +335,14 @@ try {
         $elapsed = microtime(true) - $t;
         // Only a lower bound: the machine may be slow, but the client may never give up early.
         check('…not before the timeout', $elapsed >= 0.29, sprintf('%.3fs', $elapsed));
-        $n = count(array_filter($server->requests(), fn ($r) => ($r['req']['op'] ?? '') === '__sleep'));
-        same('the timed-out request was not resent', 1, $n);
+        $sleeps = array_values(array_filter($server->requests(), fn ($r) => ($r['req']['op'] ?? '') === '__sleep'));
+        same('the timed-out request was not resent', 1, count($sleeps));
         $reply = $ws->request(['op' => 'echo', 'nonce' => 'after-timeout']);
         same('the next call gets its own reply', 'after-timeout', $reply['nonce'] ?? null);
-        usleep(700_000); // the late reply is now due; it must not reach anyone
+        // Polled, not slept for: on a slow machine a fixed sleep could end
+        // before the late reply is written, and the check below would pass
+        // without testing anything.
+        check('(the late reply was written, or its connection closed)', $sleeps !== [] && $server->waitLateReplyGone($sleeps[0]['conn']));
         $reply = $ws->request(['op' => 'echo', 'nonce' => 'later']);
         same('…and the late reply never shows up', ['ok' => true, 'nonce' => 'later'], ['ok' => $reply['ok'], 'nonce' => $reply['nonce'] ?? null]);
     });

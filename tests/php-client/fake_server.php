@@ -6,13 +6,15 @@
  *   php fake_server.php <socket path> <log path>
  *
  * Listens on a Unix socket, logs every request line it receives to <log path>
- * as {"conn":<connection number>,"line":"<raw line>"}, and answers with canned
+ * as {"conn":<connection number>,"line":"<raw line>"} (and {"conn":<n>,"eof":true}
+ * when the client closes, {"conn":<n>,"closed":true} when we do), and answers with canned
  * replies. Prints "ready" on stdout once listening; exits when stdin closes
  * (the test died or finished) or on {"op":"__quit"}.
  *
  * Ordinary ops get plausible replies; ops starting with "__" misbehave on purpose:
  *   __garbage  reply a line that is not JSON
- *   __sleep    reply {"ok":true,"late":true} only after "ms" milliseconds
+ *   __sleep    reply {"ok":true,"late":true} only after "ms" milliseconds, and log
+ *              {"conn":<n>,"sent":"<the reply>"} once it is written
  *   __die      close the connection without replying
  *   __hangup   reply, then close the connection
  *   __shutrd   shut down the read side, then reply (the client's next write gets EPIPE)
@@ -79,6 +81,7 @@ while (microtime(true) - $started < 120) {
         if ($data === '' || $data === false) {
             if (feof($r)) {
                 fclose($r);
+                record($log, ['conn' => $conns[$id]['seq'], 'eof' => true]);
                 unset($conns[$id]);
             }
             continue;
@@ -87,7 +90,7 @@ while (microtime(true) - $started < 120) {
         while (($pos = strpos($conns[$id]['buf'], "\n")) !== false) {
             $line = substr($conns[$id]['buf'], 0, $pos);
             $conns[$id]['buf'] = (string) substr($conns[$id]['buf'], $pos + 1);
-            file_put_contents($log, json_encode(['conn' => $conns[$id]['seq'], 'line' => $line]) . "\n", FILE_APPEND);
+            record($log, ['conn' => $conns[$id]['seq'], 'line' => $line]);
             foreach (answer($line, $conns[$id]['seq']) as $out) {
                 $conns[$id]['out'][] = $out;
             }
@@ -110,10 +113,13 @@ while (microtime(true) - $started < 120) {
                 @fwrite($c['stream'], $out['data']);
                 stream_set_blocking($c['stream'], false);
             }
+            if ($out['then'] === 'record') {
+                record($log, ['conn' => $c['seq'], 'sent' => $out['data']]);
+            }
             if ($out['then'] === 'close') {
                 fclose($c['stream']);
                 unset($conns[$id]);
-                file_put_contents($log, json_encode(['conn' => $c['seq'], 'closed' => true]) . "\n", FILE_APPEND);
+                record($log, ['conn' => $c['seq'], 'closed' => true]);
                 continue 2;
             }
             if ($out['then'] === 'quit') {
@@ -128,6 +134,19 @@ if (@fileinode($path) === $inode) {
     @unlink($path); // only our own socket, not a successor's on the same path
 }
 exit(0);
+
+/**
+ * Appends one JSON line to the log: one write(2) on an O_APPEND descriptor
+ * ('a' mode). The test reads while we write and ignores a last line without
+ * its "\n" (FakeServer::records() in ClientTest.php).
+ */
+function record(string $log, array $entry): void
+{
+    $line = json_encode($entry, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE) . "\n";
+    if (file_put_contents($log, $line, FILE_APPEND) !== strlen($line)) {
+        fwrite(STDERR, "fake_server: short write to $log\n");
+    }
+}
 
 /**
  * @return list<array{due: float, data: string, then: ?string}>
@@ -169,7 +188,7 @@ function answer(string $line, int $seq): array
         case '__garbage':
             return [['due' => $now, 'data' => "this is not json\n", 'then' => null]];
         case '__sleep':
-            return [$reply(['ok' => true, 'late' => true], null, ($req['ms'] ?? 1000) / 1000)];
+            return [$reply(['ok' => true, 'late' => true], 'record', ($req['ms'] ?? 1000) / 1000)];
         case '__die':
             return [['due' => $now, 'data' => '', 'then' => 'close']];
         case '__hangup':

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use cluster_support::{NODE_TTL, Node, Redis};
+use cluster_support::{NODE_TTL, Node, REQUEST_TIMEOUT, Redis};
 use control_support::{Control, Deadline, expect_quiet, expect_text, members};
 use support::{Client, EventLog, Fpm, recv_binary, recv_close, recv_text};
 
@@ -169,7 +169,7 @@ async fn send_close_join_leave_meta_by_id_across_nodes() {
     let to = json!([idx, idy, idz, idx, ghost, nobody_on_b, "not-an-id"]);
     assert_eq!(control.send(to, "to x, y and z").await, 3);
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < REQUEST_TIMEOUT / 2,
         "an unknown node fails at once, not after cluster.request_timeout"
     );
     for (ws, id) in [(&mut x, &idx), (&mut y, &idy), (&mut z, &idz)] {
@@ -320,7 +320,8 @@ async fn a_dead_node_leaves_presence_within_node_ttl() {
     // Crash: B's keys stay until they expire, at most node_ttl after its last refresh.
     let crashed = Instant::now();
     b.crash().await;
-    let bound = NODE_TTL + Duration::from_millis(1500);
+    // Generous for a loaded machine; a key that never expires fails anyway.
+    let bound = NODE_TTL + Duration::from_secs(4);
     loop {
         let ids = presence_ids(&mut control, "room").await;
         if ids == [ida1.clone()] {
@@ -339,7 +340,7 @@ async fn a_dead_node_leaves_presence_within_node_ttl() {
     expect_text(&mut a1, "still here", "a1").await;
     let started = Instant::now();
     assert_eq!(control.send(json!(idb1), "to a dead node").await, 0);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < REQUEST_TIMEOUT / 2);
 }
 
 /// Redis stops and comes back on the same port: meanwhile every node serves
@@ -367,7 +368,7 @@ async fn delivery_resumes_after_redis_restarts() {
     assert_eq!(control.send(json!(idb1), "lost").await, 0);
     assert_eq!(presence_ids(&mut control, "room").await, vec![ida1.clone()]);
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < REQUEST_TIMEOUT / 2,
         "{:?}",
         started.elapsed()
     );

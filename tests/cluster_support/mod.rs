@@ -22,6 +22,11 @@ use crate::support::{self, Client, EventLog, Fpm};
 /// The `node_ttl` of test nodes: short, so expiry is seen quickly.
 pub const NODE_TTL: Duration = Duration::from_secs(2);
 
+/// The `cluster.request_timeout` of test nodes: long, so that "answered at
+/// once" (well under it) and "waited for the timeout" stay apart on a loaded
+/// machine.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A redis-server of our own: no persistence, loopback only, stopped on drop.
 pub struct Redis {
     pub port: u16,
@@ -30,19 +35,30 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts redis-server on a free port and waits until it answers PING.
+    /// Starts redis-server on a free port and waits until it answers.
+    ///
+    /// The port is found by binding port 0 and letting it go, so another
+    /// process may take it before redis-server binds it: then redis-server
+    /// exits (or someone else answers), and the start is tried again on a
+    /// new port.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("find a free port")
-            .port();
-        let mut redis = Self {
-            port,
-            dir: tempfile::tempdir().expect("tempdir"),
-            child: None,
-        };
-        redis.launch();
-        redis
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("find a free port")
+                .port();
+            let mut redis = Self {
+                port,
+                dir: tempfile::tempdir().expect("tempdir"),
+                child: None,
+            };
+            match redis.try_launch() {
+                Ok(()) => return redis,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports; last: {last_error}");
     }
 
     /// `redis://127.0.0.1:PORT/`
@@ -52,6 +68,14 @@ impl Redis {
 
     /// Starts the server (again) on its port.
     pub fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server on its port and waits until it answers as itself
+    /// (its INFO names our child's pid); stops it and says why otherwise.
+    fn try_launch(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -62,27 +86,62 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (install it: apt-get install -y redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + DEADLINE;
-        while !self.pings() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING on port {} within {DEADLINE:?}",
-                self.port
-            );
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(format!(
+                    "redis-server exited ({status}) at start on port {}: taken?",
+                    self.port
+                ));
+            }
+            match self.server_pid() {
+                Some(answered) if answered == pid => return Ok(()),
+                Some(other) => {
+                    self.stop();
+                    return Err(format!(
+                        "port {} is another redis-server's (pid {other})",
+                        self.port
+                    ));
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                return Err(format!(
+                    "redis-server did not answer on port {} within {DEADLINE:?}",
+                    self.port
+                ));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    fn pings(&self) -> bool {
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+    /// The `process_id` of the redis-server answering on the port, if one does.
+    fn server_pid(&self) -> Option<u32> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // A bulk string, `$<len>\r\n<text>\r\n`: read until the line is whole.
+        loop {
+            let text = String::from_utf8_lossy(&reply);
+            if let Some(rest) = text.split("process_id:").nth(1)
+                && let Some((pid, _)) = rest.split_once("\r\n")
+            {
+                return pid.trim().parse().ok();
+            }
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 || reply.len() > 64 * 1024 {
+                return None;
+            }
+            reply.extend_from_slice(&chunk[..n]);
+        }
     }
 
     /// Kills the server (no goodbye to its clients, as a crash or restart).
@@ -135,6 +194,7 @@ impl Node {
         config.cluster.redis = Some(redis.url());
         config.cluster.node_id = Some(id.to_owned());
         config.cluster.node_ttl = NODE_TTL;
+        config.cluster.request_timeout = REQUEST_TIMEOUT;
         config.validate().expect("test config is valid");
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
             .await

@@ -11,7 +11,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -42,24 +41,16 @@ function step(name, fn) {
   });
 }
 
-/** A port nobody listens on: bind port 0, read it back, release it. */
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** Runs scripts/chat in its own process group and waits for the URL it prints. */
+/**
+ * Runs scripts/chat in its own process group and waits for the URL it prints.
+ * PORT=auto: the script picks a free port once its build is done (a port
+ * picked here would stay unbound for the whole build, free for anyone to
+ * take) and picks another if nginx loses it; the URL names the port.
+ */
 async function startStack() {
-  const port = await freePort();
   const child = spawn(path.join(repo, 'scripts/chat'), [], {
     cwd: repo,
-    env: { ...process.env, PORT: String(port), CHAT_RUN_DIR: runDir },
+    env: { ...process.env, PORT: 'auto', CHAT_RUN_DIR: runDir },
     detached: true, // its own process group, so the whole of it can be signalled
     stdio: ['ignore', 'pipe', 'pipe'],
   });

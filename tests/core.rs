@@ -438,9 +438,10 @@ async fn fpm_down_at_open_is_a_502_and_the_daemon_keeps_serving() {
 }
 
 /// One client of the restart test: sends numbered messages one at a time
-/// until `stop`, counting answers. An answer that does not come within 2 s
-/// counts as lost (a request PHP-FPM's restart cut off); a late answer to a
-/// message counted lost is skipped.
+/// until `stop`, counting answers. An answer that does not come within
+/// `fpm.retry_window` (5 s, how long a message may wait for the restarted
+/// php-fpm) counts as lost (a request PHP-FPM's restart cut off); a late
+/// answer to a message counted lost is skipped.
 async fn client_loop(
     url: String,
     client: usize,
@@ -454,7 +455,7 @@ async fn client_loop(
     while !stop.load(Ordering::Relaxed) {
         send_text(&mut ws, &format!("{client}:{i}")).await;
         loop {
-            let next = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+            let next = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
             let Ok(msg) = next else {
                 lost += 1;
                 break;

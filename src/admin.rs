@@ -25,9 +25,14 @@ use crate::metrics::Snapshot;
 
 /// Serves `/healthz` and `/metrics` until the task set is aborted.
 pub fn spawn(listener: TcpListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
-    crate::local_http::spawn(listener, "admin", ctx, tasks, |ctx, req| async move {
-        handle(&ctx, req).await
-    });
+    crate::local_http::spawn(
+        listener,
+        "admin",
+        ctx,
+        tasks,
+        |_| crate::local_http::HEADER_READ_TIMEOUT,
+        |ctx, req| async move { handle(&ctx, req).await },
+    );
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {

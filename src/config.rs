@@ -402,6 +402,10 @@ pub struct ControlConfig {
     /// Bearer token the HTTP endpoint requires, when set.
     #[serde(default)]
     pub http_token: Option<String>,
+    /// Time an HTTP endpoint client has to send a request's head, and then
+    /// again its body; a slow head is dropped, a slow body gets 408.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
 }
 
 impl Default for ControlConfig {
@@ -414,6 +418,7 @@ impl Default for ControlConfig {
             max_line_bytes: default_max_line_bytes(),
             http: None,
             http_token: None,
+            http_timeout: default_http_timeout(),
         }
     }
 }
@@ -706,6 +711,9 @@ fn default_control_mode() -> String {
 fn default_max_line_bytes() -> usize {
     1024 * 1024
 }
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_event_queue() -> usize {
     8
 }
@@ -903,6 +911,7 @@ impl Config {
                 "must be non-empty, without spaces or control characters",
             ));
         }
+        positive("control.http_timeout", self.control.http_timeout)?;
         let ws = &self.websocket;
         if ws.event_queue == 0 || ws.event_queue > 4096 {
             return Err(invalid(
@@ -1108,6 +1117,7 @@ mod tests {
         for setting in [
             "fpm.retry_window",
             "fpm.request_timeout",
+            "control.http_timeout",
             "websocket.close_timeout",
             "websocket.handshake_timeout",
             "websocket.idle_timeout",

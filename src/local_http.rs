@@ -2,11 +2,14 @@
 //! listener and the HTTP control endpoint.
 //!
 //! One task accepts; each connection is served by hyper in its own task, with
-//! a bound on how long a client may take to send a request head. Accept errors
-//! (out of file descriptors) pause instead of spinning.
+//! a bound on how long a client may take to send a request head (past it the
+//! connection is closed without an answer). Each request carries the address
+//! its connection came in on ([`LocalAddr`]). Accept errors (out of file
+//! descriptors) pause instead of spinning.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,18 +25,24 @@ use tokio::task::JoinSet;
 
 use crate::context::Context;
 
-/// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client of the admin listener may take to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request extension: the local address its connection was accepted on
+/// (the listener's own, or the interface's when it is bound to `0.0.0.0`).
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub SocketAddr);
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `handler` on `listener` until the task set is aborted; `name`
-/// labels the log lines.
+/// labels the log lines; `head_timeout` is read for each new connection.
 pub fn spawn<H, F>(
     listener: TcpListener,
     name: &'static str,
     ctx: Arc<Context>,
     tasks: &mut JoinSet<()>,
+    head_timeout: fn(&Context) -> Duration,
     handler: H,
 ) where
     H: Fn(Arc<Context>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
@@ -51,15 +60,20 @@ pub fn spawn<H, F>(
                 }
             };
             let ctx = ctx.clone();
+            let local = stream.local_addr().ok();
             clients.spawn(async move {
-                let service = service_fn(move |req| {
+                let timeout = head_timeout(&ctx);
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    if let Some(local) = local {
+                        req.extensions_mut().insert(LocalAddr(local));
+                    }
                     let answer = handler(ctx.clone(), req);
                     async move { Ok::<_, Infallible>(answer.await) }
                 });
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                    .header_read_timeout(timeout);
                 if let Err(e) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await

@@ -13,6 +13,7 @@ mod support;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::SinkExt;
@@ -21,7 +22,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use control_support::{
-    Control, Deadline, Setup, Stalled, expect_quiet, expect_text, http, members, php_call,
+    Control, Deadline, Setup, Stalled, expect_quiet, expect_text, http, http_exchange, members,
+    php_call,
 };
 use support::{recv_binary, recv_close, recv_text, send_text};
 
@@ -901,6 +903,149 @@ async fn http_endpoint_with_and_without_token() {
         (reply.status, reply.json()),
         (200, json!({"ok": true, "delivered": 0}))
     );
+}
+
+/// The HTTP endpoint refuses, with and without a token, what a web page
+/// could make a browser send (a cross-site POST, or any request after DNS
+/// rebinding): no or another `Host`, an `Origin`, a type other than JSON. A
+/// slow body gets 408 and a slow head a closed connection; requests of a
+/// program on the machine still work.
+#[tokio::test]
+async fn http_endpoint_refuses_what_a_browser_could_send() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOKEN: &str = "s3cret-t0ken";
+    let body = r#"{"channel":"room","data":"over http"}"#;
+    for token in [None, Some(TOKEN)] {
+        let setup = Setup::start_http(1, |c| {
+            c.control.http_token = token.map(str::to_owned);
+            c.control.http_timeout = Duration::from_secs(1);
+        })
+        .await;
+        let addr = setup.http.expect("http endpoint");
+        let port = addr.port();
+        let mut control = setup.control().await;
+        let (mut a, ida) = setup.member("join=room").await;
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = |headers: &str| {
+            format!(
+                "POST /publish HTTP/1.1\r\n{headers}{auth}Content-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let ours = format!("Host: {addr}\r\n");
+        let json = "Content-Type: application/json\r\n";
+        for (headers, status, needle) in [
+            (json.to_owned(), 400, "Host"),
+            (format!("Host: evil\"x\r\n{json}"), 400, "Host"),
+            // DNS rebinding: the attacker's name, resolved to 127.0.0.1.
+            (
+                format!("Host: attacker.example:{port}\r\n{json}"),
+                421,
+                "Host",
+            ),
+            (
+                format!("Host: localhost.attacker.example:{port}\r\n{json}"),
+                421,
+                "Host",
+            ),
+            (
+                format!("Host: 127.0.0.1:{}\r\n{json}", port ^ 1),
+                421,
+                "Host",
+            ),
+            (
+                format!("{ours}{json}Origin: https://attacker.example\r\n"),
+                403,
+                "Origin",
+            ),
+            (format!("{ours}{json}Origin: null\r\n"), 403, "Origin"),
+            (
+                format!("{ours}{json}Origin: http://{addr}\r\n"),
+                403,
+                "Origin",
+            ),
+            // What a form or a simple fetch() can send without a preflight.
+            (ours.clone(), 415, "application/json"),
+            (
+                format!("{ours}Content-Type: text/plain\r\n"),
+                415,
+                "application/json",
+            ),
+            (
+                format!("{ours}Content-Type: application/x-www-form-urlencoded\r\n"),
+                415,
+                "application/json",
+            ),
+            (
+                format!("{ours}Content-Type: multipart/form-data; boundary=x\r\n"),
+                415,
+                "application/json",
+            ),
+        ] {
+            let reply = http_exchange(addr, request(&headers).as_bytes()).await;
+            assert_eq!(
+                reply.status, status,
+                "token {token:?}, {headers:?}: {}",
+                reply.body
+            );
+            let error = reply.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(error.contains(needle), "{headers:?}: {error}");
+        }
+        expect_quiet(&mut control, &mut a, &ida, "a, after refused requests").await;
+
+        // A program on the machine: the endpoint's address, or loopback by name.
+        for host in [
+            addr.to_string(),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            let headers =
+                format!("Host: {host}\r\nContent-Type: application/json; charset=utf-8\r\n");
+            let reply = http_exchange(addr, request(&headers).as_bytes()).await;
+            assert_eq!(
+                (reply.status, reply.json()),
+                (200, json!({"ok": true, "delivered": 1})),
+                "Host: {host}"
+            );
+            expect_text(&mut a, "over http", &host).await;
+        }
+
+        // A body that stops halfway: 408 after control.http_timeout, and the
+        // connection is closed.
+        let half = format!(
+            "POST /publish HTTP/1.1\r\n{ours}{json}{auth}Content-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..10]
+        );
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(half.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+            .await
+            .expect("408 and a close within 10 s")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("body not received within 1s"), "{answer}");
+        // A head that stops halfway: the connection is closed unanswered.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"POST /publish HTTP/1.1\r\nHost: ")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+            .await
+            .expect("a close within 10 s")
+            .expect("read");
+        assert_eq!(String::from_utf8_lossy(&answer), "");
+        expect_quiet(&mut control, &mut a, &ida, "a, after slow requests").await;
+    }
 }
 
 /// Handlers call the control socket while every php-fpm worker is busy, and

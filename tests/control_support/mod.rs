@@ -362,7 +362,6 @@ pub async fn http(
     token: Option<&str>,
     body: &[u8],
 ) -> HttpReply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect http");
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -373,10 +372,14 @@ pub async fn http(
     )
     .into_bytes();
     request.extend_from_slice(body);
-    stream
-        .write_all(&request)
-        .await
-        .expect("write http request");
+    http_exchange(addr, &request).await
+}
+
+/// Writes `request` (head and body, as given) in one write and reads the
+/// response until the server closes the connection (10 s at most).
+pub async fn http_exchange(addr: std::net::SocketAddr, request: &[u8]) -> HttpReply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect http");
+    stream.write_all(request).await.expect("write http request");
     let mut response = Vec::new();
     tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
         .await

@@ -21,13 +21,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::context::Context;
-use crate::metrics::Snapshot;
+
+/// Connections the admin listener serves at a time; more wait to be accepted.
+/// Health checks and scrapes are short: a few connections are enough.
+pub const MAX_CLIENTS: usize = 16;
 
 /// Serves `/healthz` and `/metrics` until the task set is aborted.
 pub fn spawn(listener: TcpListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
     crate::local_http::spawn(
         listener,
         "admin",
+        MAX_CLIENTS,
         ctx,
         tasks,
         |_| crate::local_http::HEADER_READ_TIMEOUT,
@@ -55,12 +59,7 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
     match req.uri().path() {
         "/healthz" => health(ctx).await,
         "/metrics" => {
-            let body = ctx.metrics.render(&Snapshot {
-                connections: ctx.hub.connection_count(),
-                channels: ctx.hub.channel_count(),
-                fpm_busy: ctx.fpm.busy_count(),
-                fpm_idle: ctx.fpm.idle_count(),
-            });
+            let body = ctx.metrics.render(&ctx.snapshot());
             respond(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -219,6 +219,10 @@ pub struct Config {
     /// Per-connection behaviour and limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// Limits shared by every client: unfinished handshakes per address, and
+    /// how IPv6 addresses are grouped into one client.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Shutdown behaviour.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
@@ -477,8 +481,11 @@ pub struct WebSocketConfig {
     /// After sending a close frame, how long to wait for the client's.
     #[serde(default = "default_close_timeout", with = "humantime_serde")]
     pub close_timeout: Duration,
-    /// Connections at most (counted from the handshake); 0 means the
-    /// open-files limit less 256. Past it handshakes get 503 before PHP.
+    /// Client sockets at most: connections, counted until their close event
+    /// has reached PHP, and sockets still in their handshake, counted from
+    /// `accept`. 0 means the open-files limit less 256 and less
+    /// `fpm.pool_size`, which is also the most any value gets. Past it a new
+    /// socket is answered 503 at once.
     #[serde(default)]
     pub max_connections: usize,
     /// Connections per client address at most (after trusted-proxy rules);
@@ -543,6 +550,31 @@ impl Default for WebSocketConfig {
             max_handshake_bytes: default_max_handshake_bytes(),
             allowed_origins: Vec::new(),
             rate_limit: None,
+        }
+    }
+}
+
+/// `[limits]`: limits across connections.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sockets from one peer address that have not yet sent their handshake
+    /// request, at most; past it a new socket from that address is answered
+    /// 429 at once. Counted by the socket's own peer (a trusted proxy's and
+    /// Unix-socket peers are not counted). 0 means no limit.
+    #[serde(default = "default_max_handshakes_per_ip")]
+    pub max_handshakes_per_ip: u32,
+    /// IPv6 clients are counted per block of this prefix length (32 to 128)
+    /// by every per-address limit; IPv4-mapped IPv6 addresses count as IPv4.
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_handshakes_per_ip: default_max_handshakes_per_ip(),
+            ipv6_prefix: default_ipv6_prefix(),
         }
     }
 }
@@ -746,6 +778,12 @@ fn default_handshake_timeout() -> Duration {
 }
 fn default_close_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_handshakes_per_ip() -> u32 {
+    64
+}
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(10)
@@ -966,6 +1004,15 @@ impl Config {
                 "must be longer than websocket.ping_interval, or every idle client is cut off",
             ));
         }
+        if !(32..=128).contains(&self.limits.ipv6_prefix) {
+            return Err(invalid(
+                "limits.ipv6_prefix",
+                format!(
+                    "{} is not a prefix length between 32 and 128 (64 counts each /64 as one client)",
+                    self.limits.ipv6_prefix
+                ),
+            ));
+        }
         self.cluster.validate()
     }
 
@@ -1108,6 +1155,32 @@ mod tests {
                 .to_string()
                 .contains("script")
         );
+    }
+
+    #[test]
+    fn limits_table_has_safe_defaults_and_a_bounded_prefix() {
+        let config = minimal();
+        assert_eq!(config.limits.ipv6_prefix, 64);
+        assert_eq!(config.limits.max_handshakes_per_ip, 64);
+        for (prefix, ok) in [
+            (31, false),
+            (32, true),
+            (64, true),
+            (128, true),
+            (129, false),
+        ] {
+            let mut config = minimal();
+            config.limits.ipv6_prefix = prefix;
+            match config.validate() {
+                Ok(()) => assert!(ok, "{prefix} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{prefix} refused: {e}");
+                    assert!(e.to_string().contains("limits.ipv6_prefix"), "{e}");
+                }
+            }
+        }
+        let err = Config::from_toml("[limits]\nipv6_prefix = 300").unwrap_err();
+        assert!(err.contains("ipv6_prefix"), "{err}");
     }
 
     #[test]

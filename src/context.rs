@@ -11,8 +11,8 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::fpm::FpmPool;
 use crate::hub::{ConnId, Hub, Observer, Stats};
-use crate::limits::{OriginPolicy, Slots};
-use crate::metrics::Metrics;
+use crate::limits::{DESCRIPTOR_RESERVE, OriginPolicy, SlotLimits, Slots};
+use crate::metrics::{Metrics, Snapshot};
 
 /// Shared state; one per daemon, behind an `Arc`.
 pub struct Context {
@@ -24,7 +24,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Connections to PHP-FPM.
     pub fpm: FpmPool,
-    /// Connection counters for `max_connections` and `max_connections_per_ip`.
+    /// Client-socket counters: `max_connections` (sockets in their handshake
+    /// and connections), `max_connections_per_ip`, `limits.max_handshakes_per_ip`.
     pub slots: Slots,
     /// One copy of each route's shared CGI variables.
     pub envs: crate::event::EnvInterner,
@@ -59,12 +60,8 @@ const RESTART_ONLY: &[&str] = &[
 impl Context {
     /// Builds the shared state from a validated configuration.
     pub fn new(config: Config) -> Self {
-        let ws = &config.websocket;
         let metrics = Metrics::new();
-        let slots = Slots::new(
-            max_connections(ws.max_connections),
-            ws.max_connections_per_ip,
-        );
+        let slots = Slots::new(slot_limits(&config));
         let cluster = Cluster::new(&config.cluster, &metrics);
         let observer = cluster.as_ref().map(|c| c.tracker() as Arc<dyn Observer>);
         Self {
@@ -136,11 +133,7 @@ impl Context {
         keep!("control.http", control.http);
         keep!("cluster", cluster);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
-        let ws = &next.websocket;
-        self.slots.set_limits(
-            max_connections(ws.max_connections),
-            ws.max_connections_per_ip,
-        );
+        self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
@@ -162,6 +155,17 @@ impl Context {
         self.shutdown.send_replace(true);
     }
 
+    /// The live figures `/metrics` shows besides its counters.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections: self.hub.connection_count(),
+            client_sockets: self.slots.in_use(),
+            channels: self.hub.channel_count(),
+            fpm_busy: self.fpm.busy_count(),
+            fpm_idle: self.fpm.idle_count(),
+        }
+    }
+
     /// Time since the daemon started.
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
@@ -180,18 +184,43 @@ impl Context {
     }
 }
 
-/// Connections below which handshakes are accepted: the configured number,
-/// or (for 0) the open-files limit less 256 descriptors for everything else.
-fn max_connections(configured: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+/// The limits of [`Slots`] from `config`: client sockets at most are
+/// `websocket.max_connections`, but never more than the open-files limit
+/// less [`DESCRIPTOR_RESERVE`] and less `fpm.pool_size` (0 means exactly
+/// that), so `accept` and the FastCGI pool always find a descriptor.
+fn slot_limits(config: &Config) -> SlotLimits {
+    let open_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
-    usize::try_from(limit.saturating_sub(256))
+    let configured = config.websocket.max_connections;
+    let sockets = socket_ceiling(open_files, config.fpm.pool_size, configured);
+    if configured > sockets {
+        tracing::warn!(
+            max_connections = configured,
+            open_files,
+            lowered_to = sockets,
+            "websocket.max_connections is more than the open-files limit allows; lowered"
+        );
+    }
+    SlotLimits {
+        sockets,
+        per_ip: config.websocket.max_connections_per_ip,
+        handshakes_per_ip: config.limits.max_handshakes_per_ip,
+        ipv6_prefix: config.limits.ipv6_prefix,
+    }
+}
+
+/// Client sockets at most, for an open-files limit, a FastCGI pool size and
+/// `max_connections` (0: as many as the descriptors allow); at least 16.
+fn socket_ceiling(open_files: u64, pool_size: usize, configured: usize) -> usize {
+    let kept = DESCRIPTOR_RESERVE.saturating_add(u64::try_from(pool_size).unwrap_or(u64::MAX));
+    let ceiling = usize::try_from(open_files.saturating_sub(kept))
         .unwrap_or(usize::MAX)
-        .max(16)
+        .max(16);
+    match configured {
+        0 => ceiling,
+        n => n.min(ceiling),
+    }
 }
 
 fn origin_policy(config: &Config) -> OriginPolicy {
@@ -199,4 +228,23 @@ fn origin_policy(config: &Config) -> OriginPolicy {
     OriginPolicy::new(&config.websocket.allowed_origins).unwrap_or_else(|_| {
         OriginPolicy::new(&["invalid://configuration".into()]).unwrap_or_default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket_ceiling;
+
+    #[test]
+    fn sockets_stay_under_the_open_files_limit() {
+        assert_eq!(socket_ceiling(400, 2, 0), 142);
+        assert_eq!(socket_ceiling(65536, 8, 0), 65272);
+        assert_eq!(socket_ceiling(65536, 8, 1000), 1000);
+        assert_eq!(socket_ceiling(400, 2, 100_000), 142, "lowered to what fits");
+        assert_eq!(
+            socket_ceiling(100, 8, 0),
+            16,
+            "a tiny limit still serves some"
+        );
+        assert!(socket_ceiling(u64::MAX, 8, 0) > 1 << 40, "no limit");
+    }
 }

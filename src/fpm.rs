@@ -72,6 +72,21 @@ impl Progress {
     }
 }
 
+/// First pause while no file descriptor is free for a new connection.
+const DESCRIPTOR_WAIT_FIRST: Duration = Duration::from_millis(10);
+/// Longest pause between those tries.
+const DESCRIPTOR_WAIT_MAX: Duration = Duration::from_millis(500);
+
+/// Did a connect fail for want of a file descriptor (the process's or the
+/// system's open-files limit)? A resolver that could not open its files
+/// reports the same errno.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error().map(nix::errno::Errno::from_raw),
+        Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
+    )
+}
+
 /// Most of PHP's stderr kept per event for the log; the rest is counted, not kept.
 pub const MAX_STDERR_BYTES: usize = 16 * 1024;
 
@@ -91,6 +106,13 @@ pub enum FpmError {
     /// The request never reached PHP.
     #[error("no free php-fpm connection within {0:?} (all {1} busy)")]
     PoolTimeout(Duration, usize),
+    /// No file descriptor came free for a new connection within
+    /// `fpm.queue_timeout` (the open-files limit is reached: EMFILE, ENFILE).
+    /// The request never reached PHP.
+    #[error(
+        "no file descriptor free for a php-fpm connection within {0:?} (open-files limit reached)"
+    )]
+    NoDescriptor(Duration),
     /// PHP did not answer within `fpm.request_timeout`.
     #[error("php did not answer within {0:?}")]
     Timeout(Duration),
@@ -112,7 +134,10 @@ pub enum FpmError {
 impl FpmError {
     /// True when the request certainly never reached PHP (safe to retry later).
     pub fn never_reached_php(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::PoolTimeout(..))
+        matches!(
+            self,
+            Self::Connect { .. } | Self::PoolTimeout(..) | Self::NoDescriptor(_)
+        )
     }
 
     /// A short label for metrics and logs.
@@ -120,6 +145,7 @@ impl FpmError {
         match self {
             Self::Connect { .. } => "connect",
             Self::PoolTimeout(..) => "pool_timeout",
+            Self::NoDescriptor(_) => "no_descriptor",
             Self::Timeout(_) => "timeout",
             Self::Truncated => "truncated",
             Self::Io(_) => "io",
@@ -451,7 +477,33 @@ impl FpmPool {
         .map_err(|_| FpmError::Timeout(timeout))?
     }
 
+    /// Opens a connection. Out of file descriptors (EMFILE, ENFILE) is
+    /// transient: it waits for one, retrying with backoff, for up to
+    /// `fpm.queue_timeout`, as for a free pool connection.
     async fn connect(&self) -> Result<Conn, FpmError> {
+        let budget = self.inner.config.load().queue_timeout;
+        let deadline = Instant::now() + budget;
+        let mut pause = DESCRIPTOR_WAIT_FIRST;
+        let mut waiting = false;
+        loop {
+            match self.connect_once().await {
+                Err(FpmError::Connect { source, .. }) if out_of_descriptors(&source) => {
+                    if Instant::now() + pause > deadline {
+                        return Err(FpmError::NoDescriptor(budget));
+                    }
+                    if !waiting {
+                        waiting = true;
+                        tracing::warn!(error = %source, "no file descriptor free for a php-fpm connection; waiting for one");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(DESCRIPTOR_WAIT_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn connect_once(&self) -> Result<Conn, FpmError> {
         let addr = &self.inner.addr;
         let fail = |source: io::Error| FpmError::Connect {
             addr: addr.to_string(),
@@ -541,6 +593,21 @@ impl FpmPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_descriptor_exhaustion_is_waited_out() {
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            nix::errno::Errno::EMFILE as i32
+        )));
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(
+            nix::errno::Errno::ENFILE as i32
+        )));
+        assert!(!out_of_descriptors(&io::Error::from_raw_os_error(
+            nix::errno::Errno::ECONNREFUSED as i32
+        )));
+        assert!(!out_of_descriptors(&io::Error::other("no errno")));
+        assert!(FpmError::NoDescriptor(Duration::from_secs(1)).never_reached_php());
+    }
 
     #[test]
     fn a_failed_write_never_ran() {

@@ -12,12 +12,29 @@
 //!
 //! Directives of the open answer (join, metadata) are applied *before* the
 //! 101 goes out, and its body is queued as the first message.
+//!
+//! Every accepted socket first takes a [`Slot`] (see `limits.rs`): sockets
+//! in their handshake and connections together stay within
+//! `websocket.max_connections`, below the open-files limit, and one address
+//! has at most `limits.max_handshakes_per_ip` sockets that have not sent
+//! their request. A socket refused there is never served by hyper: it gets a
+//! fixed answer at once and is closed, so the kernel never queues sockets
+//! nobody will answer.
+//!
+//! ```text
+//! no socket left        HTTP/1.1 503 Service Unavailable, Retry-After: 5, "too many connections"
+//! too many unfinished   HTTP/1.1 429 Too Many Requests, Retry-After: 5, "too many unfinished handshakes …"
+//! ```
+//!
+//! Each socket serves one request (no keep-alive): a handshake that is
+//! refused, or any other request, closes its socket with the answer.
 
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -25,6 +42,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -34,7 +52,7 @@ use crate::context::Context;
 use crate::event::{EnvSource, Event, connection_env};
 use crate::fpm::FpmError;
 use crate::host;
-use crate::limits::Refusal;
+use crate::limits::{Lingering, Refusal, Slot};
 use crate::listen::{self, Listener};
 use crate::php::{self, EventError};
 use crate::proxy::{self, Origin};
@@ -42,13 +60,36 @@ use crate::response::PhpResponse;
 
 /// Longest pause between retries after `accept` fails (EMFILE and the like).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// How long a socket refused at `accept` stays open to deliver its answer
+/// (and read the request it may be sending, so closing does not reset it).
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+/// Most request bytes read from a refused socket before it is closed.
+const REFUSAL_READ_MAX: usize = 64 * 1024;
+/// Refusals at `accept` are logged at most this often per listener; the
+/// metrics count every one.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The answer to a socket refused at `accept` because every socket is taken.
+const ANSWER_FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: 21\r\n\
+Connection: close\r\n\r\ntoo many connections\n";
+/// The answer to a socket refused at `accept` because its address has
+/// `limits.max_handshakes_per_ip` unfinished handshakes.
+const ANSWER_HANDSHAKES: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Content-Type: text/plain; charset=utf-8\r\nRetry-After: 5\r\nContent-Length: 49\r\n\
+Connection: close\r\n\r\ntoo many unfinished handshakes from this address\n";
 
 type HttpResponse = Response<Full<Bytes>>;
+
+/// A socket's slot, shared with the request handler, which takes it once the
+/// request has arrived; dropped with the socket unless a connection took it.
+type SlotCell = Arc<Mutex<Option<Slot>>>;
 
 /// Accepts clients on `listener` until shutdown begins.
 pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTracker) {
     let local = listener.local_addr();
     let mut backoff = Duration::from_millis(10);
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             () = ctx.shutdown_started() => break,
@@ -58,21 +99,11 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
             Ok(listen::Accepted::Tcp(stream, remote)) => {
                 backoff = Duration::from_millis(10);
                 let peer = Origin::Tcp { remote, local };
-                tracker.spawn(serve_http(
-                    TokioIo::new(stream),
-                    peer,
-                    ctx.clone(),
-                    tracker.clone(),
-                ));
+                admit(stream, peer, &ctx, &tracker, &mut refusals);
             }
             Ok(listen::Accepted::Unix(stream)) => {
                 backoff = Duration::from_millis(10);
-                tracker.spawn(serve_http(
-                    TokioIo::new(stream),
-                    Origin::Unix,
-                    ctx.clone(),
-                    tracker.clone(),
-                ));
+                admit(stream, Origin::Unix, &ctx, &tracker, &mut refusals);
             }
             Err(e) => {
                 // Out of file descriptors or a transient error: never spin.
@@ -84,13 +115,130 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
     }
 }
 
-async fn serve_http<I>(io: TokioIo<I>, peer: Origin, ctx: Arc<Context>, tracker: TaskTracker)
+/// Serves a socket just accepted if it gets a slot; otherwise answers it
+/// with its refusal and closes it.
+fn admit<S>(
+    stream: S,
+    peer: Origin,
+    ctx: &Arc<Context>,
+    tracker: &TaskTracker,
+    refusals: &mut RefusalLog,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let counted = proxy::handshake_peer(peer, &ctx.config().trusted_proxies);
+    match ctx.slots.admit(counted) {
+        Ok(slot) => {
+            tracker.spawn(serve_http(
+                TokioIo::new(stream),
+                peer,
+                slot,
+                ctx.clone(),
+                tracker.clone(),
+            ));
+        }
+        Err(refusal) => {
+            ctx.metrics.refused(refusal.kind());
+            refusals.note(refusal, counted, ctx);
+            let answer = match refusal {
+                Refusal::Handshakes => ANSWER_HANDSHAKES,
+                Refusal::Total | Refusal::PerIp => ANSWER_FULL,
+            };
+            match ctx.slots.linger() {
+                Some(lingering) => {
+                    tracker.spawn(answer_and_close(stream, answer, lingering));
+                }
+                None => {
+                    // Past the lingering cap: one non-blocking write (a fresh
+                    // socket's send buffer takes it whole), then closed at once.
+                    let mut stream = stream;
+                    let _ = stream.write_all(answer).now_or_never();
+                }
+            }
+        }
+    }
+}
+
+/// Writes a refusal and closes the socket, reading (and discarding) what
+/// the client sends meanwhile so the close does not reset the connection
+/// before the client read the answer; [`REFUSAL_LINGER`] at most.
+async fn answer_and_close<S>(mut stream: S, answer: &'static [u8], _lingering: Lingering)
 where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let exchange = async {
+        stream.write_all(answer).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 2048];
+        let mut read = 0;
+        while read < REFUSAL_READ_MAX {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER, exchange).await;
+}
+
+/// Logs refusals at `accept` at most once every [`REFUSAL_LOG_EVERY`].
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, refusal: Refusal, peer: Option<std::net::IpAddr>, ctx: &Context) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
+            return;
+        }
+        let refused = std::mem::take(&mut self.since);
+        self.last = Some(Instant::now());
+        let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+        match refusal {
+            Refusal::Handshakes => tracing::warn!(
+                refused,
+                %peer,
+                "sockets refused with 429: limits.max_handshakes_per_ip reached"
+            ),
+            Refusal::Total | Refusal::PerIp => tracing::warn!(
+                refused,
+                in_use = ctx.slots.in_use(),
+                "sockets refused with 503: max_connections reached (handshakes and connections)"
+            ),
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    peer: Origin,
+    slot: Slot,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let cell: SlotCell = Arc::new(Mutex::new(Some(slot)));
     let service = {
         let ctx = ctx.clone();
-        service_fn(move |req| handshake(ctx.clone(), peer, req, tracker.clone()))
+        service_fn(move |req| {
+            let answer = handshake(ctx.clone(), peer, cell.clone(), req, tracker.clone());
+            async move {
+                let mut response = answer.await?;
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    // One request per socket: an idle keep-alive socket would
+                    // hold a slot without counting as a handshake of its address.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
+            }
+        })
     };
     let mut builder = http1::Builder::new();
     builder
@@ -176,9 +324,20 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpRespon
 async fn handshake(
     ctx: Arc<Context>,
     peer: Origin,
+    cell: SlotCell,
     mut req: Request<Incoming>,
     tracker: TaskTracker,
 ) -> Result<HttpResponse, Infallible> {
+    // A refusal before PHP gives the slot back as it answers (the answer is
+    // small and the socket closes with it).
+    let Some(mut slot) = cell.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        // Every answer but a 101 closes its socket: never reached.
+        return Ok(plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "one request per connection\n",
+        ));
+    };
+    slot.head_received();
     let config = ctx.config();
     let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {
         return Ok(plain(
@@ -221,28 +380,14 @@ async fn handshake(
         return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
-    let slot = match ctx.slots.acquire(client.remote_ip) {
-        Ok(slot) => slot,
-        Err(Refusal::Total) => {
-            ctx.metrics.refused("max_connections");
-            tracing::warn!(
-                in_use = ctx.slots.in_use(),
-                "handshake refused: max_connections reached"
-            );
-            let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return Ok(r);
-        }
-        Err(Refusal::PerIp) => {
-            ctx.metrics.refused("max_connections_per_ip");
-            tracing::info!(remote = %client.remote_ip, "handshake refused: max_connections_per_ip reached");
-            return Ok(plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many connections from this address\n",
-            ));
-        }
-    };
+    if let Err(refusal) = slot.claim_client(client.remote_ip) {
+        ctx.metrics.refused(refusal.kind());
+        tracing::info!(remote = %client.remote_ip, "handshake refused: max_connections_per_ip reached");
+        return Ok(plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address\n",
+        ));
+    }
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
     let id = ctx.public_id(&handle.id);
@@ -272,9 +417,11 @@ async fn handshake(
             ctx.hub.unregister(&handle.id);
             ctx.metrics.refused("php");
             tracing::info!(conn = %id, remote = %client.remote_ip, status = answer.status, "php rejected the handshake");
+            hold_until_closed(&cell, slot);
             return Ok(rejection(&answer));
         }
         Err(e) => {
+            hold_until_closed(&cell, slot);
             ctx.hub.unregister(&handle.id);
             ctx.metrics.refused("php_unavailable");
             tracing::error!(conn = %id, remote = %client.remote_ip, error = %e, kind = e.kind(), "open event failed");
@@ -338,6 +485,12 @@ async fn handshake(
     Ok(response)
 }
 
+/// Keeps the slot with the socket until it closes: PHP's refusal may be
+/// large, and a client that does not read it keeps its socket open.
+fn hold_until_closed(cell: &SlotCell, slot: Slot) {
+    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
+}
+
 /// Did the client offer this subprotocol?
 fn offered(headers: &hyper::HeaderMap, chosen: &[u8]) -> bool {
     headers
@@ -367,7 +520,7 @@ fn rejection(answer: &PhpResponse) -> HttpResponse {
 /// The client's answer when PHP could not be asked.
 fn upstream_failure(error: &EventError) -> HttpResponse {
     match error {
-        EventError::Fpm(FpmError::PoolTimeout(..)) => {
+        EventError::Fpm(FpmError::PoolTimeout(..) | FpmError::NoDescriptor(_)) => {
             let mut r = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ws2fcgi: php-fpm is busy, try again\n",
@@ -387,5 +540,34 @@ fn upstream_failure(error: &EventError) -> HttpResponse {
             StatusCode::BAD_GATEWAY,
             "ws2fcgi: php's answer could not be used\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ANSWER_FULL, ANSWER_HANDSHAKES};
+
+    #[test]
+    fn refusals_at_accept_are_whole_http_answers() {
+        for answer in [ANSWER_FULL, ANSWER_HANDSHAKES] {
+            let mut headers = [httparse::EMPTY_HEADER; 8];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let head = match parsed.parse(answer) {
+                Ok(httparse::Status::Complete(n)) => n,
+                other => panic!("{other:?}"),
+            };
+            let length: usize = parsed
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                .unwrap();
+            assert_eq!(
+                head + length,
+                answer.len(),
+                "{}",
+                String::from_utf8_lossy(answer)
+            );
+        }
     }
 }

@@ -100,6 +100,10 @@ pub async fn serve(
         }
         admin::spawn(listener, ctx.clone(), &mut control_tasks);
     }
+    tracing::info!(
+        max_sockets = ctx.slots.limit(),
+        "client sockets at most, handshakes and connections together"
+    );
     for listener in listeners.websocket {
         tracing::info!(address = %listener.describe(), "accepting WebSocket clients");
         tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));

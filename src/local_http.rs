@@ -2,10 +2,17 @@
 //! listener and the HTTP control endpoint.
 //!
 //! One task accepts; each connection is served by hyper in its own task, with
-//! a bound on how long a client may take to send a request head (past it the
-//! connection is closed without an answer). Each request carries the address
-//! its connection came in on ([`LocalAddr`]). Accept errors (out of file
-//! descriptors) pause instead of spinning.
+//! a bound on how long a client may take to send a request head, also between
+//! requests on a kept-alive connection (past it the connection is closed
+//! without an answer). Each request carries the address its connection came
+//! in on ([`LocalAddr`]). Accept errors (out of file descriptors) pause
+//! instead of spinning.
+//!
+//! Each endpoint serves at most `max_clients` connections at a time (the
+//! admin listener 16, the HTTP control endpoint 64). Past it the endpoint
+//! stops accepting: new connections wait in the kernel's listen queue,
+//! holding no descriptor of the daemon, until a connection ends (an idle one
+//! within its head timeout).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +28,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::context::Context;
@@ -34,12 +42,16 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LocalAddr(pub SocketAddr);
 /// Pause after a failed accept.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often, at most, an endpoint logs that it is at `max_clients`.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Serves `handler` on `listener` until the task set is aborted; `name`
-/// labels the log lines; `head_timeout` is read for each new connection.
+/// Serves `handler` on `listener`, `max_clients` connections at a time, until
+/// the task set is aborted; `name` labels the log lines; `head_timeout` is
+/// read for each new connection.
 pub fn spawn<H, F>(
     listener: TcpListener,
     name: &'static str,
+    max_clients: usize,
     ctx: Arc<Context>,
     tasks: &mut JoinSet<()>,
     head_timeout: fn(&Context) -> Duration,
@@ -50,7 +62,27 @@ pub fn spawn<H, F>(
 {
     tasks.spawn(async move {
         let mut clients = JoinSet::new();
+        let room = Arc::new(Semaphore::new(max_clients));
+        let mut full_logged: Option<std::time::Instant> = None;
         loop {
+            let permit = match room.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    if full_logged.is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY) {
+                        full_logged = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            endpoint = name,
+                            max_clients,
+                            "endpoint serves its maximum of connections; new ones wait"
+                        );
+                    }
+                    match room.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => return, // never closed
+                    }
+                }
+            };
+            while clients.try_join_next().is_some() {}
             let (stream, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -62,6 +94,7 @@ pub fn spawn<H, F>(
             let ctx = ctx.clone();
             let local = stream.local_addr().ok();
             clients.spawn(async move {
+                let _permit = permit; // one of `max_clients`, until the connection ends
                 let timeout = head_timeout(&ctx);
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     if let Some(local) = local {
@@ -81,7 +114,6 @@ pub fn spawn<H, F>(
                     tracing::debug!(endpoint = name, error = %e, "connection failed");
                 }
             });
-            while clients.try_join_next().is_some() {}
         }
     });
 }

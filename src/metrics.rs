@@ -68,6 +68,7 @@ pub struct Metrics {
     /// Events waiting for PHP in per-connection queues, across all connections.
     pub events_queued: Gauge,
     connections: Gauge,
+    client_sockets: Gauge,
     channels: Gauge,
     fpm_busy: Gauge,
     fpm_idle: Gauge,
@@ -83,6 +84,8 @@ impl Default for Metrics {
 pub struct Snapshot {
     /// Open connections.
     pub connections: usize,
+    /// Client sockets holding a slot: sockets in their handshake and connections.
+    pub client_sockets: usize,
     /// Channels with members.
     pub channels: usize,
     /// FastCGI pool slots in use.
@@ -116,6 +119,7 @@ impl Metrics {
             cluster_reconnects: Counter::default(),
             events_queued: Gauge::default(),
             connections: Gauge::default(),
+            client_sockets: Gauge::default(),
             channels: Gauge::default(),
             fpm_busy: Gauge::default(),
             fpm_idle: Gauge::default(),
@@ -206,6 +210,11 @@ impl Metrics {
             m.connections.clone(),
         );
         r.register(
+            "client_sockets",
+            "Client sockets counted against max_connections: handshakes and connections",
+            m.client_sockets.clone(),
+        );
+        r.register(
             "channels",
             "Channels with at least one member",
             m.channels.clone(),
@@ -247,6 +256,7 @@ impl Metrics {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
         };
         set(&self.connections, now.connections);
+        set(&self.client_sockets, now.client_sockets);
         set(&self.channels, now.channels);
         set(&self.fpm_busy, now.fpm_busy);
         set(&self.fpm_idle, now.fpm_idle);
@@ -270,6 +280,7 @@ mod tests {
         m.messages_in.inc();
         let text = m.render(&Snapshot {
             connections: 3,
+            client_sockets: 4,
             channels: 1,
             fpm_busy: 2,
             fpm_idle: 6,
@@ -280,6 +291,7 @@ mod tests {
         );
         assert!(text.contains("ws2fcgi_event_errors_total{kind=\"timeout\"} 1"));
         assert!(text.contains("ws2fcgi_connections 3"));
+        assert!(text.contains("ws2fcgi_client_sockets 4"));
         assert!(text.contains("ws2fcgi_fastcgi_duration_seconds_bucket"));
         assert!(text.contains("ws2fcgi_messages_in_total 1"));
         assert!(text.ends_with("# EOF\n"));

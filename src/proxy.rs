@@ -80,6 +80,18 @@ pub enum Origin {
     Unix,
 }
 
+/// The address a socket's unfinished handshake is counted against
+/// (`limits.max_handshakes_per_ip`). Before its request is read only the
+/// socket's own peer is known, so that is the address: never an
+/// `X-Forwarded-For` entry. A trusted proxy and a Unix-socket peer carry many
+/// clients and are not counted (`None`).
+pub fn handshake_peer(origin: Origin, trusted: &[Trusted]) -> Option<IpAddr> {
+    match origin {
+        Origin::Tcp { remote, .. } if !trusts(trusted, remote.ip()) => Some(canonical(remote.ip())),
+        Origin::Tcp { .. } | Origin::Unix => None,
+    }
+}
+
 /// Works out [`ClientInfo`] from the socket and, for trusted proxies, the forwarding headers.
 pub fn client_info(origin: Origin, headers: &HeaderMap, trusted: &[Trusted]) -> ClientInfo {
     let (mut info, from_proxy) = match origin {
@@ -199,6 +211,22 @@ mod tests {
             client_info(Origin::Unix, &h, &list(&["unix"])).remote_ip,
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn handshakes_count_against_the_socket_peer_unless_it_is_a_proxy() {
+        let proxies = list(&["127.0.0.1", "unix"]);
+        assert_eq!(
+            handshake_peer(tcp("203.0.113.9"), &proxies),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            handshake_peer(tcp("::ffff:203.0.113.9"), &proxies),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(handshake_peer(tcp("127.0.0.1"), &proxies), None);
+        assert_eq!(handshake_peer(tcp("::ffff:127.0.0.1"), &proxies), None);
+        assert_eq!(handshake_peer(Origin::Unix, &[]), None);
     }
 
     #[test]

@@ -808,7 +808,12 @@ async fn five_thousand_half_open_connections_block_no_one_and_are_dropped() {
                 let addr = daemon.addr;
                 let query = log.query();
                 tokio::spawn(async move {
-                    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+                    // From 100 addresses (50 each, under
+                    // limits.max_handshakes_per_ip), none the normal client's.
+                    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                    let source = format!("127.0.1.{}:0", (batch * 40 + i) % 100 + 1);
+                    socket.bind(source.parse().unwrap()).expect("bind");
+                    let mut tcp = socket.connect(addr).await.expect("connect");
                     // Half send the start of a handshake, half nothing at all.
                     if (batch + i) % 2 == 0 {
                         let start = format!("GET /?{query} HTTP/1.1\r\nHost: x\r\nUpg");

@@ -54,11 +54,15 @@ const OPS: &[&str] = &[
     "publish", "send", "join", "leave", "close", "meta", "presence", "stats",
 ];
 
+/// Connections the endpoint serves at a time; more wait to be accepted.
+pub const MAX_CLIENTS: usize = 64;
+
 /// Serves the HTTP endpoint on `listener` until the task set is aborted.
 pub fn spawn(listener: TcpListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>) {
     crate::local_http::spawn(
         listener,
         "http control",
+        MAX_CLIENTS,
         ctx,
         tasks,
         |ctx| ctx.config().control.http_timeout,

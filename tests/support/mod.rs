@@ -568,9 +568,27 @@ impl Process {
     /// Starts the binary with `args` (which must make it listen on 127.0.0.1:0)
     /// and waits, 10 s at most, for the log line naming its address.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"));
+        command.args(args);
+        Self::spawn(command)
+    }
+
+    /// As [`Process::start`], with an open-files limit (soft and hard) of
+    /// `open_files`, set by prlimit(1), which then executes the binary (so
+    /// [`Process::pid`] is the daemon's).
+    pub fn start_with_open_files<S: AsRef<std::ffi::OsStr>>(open_files: u64, args: &[S]) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_ws2fcgi"))
+            .args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"))
-            .args(args)
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -633,6 +651,25 @@ impl Process {
         let child = &mut self.child;
         poll_until(limit, "ws2fcgi to exit", || {
             child.try_wait().expect("try_wait")
+        })
+        .await
+    }
+
+    /// File descriptors the process holds now (entries of /proc/PID/fd).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// The `address=` of the first log line containing `what` (e.g. "serving
+    /// /healthz"), waiting 10 s at most for it.
+    pub async fn logged_address(&self, what: &str) -> std::net::SocketAddr {
+        poll_until(Duration::from_secs(10), what, || {
+            let log = strip_ansi(&self.stderr());
+            let line = log.lines().find(|l| l.contains(what))?;
+            let rest = &line[line.find("address=")? + "address=".len()..];
+            rest.split_whitespace().next()?.parse().ok()
         })
         .await
     }
@@ -703,12 +740,7 @@ impl Daemon {
 
     /// The metrics as `/metrics` renders them.
     pub fn metrics(&self) -> String {
-        self.ctx.metrics.render(&ws2fcgi::metrics::Snapshot {
-            connections: self.ctx.hub.connection_count(),
-            channels: self.ctx.hub.channel_count(),
-            fpm_busy: self.ctx.fpm.busy_count(),
-            fpm_idle: self.ctx.fpm.idle_count(),
-        })
+        self.ctx.metrics.render(&self.ctx.snapshot())
     }
 }
 

@@ -84,6 +84,15 @@ pub struct Cli {
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
 
+    /// The secret every cluster node authenticates its messages with (the same on each). [toml: cluster.secret]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "WS2FCGI_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+
     /// Threads that run connections; 0 (the default) for one per core. [toml: worker_threads]
     #[arg(long, value_name = "N")]
     pub worker_threads: Option<usize>,
@@ -171,6 +180,9 @@ impl Cli {
         }
         if let Some(id) = &self.node_id {
             config.cluster.node_id = Some(id.clone());
+        }
+        if let Some(secret) = &self.cluster_secret {
+            config.cluster.secret = Some(secret.clone());
         }
         if let Some(format) = self.log_format {
             config.log.format = format;

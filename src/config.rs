@@ -618,7 +618,15 @@ pub struct ClusterConfig {
     /// another node waits for that node's answer.
     #[serde(default = "default_cluster_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// The key every node authenticates its envelopes with (HMAC-SHA256); the
+    /// same on every node, at least [`MIN_CLUSTER_SECRET`] bytes. Required
+    /// unless `redis` is on loopback or a Unix socket.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
+
+/// Shortest `cluster.secret`.
+pub const MIN_CLUSTER_SECRET: usize = 16;
 
 impl Default for ClusterConfig {
     fn default() -> Self {
@@ -628,14 +636,38 @@ impl Default for ClusterConfig {
             prefix: default_cluster_prefix(),
             node_ttl: default_node_ttl(),
             request_timeout: default_cluster_request_timeout(),
+            secret: None,
         }
     }
 }
 
 impl ClusterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(secret) = &self.secret
+            && (secret.len() < MIN_CLUSTER_SECRET || secret.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "cluster.secret",
+                format!(
+                    "must be at least {MIN_CLUSTER_SECRET} bytes, without control characters \
+                     (e.g. the output of `openssl rand -hex 32`)"
+                ),
+            ));
+        }
         if let Some(url) = &self.redis {
-            check_redis_url(url).map_err(|m| invalid("cluster.redis", m))?;
+            let local = check_redis_url(url).map_err(|m| invalid("cluster.redis", m))?;
+            if !local && self.secret.is_none() {
+                return Err(invalid(
+                    "cluster.secret",
+                    format!(
+                        "required when cluster.redis (`{url}`) is not on loopback or a Unix \
+                         socket: without it anyone who can PUBLISH on that Redis can close, \
+                         join, leave or set metadata on any connection; set the same random \
+                         secret on every node (`openssl rand -hex 32`), in the file or in \
+                         WS2FCGI_CLUSTER_SECRET"
+                    ),
+                ));
+            }
         }
         if let Some(id) = &self.node_id
             && !crate::cluster::valid_node_id(id)
@@ -668,16 +700,33 @@ impl ClusterConfig {
     }
 }
 
+/// Checks a Redis URL; true when it names loopback or a Unix socket, where
+/// only this machine's users can reach Redis.
 #[cfg(feature = "cluster")]
-fn check_redis_url(url: &str) -> Result<(), String> {
-    use redis::IntoConnectionInfo as _;
-    url.into_connection_info()
-        .map(drop)
-        .map_err(|e| format!("`{url}`: {e}"))
+fn check_redis_url(url: &str) -> Result<bool, String> {
+    use redis::{ConnectionAddr, IntoConnectionInfo as _};
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("`{url}`: {e}"))?;
+    Ok(match info.addr() {
+        ConnectionAddr::Unix(_) => true,
+        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => is_loopback(host),
+        _ => false,
+    })
+}
+
+/// `localhost`, or a loopback address (`127.0.0.1`, `::1`, `[::1]`).
+#[cfg(feature = "cluster")]
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| crate::proxy::canonical(ip).is_loopback())
 }
 
 #[cfg(not(feature = "cluster"))]
-fn check_redis_url(_url: &str) -> Result<(), String> {
+fn check_redis_url(_url: &str) -> Result<bool, String> {
     Err("this ws2fcgi was built without the `cluster` feature; rebuild with it".into())
 }
 
@@ -1238,7 +1287,12 @@ mod tests {
         .expect("parses");
         config.validate().expect("valid");
         type Spoil = fn(&mut ClusterConfig);
-        let cases: [(Spoil, &str); 5] = [
+        let cases: [(Spoil, &str); 7] = [
+            (|c| c.secret = Some("short".into()), "cluster.secret"),
+            (
+                |c| c.secret = Some("0123456789abcdef\n".into()),
+                "cluster.secret",
+            ),
             (|c| c.redis = Some("http://x/".into()), "cluster.redis"),
             (|c| c.node_id = Some("web.1".into()), "cluster.node_id"),
             (|c| c.node_id = Some("n".repeat(33)), "cluster.node_id"),
@@ -1259,6 +1313,42 @@ mod tests {
             None,
             "a single node by default"
         );
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn a_secret_is_required_unless_redis_is_local() {
+        let mut config = minimal();
+        for local in [
+            "redis://127.0.0.1:6379/",
+            "redis://127.0.0.2/",
+            "redis://localhost:6379/0",
+            "redis://[::1]:6379/",
+            "redis://:password@127.0.0.1/",
+            "redis+unix:///run/redis/redis.sock",
+            "unix:///run/redis/redis.sock",
+        ] {
+            config.cluster.redis = Some(local.into());
+            config.validate().unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        for remote in [
+            "redis://10.0.0.5:6379/",
+            "redis://redis.internal.example/",
+            "redis://[2001:db8::5]:6379/",
+            "redis://localhost.example/",
+        ] {
+            config.cluster.redis = Some(remote.into());
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("cluster.secret") && err.contains(remote),
+                "{err}"
+            );
+            config.cluster.secret = Some("0123456789abcdef".into());
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{remote}: {e}"));
+            config.cluster.secret = None;
+        }
     }
 
     #[cfg(not(feature = "cluster"))]

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(file);
+        return check_config(file, cli.cluster_secret.as_deref());
     }
     let config = match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
         Ok(config) => config,
@@ -64,8 +64,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::from_file(file).and_then(|c| c.validate()) {
+/// Validates `file` as a start would. Flags are not applied, but a cluster
+/// secret kept out of the file (`WS2FCGI_CLUSTER_SECRET`) is: without it a
+/// remote `cluster.redis` would be refused.
+fn check_config(file: &std::path::Path, cluster_secret: Option<&str>) -> ExitCode {
+    let checked = Config::from_file(file).and_then(|mut c| {
+        if let Some(secret) = cluster_secret {
+            c.cluster.secret = Some(secret.to_owned());
+        }
+        c.validate()
+    });
+    match checked {
         Ok(()) => {
             println!("{}: ok", file.display());
             ExitCode::SUCCESS

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub cluster_dropped: Counter,
     /// Times the link to Redis came back after being lost.
     pub cluster_reconnects: Counter,
+    /// Messages on the cluster's channels refused, by why: `malformed`,
+    /// `unauthenticated` (MAC), `stale`, `replayed`, `misrouted`.
+    pub cluster_rejected: Family<KindLabel, Counter>,
     /// Events waiting for PHP in per-connection queues, across all connections.
     pub events_queued: Gauge,
     connections: Gauge,
@@ -117,6 +120,7 @@ impl Metrics {
             cluster_in: Counter::default(),
             cluster_dropped: Counter::default(),
             cluster_reconnects: Counter::default(),
+            cluster_rejected: Family::default(),
             events_queued: Gauge::default(),
             connections: Gauge::default(),
             client_sockets: Gauge::default(),
@@ -198,6 +202,11 @@ impl Metrics {
             "cluster_redis_reconnects",
             "Times the link to Redis came back after being lost",
             m.cluster_reconnects.clone(),
+        );
+        r.register(
+            "cluster_rejected",
+            "Messages on the cluster's Redis channels refused (malformed, unauthenticated, stale, replayed, misrouted)",
+            m.cluster_rejected.clone(),
         );
         r.register(
             "events_queued",

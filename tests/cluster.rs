@@ -413,3 +413,249 @@ async fn delivery_resumes_after_redis_restarts() {
         "the publish during the outage"
     );
 }
+
+/// The secret of the nodes in the tests below.
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+/// A test's own subscription to the cluster's channels, to capture what the
+/// nodes publish.
+async fn tap(redis: &Redis, channels: &[&str]) -> redis::aio::PubSubStream {
+    let client = redis::Client::open(redis.url()).expect("redis url");
+    let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+    for channel in channels {
+        pubsub.subscribe(*channel).await.expect("SUBSCRIBE");
+    }
+    pubsub.into_on_message()
+}
+
+/// The next message the tap captured: its channel and bytes.
+async fn captured(tap: &mut redis::aio::PubSubStream) -> (String, Vec<u8>) {
+    use futures_util::StreamExt;
+    let msg = tokio::time::timeout(Duration::from_secs(10), tap.next())
+        .await
+        .expect("a message on the tap within 10 s")
+        .expect("the tap is open");
+    (
+        msg.get_channel_name().to_owned(),
+        msg.get_payload_bytes().to_vec(),
+    )
+}
+
+async fn publish_raw(redis: &Redis, channel: &str, bytes: &[u8]) {
+    let mut conn = redis.conn().await;
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(bytes)
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH");
+}
+
+/// How many messages `node` refused, of `kind`.
+fn rejected(node: &Node, kind: &'static str) -> u64 {
+    let label = ws2fcgi::metrics::KindLabel { kind };
+    node.ctx
+        .metrics
+        .cluster_rejected
+        .get_or_create(&label)
+        .get()
+}
+
+/// Polls until `node` has refused at least `count` messages of `kind`.
+async fn wait_rejected(node: &Node, kind: &'static str, count: u64) {
+    let deadline = Deadline::new(format!("{} to refuse {count} {kind} messages", node.id));
+    while rejected(node, kind) < count {
+        deadline.tick().await;
+    }
+}
+
+/// With `cluster.secret`, whoever can PUBLISH on Redis but lacks the secret
+/// can no longer close a connection or set its metadata: forged envelopes
+/// (unsealed, sealed with another key, or sealed for another channel) and
+/// captured ones published again (a publish, a metadata change rolled back)
+/// change nothing and are counted; nodes sharing the secret work as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_envelopes_change_nothing_and_are_counted() {
+    use ws2fcgi::cluster::seal::{Key, seal};
+    use ws2fcgi::cluster::wire::{Body, Envelope, Op, encode};
+    let redis = Redis::start();
+    let fpm = Fpm::start(WORKERS);
+    let log = EventLog::new();
+    let secret = |c: &mut ws2fcgi::Config| c.cluster.secret = Some(SECRET.into());
+    let a = Node::start_with(&fpm, &redis, "node-a", secret).await;
+    let b = Node::start_with(&fpm, &redis, "node-b", secret).await;
+    let (mut x, idx) = b.member(&log, "join=room&meta_user=alice").await;
+    let local_x = idx.rsplit_once('.').expect("node.id").1.to_owned();
+    let (bus, to_b) = ("ws2fcgi:bus", "ws2fcgi:node:node-b");
+    let mut tap = tap(&redis, &[bus, to_b]).await;
+    let mut control = a.control().await;
+    let mut control_b = b.control().await;
+
+    // The same secret: publishes and requests work, and the tap captures them.
+    control.publish("room", "hello").await;
+    expect_text(&mut x, "hello", "x").await;
+    let hello = captured(&mut tap).await;
+    assert_eq!(hello.0, bus);
+    let meta = |user: &str| json!({"op": "meta", "conn": idx, "set": {"user": user}});
+    control.ok(&meta("bob")).await;
+    let meta_bob = captured(&mut tap).await;
+    assert_eq!(meta_bob.0, to_b);
+    control.ok(&meta("carol")).await;
+    captured(&mut tap).await;
+    let carol = vec![(idx.clone(), json!({"user": "carol"}))];
+    assert_eq!(control_b.presence("room").await, carol);
+
+    // Forgeries, by someone who can PUBLISH but has no secret.
+    let envelope = |op| Envelope {
+        origin: "node-a".into(),
+        body: Body::Request { id: 1, op },
+    };
+    let close = encode(&envelope(Op::Close {
+        conn: local_x.clone(),
+        code: 4000,
+        reason: "forged".into(),
+    }))
+    .expect("encode");
+    let set_admin = encode(&envelope(Op::Meta {
+        conn: local_x.clone(),
+        set: vec![("user".into(), Some("admin".into()))],
+    }))
+    .expect("encode");
+    let sealed = |key: &Key, channel: &str, bytes: &[u8]| {
+        let mut bytes = bytes.to_vec();
+        seal(key, channel, ws2fcgi::cluster::seal::now_ns(), &mut bytes);
+        bytes
+    };
+    let wrong = Key::new(b"not-the-cluster-secret");
+    let right = Key::new(SECRET.as_bytes());
+    let publish = encode(&Envelope {
+        origin: "node-a".into(),
+        body: Body::Publish {
+            channel: "room".into(),
+            except: vec![],
+            kind: ws2fcgi::frame::Kind::Text,
+            payload: bytes::Bytes::from_static(b"forged"),
+        },
+    })
+    .expect("encode");
+    let forgeries = [
+        (to_b, close.clone()),
+        (to_b, sealed(&wrong, to_b, &close)),
+        (to_b, sealed(&wrong, to_b, &set_admin)),
+        // The right key, sealed for the bus: bound to its channel.
+        (to_b, sealed(&right, bus, &set_admin)),
+        (bus, sealed(&wrong, bus, &publish)),
+    ];
+    for (channel, bytes) in &forgeries {
+        publish_raw(&redis, channel, bytes).await;
+    }
+    // Replays of genuine envelopes: the publish, and the metadata change
+    // that carol's replaced.
+    publish_raw(&redis, bus, &hello.1).await;
+    publish_raw(&redis, to_b, &meta_bob.1).await;
+
+    wait_rejected(&b, "unauthenticated", forgeries.len() as u64).await;
+    wait_rejected(&b, "replayed", 2).await;
+    expect_quiet(&mut control_b, &mut x, &idx, "x, after the forgeries").await;
+    assert_eq!(
+        control_b.presence("room").await,
+        carol,
+        "metadata unchanged"
+    );
+    assert_eq!(rejected(&a, "unauthenticated"), 0);
+
+    // Still one cluster: a close by id from A reaches x.
+    let reply = control
+        .ok(&json!({"op": "close", "conn": idx, "code": 4001, "reason": "from a"}))
+        .await;
+    assert_eq!(reply, json!({"ok": true, "closed": true}));
+    let frame = recv_close(&mut x).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 4001);
+}
+
+/// Nodes with different secrets do not accept each other's envelopes: a
+/// publish does not cross, a request gets no answer, and both are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_different_secrets_ignore_each_other() {
+    let redis = Redis::start();
+    let fpm = Fpm::start(WORKERS);
+    let log = EventLog::new();
+    let with = |secret: &'static str| {
+        move |c: &mut ws2fcgi::Config| {
+            c.cluster.secret = Some(secret.into());
+            c.cluster.request_timeout = Duration::from_millis(500);
+        }
+    };
+    let a = Node::start_with(&fpm, &redis, "node-a", with(SECRET)).await;
+    let b = Node::start_with(&fpm, &redis, "node-b", with("another-secret-0123456789")).await;
+    let (mut x, idx) = b.member(&log, "join=room").await;
+    let mut control = a.control().await;
+    let mut control_b = b.control().await;
+
+    assert_eq!(control.publish("room", "across").await, 0);
+    wait_rejected(&b, "unauthenticated", 1).await;
+    assert_eq!(
+        control.send(json!(idx), "direct").await,
+        0,
+        "no answer from B"
+    );
+    wait_rejected(&b, "unauthenticated", 2).await;
+    expect_quiet(&mut control_b, &mut x, &idx, "x").await;
+    assert_eq!(a.ctx.metrics.cluster_in.get(), 0);
+    assert_eq!(b.ctx.metrics.cluster_in.get(), 0);
+}
+
+/// `cluster.secret` is required unless Redis is on loopback or a Unix socket:
+/// check-config and a start refuse without it (exit 64, naming the setting);
+/// WS2FCGI_CLUSTER_SECRET supplies it.
+#[test]
+fn a_remote_redis_without_a_secret_is_refused() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ws2fcgi.toml");
+    let write = |redis: &str| {
+        let text = format!(
+            "script = \"/srv/app/ws.php\"\n[fpm]\naddress = \"unix:/run/php.sock\"\n\
+             [cluster]\nredis = \"{redis}\"\n"
+        );
+        std::fs::write(&file, text).expect("write config");
+    };
+    let check = |secret: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"));
+        command.arg("check-config").arg(&file);
+        command.env_remove("WS2FCGI_CLUSTER_SECRET");
+        if let Some(secret) = secret {
+            command.env("WS2FCGI_CLUSTER_SECRET", secret);
+        }
+        let out = command.output().expect("run check-config");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stderr)
+    };
+    // Never connected to: validation refuses before anything is bound.
+    write("redis://redis.internal.example:6379/");
+    let (code, stderr) = check(None);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("cluster.secret") && stderr.contains("WS2FCGI_CLUSTER_SECRET"),
+        "{stderr}"
+    );
+    assert_eq!(check(Some(SECRET)).0, Some(0));
+    let (code, stderr) = check(Some("short"));
+    assert_eq!(code, Some(64));
+    assert!(stderr.contains("cluster.secret"), "{stderr}");
+    for local in ["redis://127.0.0.1:6379/", "redis+unix:///run/redis.sock"] {
+        write(local);
+        assert_eq!(check(None).0, Some(0), "{local}");
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"))
+        .args(["--listen", "127.0.0.1:0", "--fpm", "unix:/run/php.sock"])
+        .args(["--script", "/srv/app/ws.php"])
+        .args(["--cluster", "redis://redis.internal.example:6379/"])
+        .env_remove("WS2FCGI_CLUSTER_SECRET")
+        .output()
+        .expect("run ws2fcgi");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("cluster.secret"), "{stderr}");
+}

@@ -252,6 +252,7 @@ fn every_commented_example_is_valid() {
     assert!(config.document_root.is_some(), "document_root");
     assert!(config.admin.is_some(), "admin");
     assert!(config.server_name.is_some(), "server_name");
+    assert!(config.cluster.secret.is_some(), "cluster.secret");
     assert!(
         config.websocket.rate_limit.is_some(),
         "[websocket.rate_limit]"

@@ -1,14 +1,20 @@
 //! The publisher and the subscriber: envelopes out and in.
 //!
-//! - The **publisher** sends the queued envelopes in order, pipelined in
+//! - The **publisher** seals the queued envelopes (`seal.rs`: a sequence
+//!   number in send order and an HMAC) and sends them in order, pipelined in
 //!   batches of at most [`BATCH`], one batch at a time over one connection.
 //!   While it has no connection it drops what is queued (counted in
 //!   `cluster_dropped`) rather than deliver it late. A request whose node
 //!   channel has no subscriber (the node is gone) fails at once.
-//! - The **subscriber** applies other nodes' publishes to local members, runs
+//! - The **subscriber** opens each message's seal and refuses (counted in
+//!   `cluster_rejected{kind}`, logged at most every [`REJECT_LOG_INTERVAL`])
+//!   what is malformed, unauthenticated, stale, replayed or on the wrong
+//!   channel; then it applies other nodes' publishes to local members, runs
 //!   requests for this node's connections and answers them, and hands replies
-//!   to the requests waiting for them; it pings Redis every `node_ttl/3` to
+//!   to the requests waiting for them. It pings Redis every `node_ttl/3` to
 //!   notice a dead link.
+
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::RedisResult;
@@ -16,6 +22,7 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
 use super::link::{CONNECT_TIMEOUT, FIRST_BACKOFF, Link, MAX_BACKOFF, RESPONSE_TIMEOUT, Role};
+use super::seal::{self, Replay, SealError, Sequence};
 use super::wire::{self, Body, Envelope};
 use super::{Outgoing, split_public_id, valid_node_id};
 use crate::frame;
@@ -23,12 +30,15 @@ use crate::hub::ConnId;
 
 /// Envelopes pipelined in one round trip at most.
 pub const BATCH: usize = 256;
+/// At most one warning per this long about refused messages; the rest at debug level.
+pub const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Link {
     pub(super) async fn publisher(self, mut queue: mpsc::Receiver<Outgoing>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut backoff = FIRST_BACKOFF;
         let mut generation = self.health.generation();
+        let mut sequence = Sequence::default();
         loop {
             generation.borrow_and_update();
             let mut conn = match self.connect().await {
@@ -70,7 +80,7 @@ impl Link {
                             while let Ok(o) = queue.try_recv() {
                                 batch.push(o);
                             }
-                            let _ = self.send(&mut conn, &mut batch).await;
+                            let _ = self.send(&mut conn, &mut batch, &mut sequence).await;
                             return;
                         }
                     };
@@ -83,7 +93,7 @@ impl Link {
                     // too. Reconnect before sending; the batch waits.
                     break;
                 }
-                if let Err(e) = self.send(&mut conn, &mut batch).await {
+                if let Err(e) = self.send(&mut conn, &mut batch, &mut sequence).await {
                     self.health.down(Role::Publisher, &e);
                     break;
                 }
@@ -91,17 +101,27 @@ impl Link {
         }
     }
 
-    /// PUBLISHes a batch in one pipeline. A request whose node channel has no
-    /// subscriber (the node is gone) fails at once.
+    /// Seals a batch in order and PUBLISHes it in one pipeline. A request
+    /// whose node channel has no subscriber (the node is gone) fails at once.
     async fn send(
         &self,
         conn: &mut MultiplexedConnection,
         batch: &mut Vec<Outgoing>,
+        sequence: &mut Sequence,
     ) -> RedisResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
         self.dequeued(batch);
+        let now = seal::now_ns();
+        for o in batch.iter_mut() {
+            seal::seal(
+                &self.cluster.key,
+                &o.channel,
+                sequence.next(now),
+                &mut o.bytes,
+            );
+        }
         let mut pipe = redis::pipe();
         for o in batch.iter() {
             pipe.cmd("PUBLISH").arg(&*o.channel).arg(&o.bytes);
@@ -149,6 +169,8 @@ impl Link {
 
     pub(super) async fn subscriber(self) {
         let mut backoff = FIRST_BACKOFF;
+        // Kept across reconnects: a replay after one is still a replay.
+        let mut inbound = Inbound::default();
         loop {
             let opened = tokio::select! {
                 opened = self.subscribe() => opened,
@@ -168,7 +190,6 @@ impl Link {
             backoff = FIRST_BACKOFF;
             let mut ping = tokio::time::interval(self.cluster.node_ttl / 3);
             ping.tick().await;
-            let mut bad_envelopes = 0u64;
             // Deliveries queued since the last yield.
             let mut queued = 0u64;
             let lost = loop {
@@ -176,7 +197,7 @@ impl Link {
                     () = self.stop.cancelled() => return,
                     msg = stream.next() => match msg {
                         Some(msg) => {
-                            queued += self.receive(msg.get_channel_name(), msg.get_payload_bytes(), &mut bad_envelopes);
+                            queued += self.receive(msg.get_channel_name(), msg.get_payload_bytes(), &mut inbound);
                             if queued >= crate::hub::YIELD_AFTER_DELIVERIES {
                                 // Let the members' writers catch up first.
                                 queued = 0;
@@ -186,6 +207,7 @@ impl Link {
                         None => break "connection closed".to_owned(),
                     },
                     _ = ping.tick() => {
+                        inbound.replay.prune(seal::now_ns());
                         match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => break e.to_string(),
@@ -219,23 +241,41 @@ impl Link {
 
     /// One pub/sub message: another node's publish, a request for this node,
     /// or a reply to one of ours. Returns the deliveries it queued.
-    fn receive(&self, channel: &str, bytes: &[u8], bad: &mut u64) -> u64 {
+    fn receive(&self, channel: &str, bytes: &[u8], inbound: &mut Inbound) -> u64 {
         let cluster = &self.cluster;
+        // This node's own publishes come back on the bus: skipped unopened.
+        // A forgery naming this node as origin is skipped too.
         match wire::peek_origin(bytes) {
             Ok(origin) if origin == cluster.node_id => return 0,
             Ok(_) => {}
             Err(e) => {
-                self.bad_envelope(channel, &e, bad);
+                self.reject(channel, "malformed", &e, inbound);
                 return 0;
             }
         }
-        let envelope = match wire::decode(bytes) {
-            Ok(envelope) => envelope,
+        let (body, seq) = match seal::open(&cluster.key, channel, bytes) {
+            Ok(opened) => opened,
             Err(e) => {
-                self.bad_envelope(channel, &e, bad);
+                self.reject(channel, "unauthenticated", &e, inbound);
                 return 0;
             }
         };
+        let envelope = match wire::decode(body) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                self.reject(channel, "malformed", &e, inbound);
+                return 0;
+            }
+        };
+        if let Err(e) = inbound.replay.check(&envelope.origin, seq, seal::now_ns()) {
+            let kind = match e {
+                SealError::Stale => "stale",
+                SealError::Replayed => "replayed",
+                SealError::Unsealed | SealError::BadMac => "unauthenticated",
+            };
+            self.reject(channel, kind, &e, inbound);
+            return 0;
+        }
         cluster.counters.inbound.inc();
         let on_bus = channel == &*cluster.bus;
         match envelope.body {
@@ -269,18 +309,60 @@ impl Link {
                 }
             }
             Body::Reply { id, outcome } if !on_bus => cluster.resolve(id, Some(outcome)),
-            _ => self.bad_envelope(channel, &"an envelope on the wrong channel", bad),
+            _ => self.reject(
+                channel,
+                "misrouted",
+                &"an envelope on the wrong channel",
+                inbound,
+            ),
         }
         0
     }
 
-    /// Logs the first bad envelope of a subscription as a warning, the rest at debug.
-    fn bad_envelope(&self, channel: &str, error: &dyn std::fmt::Display, bad: &mut u64) {
-        *bad += 1;
-        if *bad == 1 {
-            tracing::warn!(channel, error = %error, "ignored a message that is not a valid envelope (more at debug level)");
-        } else {
-            tracing::debug!(channel, error = %error, "ignored a message that is not a valid envelope");
+    /// Counts a refused message by `kind` and logs it, as a warning at most
+    /// once per [`REJECT_LOG_INTERVAL`].
+    fn reject(
+        &self,
+        channel: &str,
+        kind: &'static str,
+        error: &dyn std::fmt::Display,
+        inbound: &mut Inbound,
+    ) {
+        use crate::metrics::KindLabel;
+        self.cluster
+            .counters
+            .rejected
+            .get_or_create(&KindLabel { kind })
+            .inc();
+        inbound.refused += 1;
+        let now = Instant::now();
+        if inbound
+            .warned
+            .is_some_and(|at| now.duration_since(at) < REJECT_LOG_INTERVAL)
+        {
+            tracing::debug!(channel, kind, error = %error, "refused a message on the cluster's channels");
+            return;
         }
+        tracing::warn!(
+            channel,
+            kind,
+            error = %error,
+            refused = inbound.refused,
+            "refused a message on the cluster's channels (counted in ws2fcgi_cluster_rejected_total; \
+             `refused` since the last warning; more at debug level)"
+        );
+        inbound.warned = Some(now);
+        inbound.refused = 0;
     }
+}
+
+/// What the subscriber keeps from one message to the next.
+#[derive(Default)]
+struct Inbound {
+    /// The last sequence accepted from each node.
+    replay: Replay,
+    /// When the last warning about a refused message was logged.
+    warned: Option<Instant>,
+    /// Messages refused since then.
+    refused: u64,
 }

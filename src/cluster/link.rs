@@ -72,7 +72,12 @@ pub fn start(ctx: Arc<Context>) -> Option<Running> {
             return None;
         }
     };
-    tracing::info!(node_id = %cluster.node_id, prefix = %cluster.prefix, "cluster node starting");
+    tracing::info!(
+        node_id = %cluster.node_id,
+        prefix = %cluster.prefix,
+        secret = cluster.keyed,
+        "cluster node starting"
+    );
     let health = Arc::new(Health::new(cluster.counters.reconnects.clone()));
     let stop = CancellationToken::new();
     let link = Link {

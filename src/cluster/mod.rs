@@ -22,6 +22,7 @@
 //! dropped and counted, and the control socket never waits for Redis.
 //!
 //! - `wire.rs` encodes and decodes envelopes (pure),
+//! - `seal.rs` authenticates them with `cluster.secret` and refuses replays (pure),
 //! - `presence.rs` notes local membership changes for the presence task,
 //! - with the `cluster` feature only: `link.rs` starts and stops the Redis
 //!   tasks, `bus.rs` is the publisher and subscriber, `presence_sync.rs` the
@@ -36,6 +37,7 @@ mod link;
 pub mod presence;
 #[cfg(feature = "cluster")]
 mod presence_sync;
+pub mod seal;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -46,12 +48,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClusterConfig;
 use crate::frame::Kind;
 use crate::hub::ConnId;
-use crate::metrics::Metrics;
+use crate::metrics::{KindLabel, Metrics};
 use presence::Tracker;
 use wire::{Body, Envelope, Op, Outcome};
 
@@ -164,6 +167,7 @@ pub(crate) struct Counters {
     inbound: Counter,
     dropped: Counter,
     reconnects: Counter,
+    rejected: Family<KindLabel, Counter>,
 }
 
 /// The cluster as the rest of the daemon sees it; one per daemon, in the [`crate::Context`].
@@ -173,6 +177,11 @@ pub struct Cluster {
     url: String,
     node_ttl: Duration,
     request_timeout: Duration,
+    /// `cluster.secret`'s key (empty without one): seals what this node sends
+    /// and opens what it receives.
+    key: seal::Key,
+    /// Was `cluster.secret` set (else the key is empty and anyone can forge)?
+    keyed: bool,
     /// `<prefix>:bus`.
     bus: Arc<str>,
     outgoing: mpsc::Sender<Outgoing>,
@@ -203,6 +212,8 @@ impl Cluster {
             url,
             node_ttl: config.node_ttl,
             request_timeout: config.request_timeout,
+            key: seal::Key::new(config.secret.as_deref().unwrap_or_default().as_bytes()),
+            keyed: config.secret.is_some(),
             outgoing,
             queued_bytes: AtomicUsize::new(0),
             order: Mutex::new(()),
@@ -215,6 +226,7 @@ impl Cluster {
                 inbound: metrics.cluster_in.clone(),
                 dropped: metrics.cluster_dropped.clone(),
                 reconnects: metrics.cluster_reconnects.clone(),
+                rejected: metrics.cluster_rejected.clone(),
             },
             receivers: Mutex::new(Some(Receivers {
                 outgoing: outgoing_rx,

@@ -7,7 +7,7 @@
 //! are UTF-8 text after a `u8`/`u16` length; `rest` is every remaining byte.
 //!
 //! ```text
-//! envelope = "WS" version:u8(=1) type:u8 origin:str8 body
+//! envelope = "WS" version:u8(=2) type:u8 origin:str8 body
 //! type 'P' publish  channel:str16 n:u16 except:str8{n} kind:u8 payload:rest
 //! type 'Q' request  id:u64 op:u8 …
 //!     op 1 send     n:u16 conn:str8{n} kind:u8 payload:rest
@@ -20,7 +20,9 @@
 //! ```
 //!
 //! `except` and a publish's ids are public ids (`<node>.<40 hex>`); a
-//! request's `conn` ids are the target node's local 40-hex ids.
+//! request's `conn` ids are the target node's local 40-hex ids. On Redis an
+//! envelope is followed by its seal (`seal.rs`: a sequence number and an
+//! HMAC); [`decode`] takes the envelope without it.
 
 use bytes::Bytes;
 
@@ -28,8 +30,8 @@ use crate::frame::Kind;
 
 /// The first bytes of every envelope.
 const MAGIC: &[u8; 2] = b"WS";
-/// The layout's version; a node refuses others.
-pub const VERSION: u8 = 1;
+/// The layout's version; a node refuses others. 2: sealed (`seal.rs`).
+pub const VERSION: u8 = 2;
 
 /// Why bytes are not an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,7 +168,8 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
         } => payload.len(),
         _ => 0,
     };
-    let mut out = Writer(Vec::with_capacity(64 + payload_len));
+    // Room for the seal too, which the publisher appends.
+    let mut out = Writer(Vec::with_capacity(64 + payload_len + super::seal::TRAILER));
     out.0.extend_from_slice(MAGIC);
     out.u8(VERSION);
     match &envelope.body {
@@ -262,7 +265,7 @@ pub fn peek_origin(bytes: &[u8]) -> Result<&str, WireError> {
 /// use ws2fcgi::cluster::wire::{decode, encode, Body, Envelope, Outcome};
 /// let reply = Envelope { origin: "a".into(), body: Body::Reply { id: 7, outcome: Outcome::Flag(true) } };
 /// assert_eq!(decode(&encode(&reply).unwrap()).unwrap(), reply);
-/// assert!(decode(b"WS\x01R").is_err());
+/// assert!(decode(b"WS\x02R").is_err());
 /// ```
 pub fn decode(bytes: &[u8]) -> Result<Envelope, WireError> {
     let mut r = Reader(bytes);
@@ -513,7 +516,7 @@ mod tests {
                 channel: "bin".into(),
                 except: vec![],
                 kind: Kind::Binary,
-                payload: Bytes::from_static(b"\x00\xff\x80WS\x01P"),
+                payload: Bytes::from_static(b"\x00\xff\x80WS\x02P"),
             },
             Body::Publish {
                 channel: "empty".into(),
@@ -627,25 +630,25 @@ mod tests {
     #[test]
     fn bad_input_says_why() {
         assert_eq!(decode(b"XX\x01P"), Err(WireError::BadMagic));
-        assert_eq!(decode(b"WS\x02P"), Err(WireError::Version(2)));
+        assert_eq!(decode(b"WS\x01P"), Err(WireError::Version(1)));
         assert_eq!(
-            decode(b"WS\x01Z\x00"),
+            decode(b"WS\x02Z\x00"),
             Err(WireError::Unknown {
                 field: "type",
                 value: b'Z'
             })
         );
         assert_eq!(
-            decode(b"WS\x01P\x02\xff\xfe"),
+            decode(b"WS\x02P\x02\xff\xfe"),
             Err(WireError::NotUtf8("origin"))
         );
         // A text payload that is not UTF-8.
         assert_eq!(
-            decode(b"WS\x01P\x01a\x00\x01c\x00\x00\x00\xff"),
+            decode(b"WS\x02P\x01a\x00\x01c\x00\x00\x00\xff"),
             Err(WireError::NotUtf8("payload"))
         );
         assert_eq!(
-            decode(b"WS\x01P\x01a\x00\x01c\x00\x00\x07"),
+            decode(b"WS\x02P\x01a\x00\x01c\x00\x00\x07"),
             Err(WireError::Unknown {
                 field: "kind",
                 value: 7
@@ -663,7 +666,7 @@ mod tests {
         assert_eq!(decode(&reply), Err(WireError::Trailing(1)));
         // A count far beyond the input allocates nothing large and fails.
         assert_eq!(
-            decode(b"WS\x01P\x01a\x00\x01c\xff\xff"),
+            decode(b"WS\x02P\x01a\x00\x01c\xff\xff"),
             Err(WireError::Truncated("except"))
         );
     }

@@ -186,6 +186,17 @@ impl Node {
     /// Starts node `id` on `fpm` and `redis`, and waits until it is subscribed
     /// and announced alive.
     pub async fn start(fpm: &Fpm, redis: &Redis, id: &str) -> Self {
+        Self::start_with(fpm, redis, id, |_| {}).await
+    }
+
+    /// As [`Node::start`], with `tweak` applied to the node's config last
+    /// (a `cluster.secret`, a shorter `request_timeout`…).
+    pub async fn start_with(
+        fpm: &Fpm,
+        redis: &Redis,
+        id: &str,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let control = dir.path().join("control.sock");
         let mut config: Config = fpm.config("control.php");
@@ -195,6 +206,7 @@ impl Node {
         config.cluster.node_id = Some(id.to_owned());
         config.cluster.node_ttl = NODE_TTL;
         config.cluster.request_timeout = REQUEST_TIMEOUT;
+        tweak(&mut config);
         config.validate().expect("test config is valid");
         let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
             .await

@@ -73,7 +73,7 @@ pub struct Cli {
     pub admin: Option<crate::config::AdminAddr>,
 
     /// Keep-alive FastCGI connections at most (≤ pm.max_children). Default 8. [toml: fpm.pool_size]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_one)]
     pub fpm_pool_size: Option<usize>,
 
     /// Redis URL that makes this node one of a cluster (redis://host:port/); off by default. [toml: cluster.redis]
@@ -94,7 +94,7 @@ pub struct Cli {
     pub cluster_secret: Option<String>,
 
     /// Threads that run connections; 0 (the default) for one per core. [toml: worker_threads]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_zero)]
     pub worker_threads: Option<usize>,
 
     /// Log format: human or json. [toml: log.format]
@@ -118,6 +118,43 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
+}
+
+/// A flag's whole number ≥ 1. Negative numbers reach the parser
+/// (`allow_negative_numbers`), so `-3` is refused for what it is rather than
+/// taken for an unknown flag.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    whole_number(text, 1)
+}
+
+/// A flag's whole number ≥ 0 (see [`at_least_one`]).
+fn at_least_zero(text: &str) -> Result<usize, String> {
+    whole_number(text, 0)
+}
+
+fn whole_number(text: &str, min: usize) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("must be a whole number ≥ {min}")),
+    }
+}
+
+/// A command-line error as one line: clap's message and tips, without the
+/// usage block, and where to read more.
+pub fn usage_error_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect();
+    let message = parts.join("; ");
+    format!(
+        "{}; see ws2fcgi --help",
+        message.strip_prefix("error: ").unwrap_or(&message)
+    )
 }
 
 impl Cli {
@@ -225,6 +262,39 @@ mod tests {
         assert!(err.to_string().contains("unix:/path"), "{err}");
         let err = Cli::try_parse_from(["ws2fcgi", "--route", "chat.php"]).unwrap_err();
         assert!(err.to_string().contains("PATH=SCRIPT"), "{err}");
+    }
+
+    #[test]
+    fn negative_numbers_are_bad_values_not_unknown_flags() {
+        for (flag, value, want) in [
+            ("--fpm-pool-size", "-3", "≥ 1"),
+            ("--fpm-pool-size", "0", "≥ 1"),
+            ("--fpm-pool-size", "eight", "≥ 1"),
+            ("--worker-threads", "-1", "≥ 0"),
+        ] {
+            let err = Cli::try_parse_from(["ws2fcgi", flag, value]).unwrap_err();
+            let line = usage_error_line(&err);
+            assert_eq!(
+                line,
+                format!(
+                    "invalid value '{value}' for '{flag} <N>': must be a whole number {want}; \
+                     see ws2fcgi --help"
+                )
+            );
+        }
+        let cli = Cli::try_parse_from(["ws2fcgi", "--fpm-pool-size", "3", "--worker-threads", "0"])
+            .unwrap();
+        assert_eq!((cli.fpm_pool_size, cli.worker_threads), (Some(3), Some(0)));
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_with_clap_tips() {
+        let err = Cli::try_parse_from(["ws2fcgi", "--fpm-pool", "3"]).unwrap_err();
+        assert_eq!(
+            usage_error_line(&err),
+            "unexpected argument '--fpm-pool' found; \
+             tip: a similar argument exists: '--fpm-pool-size'; see ws2fcgi --help"
+        );
     }
 
     #[test]

@@ -25,11 +25,11 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema (unknown key, wrong type, …).
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid config file {path}, {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// toml's message, which names the key and line.
+        /// One line: `line N: ` and what is wrong, naming the setting.
         message: String,
     },
     /// A value is well-formed but not acceptable.
@@ -705,6 +705,8 @@ impl ClusterConfig {
 #[cfg(feature = "cluster")]
 fn check_redis_url(url: &str) -> Result<bool, String> {
     use redis::{ConnectionAddr, IntoConnectionInfo as _};
+    // What is wrong and the forms expected, before the client's own words.
+    crate::cluster::url::check(url)?;
     let info = url
         .into_connection_info()
         .map_err(|e| format!("`{url}`: {e}"))?;
@@ -858,9 +860,10 @@ impl Config {
         })
     }
 
-    /// Parses TOML text; the error is toml's message (key, line, column).
+    /// Parses TOML text; the error is one line naming the line and the
+    /// setting, and what the setting takes (see `toml_error.rs`).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        toml::from_str(text).map_err(|e| crate::toml_error::explain(text, &e))
     }
 
     /// Checks every value that parsing alone cannot, before anything is bound.

@@ -20,6 +20,7 @@ pub mod connection;
 pub mod context;
 pub mod contract;
 pub mod control;
+pub mod error_line;
 pub mod event;
 pub mod fcgi;
 pub mod fpm;
@@ -37,6 +38,7 @@ pub mod php;
 pub mod proxy;
 pub mod reload;
 pub mod response;
+pub mod toml_error;
 pub mod transport;
 
 use std::future::Future;

@@ -17,6 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 use ws2fcgi::cli::{Cli, Command};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
+use ws2fcgi::error_line::one_line;
 use ws2fcgi::managed::ManagedFpm;
 use ws2fcgi::{Context, Listener, Listeners};
 
@@ -29,7 +30,7 @@ fn main() -> ExitCode {
         // --help and --version print and exit 0; a bad flag exits EX_USAGE.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
-            let _ = e.print();
+            eprintln!("ws2fcgi: {}", ws2fcgi::cli::usage_error_line(&e));
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
     let config = match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("ws2fcgi: {e}");
+            eprintln!("ws2fcgi: {}", one_line(&e));
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -58,7 +59,8 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(cli, config, log_filter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // One line, each cause once (the error types embed their source).
+            tracing::error!("{}", one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -80,7 +82,7 @@ fn check_config(file: &std::path::Path, cluster_secret: Option<&str>) -> ExitCod
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ws2fcgi: {e}");
+            eprintln!("ws2fcgi: {}", one_line(&e));
             ExitCode::from(EX_USAGE)
         }
     }
@@ -147,25 +149,32 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     for addr in &config.listen {
         let listener = Listener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .with_context(|| format!("`listen`: cannot listen on {addr}"))?;
         if let ListenAddr::Unix(path) = addr {
             let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
             ws2fcgi::listen::set_permissions(path, mode, None, config.listen_group.as_deref())
                 .map_err(|e| {
-                    anyhow::anyhow!("cannot set permissions of {}: {e}", path.display())
+                    anyhow::anyhow!(
+                        "`listen_mode`/`listen_group`: cannot set permissions of {}: {e}",
+                        path.display()
+                    )
                 })?;
             unix_paths.push(path.clone());
         }
         listeners.websocket.push(listener);
     }
     if let Some(path) = &config.control.socket {
-        listeners.control = Some(ws2fcgi::control::bind(path, &config.control).await?);
+        listeners.control = Some(
+            ws2fcgi::control::bind(path, &config.control)
+                .await
+                .context("`control.socket`")?,
+        );
         unix_paths.push(path.clone());
     }
     if let Some(admin) = config.admin {
         let listener = tokio::net::TcpListener::bind(admin.0)
             .await
-            .with_context(|| format!("cannot listen for admin on {}", admin.0))?;
+            .with_context(|| format!("`admin`: cannot listen for admin on {}", admin.0))?;
         if !admin.0.ip().is_loopback() {
             tracing::warn!(address = %admin.0, "admin listener is not on loopback; it has no authentication");
         }
@@ -174,7 +183,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     if let Some(addr) = config.control.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("cannot listen for HTTP control on {addr}"))?;
+            .with_context(|| format!("`control.http`: cannot listen for HTTP control on {addr}"))?;
         if !addr.ip().is_loopback() && config.control.http_token.is_none() {
             tracing::warn!(address = %addr, "HTTP control endpoint is not on loopback and has no token: anyone who reaches it can publish");
         }

@@ -50,7 +50,11 @@ pub async fn on_hangup(
         tracing::info!("SIGHUP received: reloading the configuration");
         match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
             Ok(next) => apply(&ctx, next, &*set_log_level),
-            Err(e) => tracing::error!(error = %e, "reload refused; the old configuration stays"),
+            // One line, like every record (the TOML error once took five).
+            Err(e) => tracing::error!(
+                error = %crate::error_line::one_line(&e),
+                "reload refused; the old configuration stays"
+            ),
         }
     }
 }

@@ -38,6 +38,8 @@ pub mod presence;
 #[cfg(feature = "cluster")]
 mod presence_sync;
 pub mod seal;
+#[cfg(feature = "cluster")]
+pub mod url;
 pub mod wire;
 
 use std::collections::HashMap;

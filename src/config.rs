@@ -347,6 +347,12 @@ pub struct ManagedFpmConfig {
     /// php.ini settings for the workers (`php_admin_value[NAME] = VALUE`).
     #[serde(default)]
     pub php_admin_value: std::collections::BTreeMap<String, String>,
+    /// Environment variables of the workers (`env[NAME] = VALUE`), besides
+    /// PATH, TMPDIR, LANG and LC_ALL (kept when set); the rest of the
+    /// daemon's environment is cleared. A value `$NAME` copies NAME from
+    /// ws2fcgi's environment.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ManagedFpmConfig {
@@ -360,6 +366,7 @@ impl Default for ManagedFpmConfig {
             socket_group: None,
             max_requests: default_managed_max_requests(),
             php_admin_value: Default::default(),
+            env: Default::default(),
         }
     }
 }
@@ -961,6 +968,7 @@ impl Config {
                 "values must be one line",
             ));
         }
+        validate_managed_env(&self.fpm.managed.env)?;
         if self.fpm.pool_size == 0 || self.fpm.pool_size > 1024 {
             return Err(invalid("fpm.pool_size", "must be between 1 and 1024"));
         }
@@ -1089,6 +1097,54 @@ fn positive(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
     } else {
         at_most_a_year(setting, d)
     }
+}
+
+/// Is `name` an environment variable name: a letter or `_`, then letters,
+/// digits and `_`?
+fn is_environment_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Is an `fpm.managed.env` value `$NAME`, a variable copied from ws2fcgi's
+/// own environment (php-fpm's meaning of a leading `$`)?
+pub fn is_environment_reference(value: &str) -> bool {
+    value.strip_prefix('$').is_some_and(is_environment_name)
+}
+
+/// `fpm.managed.env`: names of variables; values of one line, literal or `$NAME`.
+fn validate_managed_env(
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    const SETTING: &str = "fpm.managed.env";
+    for (name, value) in env {
+        if !is_environment_name(name) {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "`{name}` is not a variable name (letters, digits and _, not starting with a digit)"
+                ),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(
+                SETTING,
+                format!("the value of {name} must be one line without control characters"),
+            ));
+        }
+        if value.starts_with('$') && !is_environment_reference(value) {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "the value of {name} starts with $ but is not $NAME (a variable of ws2fcgi's environment); php-fpm reads a leading $ so"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn at_most_a_year(setting: &'static str, d: Duration) -> Result<(), ConfigError> {
@@ -1385,5 +1441,28 @@ mod tests {
             config.script_for("/other"),
             Some(Path::new("/srv/default.php"))
         );
+    }
+
+    #[test]
+    fn managed_env_names_and_values_are_checked() {
+        let mut config = minimal();
+        let env = &mut config.fpm.managed.env;
+        env.insert("APP_ENV".into(), "production; \"quoted\" $5".into());
+        env.insert("DATABASE_URL".into(), "$DATABASE_URL".into());
+        config.validate().expect("valid");
+        for (name, value, says) in [
+            ("1X", "a", "not a variable name"),
+            ("A-B", "a", "not a variable name"),
+            ("A", "two\nlines", "one line"),
+            ("A", "$not a name", "starts with $"),
+        ] {
+            let mut config = minimal();
+            config.fpm.managed.env.insert(name.into(), value.into());
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("fpm.managed.env") && err.contains(says),
+                "{err}"
+            );
+        }
     }
 }

@@ -9,7 +9,9 @@
 //! and `main` alike can choose the addresses; [`run`] serves until the
 //! `shutdown` future resolves, then closes every client with 1001, lets PHP
 //! see each close event (bounded by `shutdown.drain_timeout`), and returns.
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: one audited exception, the parent-death signal of the
+// managed php-fpm (`managed/child.rs`), which has no safe API.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -38,6 +40,7 @@ pub mod php;
 pub mod proxy;
 pub mod reload;
 pub mod response;
+pub mod signals;
 pub mod toml_error;
 pub mod transport;
 

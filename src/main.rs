@@ -25,6 +25,9 @@ use ws2fcgi::{Context, Listener, Listeners};
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    // First of all: until their handlers exist, SIGHUP would end the daemon
+    // (and orphan a managed php-fpm); held back, it waits for them.
+    let held = ws2fcgi::signals::hold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print and exit 0; a bad flag exits EX_USAGE.
@@ -45,6 +48,9 @@ fn main() -> ExitCode {
         }
     };
     let log_filter = init_tracing(&config);
+    if let Err(e) = held {
+        tracing::warn!(error = %e, "cannot hold signals back during the start");
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);
@@ -135,6 +141,8 @@ fn log_level_setter(handle: FilterHandle) -> Box<dyn Fn(&str) + Send + Sync> {
 }
 
 async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow::Result<()> {
+    let (hangup, mut stop) =
+        ws2fcgi::signals::install().context("cannot install the signal handlers")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
@@ -193,7 +201,21 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         if config.fpm.managed.user.is_none() && nix::unistd::Uid::effective().is_root() {
             tracing::warn!("managed php-fpm workers run as root; set fpm.managed.user");
         }
-        let fpm = ManagedFpm::start(&config.fpm.managed, config.fpm.pool_size).await?;
+        let started = tokio::select! {
+            started = ManagedFpm::start(&config.fpm.managed, config.fpm.pool_size) => started,
+            // Dropping the start stops the php-fpm it started.
+            () = stop.requested() => {
+                remove_files(unix_paths);
+                return Ok(());
+            }
+        };
+        let fpm = match started {
+            Ok(fpm) => fpm,
+            Err(e) => {
+                remove_files(unix_paths);
+                return Err(e.into());
+            }
+        };
         config.fpm.address = Some(FpmAddr::Unix(fpm.socket().to_owned()));
         Some(fpm)
     } else {
@@ -203,17 +225,23 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     let reloader = tokio::spawn(ws2fcgi::reload::on_hangup(
         cli,
         ctx.clone(),
+        hangup,
         log_level_setter(log_filter),
     ));
-    let result = ws2fcgi::serve(listeners, ctx, shutdown_signal()).await;
+    let result = ws2fcgi::serve(listeners, ctx, async move { stop.requested().await }).await;
     reloader.abort();
     if let Some(fpm) = managed {
         fpm.stop().await;
     }
-    for path in unix_paths {
+    remove_files(unix_paths);
+    result
+}
+
+/// Removes the daemon's Unix socket files at exit.
+fn remove_files(paths: Vec<std::path::PathBuf>) {
+    for path in paths {
         let _ = std::fs::remove_file(path);
     }
-    result
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the limit in force.
@@ -232,22 +260,5 @@ fn raise_open_files_limit() -> u64 {
             tracing::warn!(error = %e, "cannot read the open-files limit");
             0
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }

@@ -32,20 +32,14 @@ pub fn apply(ctx: &Context, mut next: Config, set_log_level: &dyn Fn(&str)) {
     tracing::info!(kept = kept.len(), "configuration reloaded");
 }
 
-/// Reloads on every SIGHUP until the task is aborted.
+/// Reloads on every SIGHUP (`hangup`, see [`crate::signals`]) until the task
+/// is aborted; a SIGHUP that came during the start reloads at once.
 pub async fn on_hangup(
     cli: Cli,
     ctx: Arc<Context>,
+    mut hangup: tokio::signal::unix::Signal,
     set_log_level: Box<dyn Fn(&str) + Send + Sync>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload is off");
-            return;
-        }
-    };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         match cli.load_config().and_then(|c| c.validate().map(|()| c)) {

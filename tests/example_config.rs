@@ -262,6 +262,7 @@ fn every_commented_example_is_valid() {
     let managed = &config.fpm.managed;
     assert!(managed.binary.is_some() && managed.run_dir.is_some() && managed.user.is_some());
     assert_eq!(managed.php_admin_value.len(), 2, "php_admin_value");
+    assert_eq!(managed.env.len(), 2, "env");
 }
 
 fn check_config(path: &Path) -> Output {

@@ -562,15 +562,17 @@ pub struct Process {
     pub addr: std::net::SocketAddr,
     /// Its stderr so far, collected by a thread so the pipe never fills.
     stderr: Arc<std::sync::Mutex<String>>,
+    /// Addresses it logs as accepting WebSocket clients on.
+    found: std::sync::mpsc::Receiver<std::net::SocketAddr>,
 }
 
 impl Process {
     /// Starts the binary with `args` (which must make it listen on 127.0.0.1:0)
     /// and waits, 10 s at most, for the log line naming its address.
     pub fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"));
-        command.args(args);
-        Self::spawn(command)
+        let mut process = Self::spawn(args, |_| {});
+        process.wait_listening();
+        process
     }
 
     /// As [`Process::start`], with an open-files limit (soft and hard) of
@@ -583,21 +585,37 @@ impl Process {
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_ws2fcgi"))
             .args(args);
-        Self::spawn(command)
+        let mut process = Self::launch(command, |_| {});
+        process.wait_listening();
+        process
     }
 
-    fn spawn(mut command: Command) -> Self {
+    /// Starts the binary with `args`, after `configure` had its say on the
+    /// command (environment, …); returns at once, without waiting for it
+    /// to listen ([`Process::wait_listening`]).
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ws2fcgi"));
+        command.args(args);
+        Self::launch(command, configure)
+    }
+
+    /// Runs `command` with the test environment (then `configure`), its
+    /// stderr collected; does not wait.
+    fn launch(mut command: Command, configure: impl FnOnce(&mut Command)) -> Self {
         use std::io::BufRead;
-        let mut child = command
+        command
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ws2fcgi");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start ws2fcgi");
         let stderr = Arc::new(std::sync::Mutex::new(String::new()));
-        let (found_tx, found_rx) = std::sync::mpsc::channel();
+        let (found_tx, found) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
         std::thread::spawn(move || {
@@ -611,19 +629,48 @@ impl Process {
                 all.push('\n');
             }
         });
-        let mut process = Self {
+        Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
-        };
-        match found_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(addr) => process.addr = addr,
+            found,
+        }
+    }
+
+    /// Waits, 10 s at most, for the log line naming its address; sets [`Process::addr`].
+    pub fn wait_listening(&mut self) {
+        match self.found.recv_timeout(Duration::from_secs(10)) {
+            Ok(addr) => self.addr = addr,
             Err(_) => panic!(
                 "ws2fcgi logged no listening address within 10 s; stderr:\n{}",
-                process.stderr()
+                self.stderr()
             ),
         }
-        process
+    }
+
+    /// Waits, 10 s at most, until it logs its address (`Ok`, sets
+    /// [`Process::addr`]) or exits (`Err` with its status).
+    pub fn listening_or_exit(&mut self) -> Result<(), std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(addr) = self.found.recv_timeout(Duration::from_millis(20)) {
+                self.addr = addr;
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ws2fcgi neither listened nor exited within 10 s; stderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
     }
 
     /// ws://addr/path

@@ -18,6 +18,7 @@ use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 use ws2fcgi::cli::{Cli, Command};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
 use ws2fcgi::error_line::one_line;
+use ws2fcgi::listen::{SocketFile, UnixPermissions};
 use ws2fcgi::managed::ManagedFpm;
 use ws2fcgi::{Context, Listener, Listeners};
 
@@ -153,21 +154,24 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     let open_files = raise_open_files_limit();
     tracing::info!(open_files, "open-files limit (each client uses one)");
     let mut listeners = Listeners::default();
-    let mut unix_paths = Vec::new();
+    let mut unix_files = Vec::new();
+    let permissions = if config
+        .listen
+        .iter()
+        .any(|a| matches!(a, ListenAddr::Unix(_)))
+    {
+        let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
+        UnixPermissions::resolve(mode, None, config.listen_group.as_deref())
+            .map_err(|e| anyhow::anyhow!("`listen_group`: {e}"))?
+    } else {
+        UnixPermissions::default()
+    };
     for addr in &config.listen {
-        let listener = Listener::bind(addr)
+        let listener = Listener::bind_with(addr, &permissions)
             .await
             .with_context(|| format!("`listen`: cannot listen on {addr}"))?;
         if let ListenAddr::Unix(path) = addr {
-            let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
-            ws2fcgi::listen::set_permissions(path, mode, None, config.listen_group.as_deref())
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "`listen_mode`/`listen_group`: cannot set permissions of {}: {e}",
-                        path.display()
-                    )
-                })?;
-            unix_paths.push(path.clone());
+            unix_files.extend(SocketFile::at(path).ok());
         }
         listeners.websocket.push(listener);
     }
@@ -177,7 +181,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
                 .await
                 .context("`control.socket`")?,
         );
-        unix_paths.push(path.clone());
+        unix_files.extend(SocketFile::at(path).ok());
     }
     if let Some(admin) = config.admin {
         let listener = tokio::net::TcpListener::bind(admin.0)
@@ -205,14 +209,14 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
             started = ManagedFpm::start(&config.fpm.managed, config.fpm.pool_size) => started,
             // Dropping the start stops the php-fpm it started.
             () = stop.requested() => {
-                remove_files(unix_paths);
+                remove_files(unix_files);
                 return Ok(());
             }
         };
         let fpm = match started {
             Ok(fpm) => fpm,
             Err(e) => {
-                remove_files(unix_paths);
+                remove_files(unix_files);
                 return Err(e.into());
             }
         };
@@ -233,14 +237,14 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     if let Some(fpm) = managed {
         fpm.stop().await;
     }
-    remove_files(unix_paths);
+    remove_files(unix_files);
     result
 }
 
-/// Removes the daemon's Unix socket files at exit.
-fn remove_files(paths: Vec<std::path::PathBuf>) {
-    for path in paths {
-        let _ = std::fs::remove_file(path);
+/// Removes the daemon's Unix socket files at exit (those still its own).
+fn remove_files(files: Vec<SocketFile>) {
+    for file in files {
+        file.remove();
     }
 }
 

@@ -1,7 +1,11 @@
-//! The real binary while it starts: signals that come early.
+//! The real binary while it starts: signals that come early, and Unix socket
+//! paths that are in use, stale, or must never be reachable with a looser
+//! mode than configured.
 
 mod support;
 
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -152,4 +156,154 @@ async fn a_sigterm_during_the_start_leaves_no_php_fpm_behind() {
         })
         .await;
     }
+}
+
+/// A plain Unix listener that never accepts, its backlog full: a connect to
+/// it fails with EAGAIN, as with a live daemon too busy to accept.
+struct BusyListener {
+    _listener: socket2::Socket,
+    _queued: Vec<socket2::Socket>,
+}
+
+impl BusyListener {
+    fn bind(path: &Path) -> Self {
+        use socket2::{Domain, SockAddr, Socket, Type};
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(path).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        loop {
+            let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            client.set_nonblocking(true).unwrap();
+            match client.connect(&SockAddr::unix(path).unwrap()) {
+                Ok(()) => queued.push(client),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("connect: {e}"),
+            }
+            assert!(queued.len() < 1000, "the backlog never filled");
+        }
+        Self {
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+fn inode(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .expect("the socket file")
+        .ino()
+}
+
+/// A live daemon too busy to accept (connect: EAGAIN) keeps its socket: a
+/// second one refuses to start, naming the path, and the file is untouched.
+/// (Before, any failed connect counted as stale: the file was unlinked.)
+#[tokio::test]
+async fn a_busy_live_socket_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = dir.path().join("ws.sock");
+    let control = dir.path().join("control.sock");
+    let _busy_listen = BusyListener::bind(&listen);
+    let _busy_control = BusyListener::bind(&control);
+    let listen_arg = format!("unix:{}", listen.display());
+    let control_arg = control.display().to_string();
+    let common = [
+        "--fpm",
+        "unix:/nonexistent/fpm.sock",
+        "--script",
+        "/nonexistent/ws.php",
+    ];
+    for (path, flags) in [
+        (&listen, ["--listen", listen_arg.as_str()]),
+        (&control, ["--control", control_arg.as_str()]),
+    ] {
+        let before = inode(path);
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        if flags[0] == "--listen" {
+            args.clear();
+        }
+        args.extend(flags);
+        args.extend(common);
+        let mut daemon = Process::spawn(&args, |_| {});
+        let status = daemon.wait_exit(Duration::from_secs(20)).await;
+        let log = daemon.stderr();
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains(&path.display().to_string()), "{log}");
+        assert!(log.contains("in use"), "{log}");
+        assert_eq!(inode(path), before, "the live socket file was replaced");
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary socket left: {names:?}");
+}
+
+/// A stale socket file (no listener) is replaced, and the new socket is
+/// never seen with another mode than `listen_mode`: it is bound under a
+/// temporary name, given its mode, made to listen, and only then put at its
+/// path. (Before, it was bound at its path with the umask's mode, listened,
+/// and was chmod-ed after: connectable by anyone for that moment.)
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_never_seen_with_a_looser_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ws.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind the stale socket"));
+    let stale = inode(&path);
+    let config = dir.path().join("ws2fcgi.toml");
+    std::fs::write(&config, "listen_mode = \"0600\"\n").unwrap();
+    let fpm = Fpm::start(1);
+    let fpm_arg = format!("unix:{}", fpm.socket.display());
+    let unix_arg = format!("unix:{}", path.display());
+    let args = [
+        "--config",
+        &config.display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        &unix_arg,
+        "--fpm",
+        &fpm_arg,
+        "--script",
+        &script("echo.php").display().to_string(),
+    ];
+    let mut daemon = Process::spawn(&args, |_| {});
+    // Watch the path from the first moment until the daemon listens.
+    let mut seen = 0;
+    loop {
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.ino() != stale
+        {
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o600,
+                "seen with a looser mode"
+            );
+            seen += 1;
+        }
+        if daemon.stderr().contains("accepting WebSocket clients") {
+            break;
+        }
+        assert!(daemon.try_wait().is_none(), "exited: {}", daemon.stderr());
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    daemon.wait_listening();
+    assert!(seen > 0, "the new socket was seen");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("the new socket accepts");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "the socket and the config, no temporary name: {names:?}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).await.success());
+    assert!(!path.exists(), "removed at exit");
 }

@@ -38,7 +38,8 @@ use command::CommandError;
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// Binding failed (directory missing, socket in use by a live daemon, …).
+    /// Binding failed (directory missing, socket in use by a live daemon,
+    /// chmod or chown refused, …).
     #[error("cannot bind control socket {path}: {source}")]
     Bind {
         /// The socket path.
@@ -46,7 +47,7 @@ pub enum SetupError {
         /// The cause.
         source: io::Error,
     },
-    /// chmod/chown failed, or the owner or group does not exist.
+    /// The mode is invalid, or the owner or group does not exist.
     #[error("cannot set permissions of control socket {path}: {message}")]
     Permissions {
         /// The socket path.
@@ -56,23 +57,25 @@ pub enum SetupError {
     },
 }
 
-/// Binds the control socket and gives it the configured mode, owner and group.
+/// Binds the control socket with the configured mode, owner and group, which
+/// it has before anyone can connect (see [`crate::listen::bind_unix`]).
 pub async fn bind(path: &Path, config: &ControlConfig) -> Result<UnixListener, SetupError> {
     let shown = path.display().to_string();
-    let listener = crate::listen::bind_unix(path)
-        .await
-        .map_err(|source| SetupError::Bind {
-            path: shown.clone(),
-            source,
-        })?;
     let perm_error = |message: String| SetupError::Permissions {
         path: shown.clone(),
         message,
     };
     let mode = config.mode_bits().map_err(|e| perm_error(e.to_string()))?;
-    crate::listen::set_permissions(path, mode, config.owner.as_deref(), config.group.as_deref())
-        .map_err(perm_error)?;
-    Ok(listener)
+    let permissions = crate::listen::UnixPermissions::resolve(
+        mode,
+        config.owner.as_deref(),
+        config.group.as_deref(),
+    )
+    .map_err(perm_error)?;
+    crate::listen::bind_unix(path, &permissions).map_err(|source| SetupError::Bind {
+        path: shown.clone(),
+        source,
+    })
 }
 
 /// Serves control clients until the returned set is aborted (after the drain).

@@ -160,7 +160,8 @@ fn probe(path: &Path) -> io::Result<Existing> {
     let in_use = |why: &str| {
         io::Error::new(
             io::ErrorKind::AddrInUse,
-            format!("in use by a running process ({why}); stop it or choose another path"),
+            // main's error line adds what to do for AddrInUse.
+            format!("in use by a running process ({why})"),
         )
     };
     match std::fs::symlink_metadata(path) {

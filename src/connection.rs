@@ -8,8 +8,9 @@
 //!
 //! When the connection ends, for whatever reason, it leaves the hub (no more
 //! deliveries), flushes what it can to the client within `close_timeout`,
-//! closes the socket, and only then hands PHP the events still queued and,
-//! last, the close event.
+//! closes the socket, and only then hands PHP the messages still queued, in
+//! order, and, last, the close event. What came of each is booked (see
+//! `drain.rs`): none is lost silently.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
-use tokio::time::{Sleep, sleep, timeout};
+use tokio::time::{Sleep, sleep, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -29,6 +30,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
 use crate::config::{Config, RateLimitAction};
 use crate::context::Context;
 use crate::contract as c;
+use crate::drain::{CloseDue, Outcome};
 use crate::event::{ConnEnv, Event};
 use crate::fpm::FpmError;
 use crate::frame::{self, Kind};
@@ -58,6 +60,8 @@ pub struct Accepted {
     pub close_after_open: Option<(u16, String)>,
     /// The connection's place under `max_connections`; freed when it ends.
     pub slot: crate::limits::Slot,
+    /// The close event it owes PHP (`ctx.books.owe()`), booked by `finish`.
+    pub close_due: CloseDue,
 }
 
 /// How the connection ended, as PHP's close event tells it.
@@ -86,11 +90,13 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         env,
         close_after_open,
         slot: _slot, // held until the close event has reached PHP
+        close_due,
     } = accepted;
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
         tracing::error!(conn = %ctx.public_id(&handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
         let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
-        Box::pin(finish(&ctx, &handle, &env, VecDeque::new(), None, ending)).await;
+        let queued = Queued::default();
+        Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
         return;
     };
     let config = ctx.config();
@@ -142,68 +148,99 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ..
     } = conn;
     if ending.flush {
-        let _ = timeout(config.websocket.close_timeout, writer.flush_all()).await;
+        let until = ctx.within_drain(config.websocket.close_timeout);
+        let _ = timeout_at(until.into(), writer.flush_all()).await;
     }
     drop(ws);
     drop(writer);
     // Boxed: the ending's PHP calls would otherwise enlarge every idle
     // connection's task by the size of their futures.
-    Box::pin(finish(&ctx, &handle, &env, events, answer, ending)).await;
+    let queued = Queued { answer, events };
+    Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
 }
 
 /// Ends a connection PHP accepted but whose upgrade never completed (the
 /// client left): PHP still gets its close event.
 pub async fn abandon(accepted: Accepted) {
-    accepted.ctx.hub.unregister(&accepted.handle.id);
-    accepted.handle.outbox.seal();
+    let Accepted {
+        ctx,
+        handle,
+        env,
+        slot: _slot,
+        close_due,
+        ..
+    } = accepted;
+    ctx.hub.unregister(&handle.id);
+    handle.outbox.seal();
     let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
-    Box::pin(finish(
-        &accepted.ctx,
-        &accepted.handle,
-        &accepted.env,
-        VecDeque::new(),
-        None,
-        ending,
-    ))
-    .await;
+    let queued = Queued::default();
+    Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
 }
 
-/// Gives PHP the events still queued and then the close event.
+/// The messages of a connection that ended which PHP has not answered yet.
+#[derive(Default)]
+struct Queued {
+    /// PHP's answer to the message in flight.
+    answer: Option<Answer>,
+    /// Messages PHP has not started.
+    events: VecDeque<Event>,
+}
+
+/// Gives PHP the messages still queued, in order, and then the close event,
+/// and books what came of each. During the drain each waits for a FastCGI
+/// slot until the drain's deadline; past it, none is sent.
 async fn finish(
     ctx: &Context,
     handle: &ConnHandle,
     env: &ConnEnv,
-    mut events: VecDeque<Event>,
-    answer: Option<Answer>,
+    queued: Queued,
     ending: Ending,
+    close_due: CloseDue,
 ) {
+    let Queued { answer, mut events } = queued;
+    let books = &ctx.books;
     if let Some(answer) = answer {
-        log_outcome(ctx, handle, "message", answer.await);
+        let calling = books.calling();
+        let result = answer.await;
+        let outcome = Outcome::of(&result);
+        log_outcome(ctx, handle, "message", result);
+        calling.message(outcome);
     }
     while let Some(event) = events.pop_front() {
         ctx.metrics.events_queued.dec();
+        let calling = books.calling();
         let result = php::call_retrying(ctx, handle, env, &event).await;
+        let outcome = Outcome::of(&result);
         log_outcome(ctx, handle, event.name(), result);
+        calling.message(outcome);
     }
     tracing::debug!(code = ending.code, reason = %ending.reason, "connection closed");
     let close = Event::Close {
         code: ending.code,
         reason: ending.reason,
     };
-    match php::call_retrying(ctx, handle, env, &close).await {
+    let calling = books.calling();
+    let result = php::call_retrying(ctx, handle, env, &close).await;
+    let outcome = Outcome::of(&result);
+    let conn = ctx.public_id(&handle.id);
+    match result {
         Ok(answer) if !answer.is_success() => {
             tracing::warn!(
-                conn = %ctx.public_id(&handle.id),
+                %conn,
                 event = "close",
                 status = answer.status,
                 "php answered with an error status"
             );
         }
         Ok(_) => {}
+        Err(e) if e.never_reached_php() => {
+            tracing::error!(%conn, error = %e, kind = e.kind(), "close event not delivered to php")
+        }
         Err(e) => {
-            tracing::error!(conn = %ctx.public_id(&handle.id), error = %e, kind = e.kind(), "close event not delivered to php")
+            tracing::error!(%conn, error = %e, kind = e.kind(), "close event failed in php")
         }
     }
+    calling.close(close_due, outcome);
 }
 
 fn log_outcome(
@@ -223,6 +260,9 @@ fn log_outcome(
             );
         }
         Ok(_) => {}
+        Err(e) if e.never_reached_php() => {
+            tracing::warn!(%conn, event, error = %e, kind = e.kind(), "event not delivered to php")
+        }
         Err(e) => tracing::warn!(%conn, event, error = %e, kind = e.kind(), "event failed"),
     }
 }
@@ -540,7 +580,7 @@ impl Conn {
             Some(Err(e)) => tracing::debug!(error = %e, "close frame not queued"),
             None => tracing::debug!("close frame not queued: sink not ready"),
         }
-        let deadline = Instant::now() + self.config.websocket.close_timeout;
+        let deadline = self.ctx.within_drain(self.config.websocket.close_timeout);
         self.closing = Some(Box::new((Ending::new(code, reason), deadline)));
     }
 }

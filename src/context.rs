@@ -1,14 +1,14 @@
 //! What every task of the daemon shares: settings, the hub, the FastCGI pool,
-//! the cluster (when there is one), and the shutdown flag.
+//! the cluster (when there is one), and the shutdown drain.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::drain;
 use crate::fpm::FpmPool;
 use crate::hub::{ConnId, Hub, Observer, Stats};
 use crate::limits::{DESCRIPTOR_RESERVE, OriginPolicy, SlotLimits, Slots};
@@ -31,9 +31,12 @@ pub struct Context {
     pub envs: crate::event::EnvInterner,
     /// The other nodes, through Redis; `None` on a single node.
     pub cluster: Option<Arc<Cluster>>,
+    /// What connections that ended owe PHP, and what came of it.
+    pub books: drain::Books,
+    /// When the shutdown drain began and ends (the pool has a copy).
+    pub drain: drain::Clock,
     /// `allowed_origins`, compiled.
     origins: ArcSwap<OriginPolicy>,
-    shutdown: watch::Sender<bool>,
     started: std::time::Instant,
 }
 
@@ -64,16 +67,18 @@ impl Context {
         let slots = Slots::new(slot_limits(&config));
         let cluster = Cluster::new(&config.cluster, &metrics);
         let observer = cluster.as_ref().map(|c| c.tracker() as Arc<dyn Observer>);
+        let drain = drain::Clock::default();
         Self {
             slots,
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
-            fpm: FpmPool::new(&config.fpm),
+            fpm: FpmPool::new(&config.fpm, drain.clone()),
+            books: drain::Books::new(&metrics),
+            drain,
             hub: Hub::with_observer(Stats::from_metrics(&metrics), observer),
             cluster,
             metrics,
             config: ArcSwap::from_pointee(config),
-            shutdown: watch::channel(false).0,
             started: std::time::Instant::now(),
         }
     }
@@ -149,10 +154,11 @@ impl Context {
         }
     }
 
-    /// Marks the daemon as shutting down: new handshakes are refused, and
-    /// connections accepted from now on close at once.
-    pub fn begin_shutdown(&self) {
-        self.shutdown.send_replace(true);
+    /// Marks the daemon as shutting down: new handshakes are refused,
+    /// connections accepted from now on close at once, and the drain's
+    /// deadline, `shutdown.drain_timeout` from now, is set and returned.
+    pub fn begin_shutdown(&self) -> std::time::Instant {
+        self.drain.begin(self.config().shutdown.drain_timeout)
     }
 
     /// The live figures `/metrics` shows besides its counters.
@@ -173,14 +179,18 @@ impl Context {
 
     /// Is the daemon shutting down?
     pub fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.drain.is_draining()
+    }
+
+    /// `wait` from now, or the drain's deadline if that comes first.
+    pub fn within_drain(&self, wait: std::time::Duration) -> std::time::Instant {
+        let until = std::time::Instant::now() + wait;
+        self.drain.deadline().map_or(until, |d| d.min(until))
     }
 
     /// Resolves when shutdown begins.
     pub async fn shutdown_started(&self) {
-        let mut rx = self.shutdown.subscribe();
-        // The sender lives in `self`, so `wait_for` can only fail if it were dropped.
-        let _ = rx.wait_for(|down| *down).await;
+        self.drain.began().await;
     }
 }
 

@@ -8,6 +8,11 @@
 //! `fpm.idle_timeout`, and a connection PHP-FPM closed (`pm.max_requests`, a
 //! restart) is noticed before reuse and replaced.
 //!
+//! During the shutdown drain (`drain::Clock`), an event waits for a free
+//! connection until the drain's deadline instead, also one that was already
+//! waiting when the drain began (it keeps its place in the queue); past the
+//! deadline no event is started, and one PHP is still running is cut off.
+//!
 //! When `fpm.pool_size` is larger than the pool's `pm.max_children`, idle
 //! keep-alive connections can pin every worker while a new connection waits
 //! in php-fpm's backlog for one. So when a request on a fresh connection has
@@ -38,6 +43,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{FpmAddr, FpmConfig};
+use crate::drain;
 use crate::fcgi::{self, FcgiError, Record};
 
 /// A reused connection that closes, unanswered, less than this after its
@@ -116,6 +122,13 @@ pub enum FpmError {
     /// PHP did not answer within `fpm.request_timeout`.
     #[error("php did not answer within {0:?}")]
     Timeout(Duration),
+    /// The shutdown drain's deadline passed before a free connection was
+    /// found (or before the event was started). The request never reached PHP.
+    #[error("the shutdown drain's deadline passed before php-fpm could take the event")]
+    DrainEnded,
+    /// The shutdown drain's deadline passed while PHP ran the event.
+    #[error("the shutdown drain's deadline passed while php ran the event")]
+    DrainEndedInPhp,
     /// PHP-FPM closed the connection before the end of its answer (worker
     /// killed, crashed, or restarted mid-request).
     #[error("php-fpm closed the connection before the end of its answer")]
@@ -136,7 +149,7 @@ impl FpmError {
     pub fn never_reached_php(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::PoolTimeout(..) | Self::NoDescriptor(_)
+            Self::Connect { .. } | Self::PoolTimeout(..) | Self::NoDescriptor(_) | Self::DrainEnded
         )
     }
 
@@ -147,6 +160,7 @@ impl FpmError {
             Self::PoolTimeout(..) => "pool_timeout",
             Self::NoDescriptor(_) => "no_descriptor",
             Self::Timeout(_) => "timeout",
+            Self::DrainEnded | Self::DrainEndedInPhp => "drain_timeout",
             Self::Truncated => "truncated",
             Self::Io(_) => "io",
             Self::Protocol(_) => "protocol",
@@ -290,6 +304,8 @@ struct Inner {
     idle: Mutex<Vec<Conn>>,
     /// Requests on a fresh connection with no byte back after [`STALL_AFTER`].
     fresh_waiting: AtomicUsize,
+    /// The shutdown drain: its deadline bounds every wait and request.
+    drain: drain::Clock,
 }
 
 /// A fresh connection with no byte back after this long is taken to be
@@ -368,11 +384,12 @@ pub struct FpmPool {
 
 impl FpmPool {
     /// A pool for `config.address`; connects lazily, on the first event.
+    /// `drain` tells it when the shutdown drain begins and ends.
     ///
     /// # Panics
     /// Never: `Config::validate` guarantees the address is set; a missing one
     /// falls back to an address nothing listens on, so events fail cleanly.
-    pub fn new(config: &FpmConfig) -> Self {
+    pub fn new(config: &FpmConfig, drain: drain::Clock) -> Self {
         let addr = config
             .address
             .clone()
@@ -385,6 +402,7 @@ impl FpmPool {
                 permits: Semaphore::new(config.pool_size),
                 idle: Mutex::new(Vec::with_capacity(config.pool_size)),
                 fresh_waiting: AtomicUsize::new(0),
+                drain,
             }),
         }
     }
@@ -402,10 +420,10 @@ impl FpmPool {
     /// Runs one request: `params` are encoded name-value pairs (in pieces), `stdin` the body.
     pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
         let config = self.inner.config.load();
-        let _permit = tokio::time::timeout(config.queue_timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, self.inner.size))?
-            .map_err(|_| FpmError::PoolTimeout(config.queue_timeout, self.inner.size))?;
+        let _permit = self.acquire(config.queue_timeout).await?;
+        if self.inner.drain.is_over() {
+            return Err(FpmError::DrainEnded);
+        }
         let max_stdout = config.max_response_header_bytes + config.max_response_body_bytes;
 
         let (mut conn, reused) = match self.take_idle() {
@@ -459,6 +477,40 @@ impl FpmPool {
         }
     }
 
+    /// Waits for a pool slot: at most `queue_timeout`, or, once the drain
+    /// has begun, until its deadline. A wait the drain overtakes goes on in
+    /// its place in the queue.
+    async fn acquire(
+        &self,
+        queue_timeout: Duration,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, FpmError> {
+        let drain = &self.inner.drain;
+        if drain.is_over() {
+            return Err(FpmError::DrainEnded);
+        }
+        // Never jumps the queue: a released slot goes to a waiter first.
+        if let Ok(permit) = self.inner.permits.try_acquire() {
+            return Ok(permit);
+        }
+        let started = Instant::now();
+        let busy = |waited| FpmError::PoolTimeout(waited, self.inner.size);
+        let acquire = self.inner.permits.acquire();
+        tokio::pin!(acquire);
+        if !drain.is_draining() {
+            tokio::select! {
+                biased;
+                permit = &mut acquire => return permit.map_err(|_| busy(started.elapsed())),
+                () = tokio::time::sleep(queue_timeout) => return Err(busy(queue_timeout)),
+                () = drain.began() => {}
+            }
+        }
+        tokio::select! {
+            biased;
+            permit = &mut acquire => permit.map_err(|_| busy(started.elapsed())),
+            () = drain.over() => Err(FpmError::DrainEnded),
+        }
+    }
+
     async fn run_on(
         &self,
         conn: &mut Conn,
@@ -469,12 +521,17 @@ impl FpmPool {
         fresh: &mut FreshWait<'_>,
     ) -> Result<FpmOutput, FpmError> {
         let timeout = self.inner.config.load().request_timeout;
-        tokio::time::timeout(
+        let request = tokio::time::timeout(
             timeout,
             conn.roundtrip(params, stdin, max_stdout, progress, fresh),
-        )
-        .await
-        .map_err(|_| FpmError::Timeout(timeout))?
+        );
+        // One more waiter per request (the drain's token): nothing may
+        // outlive the drain's deadline, also a request started before it.
+        tokio::select! {
+            biased;
+            answer = request => answer.map_err(|_| FpmError::Timeout(timeout))?,
+            () = self.inner.drain.over() => Err(FpmError::DrainEndedInPhp),
+        }
     }
 
     /// Opens a connection. Out of file descriptors (EMFILE, ENFILE) is
@@ -495,7 +552,11 @@ impl FpmPool {
                         waiting = true;
                         tracing::warn!(error = %source, "no file descriptor free for a php-fpm connection; waiting for one");
                     }
-                    tokio::time::sleep(pause).await;
+                    // Past the drain's deadline the next connect fails at once.
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.inner.drain.over() => {}
+                    }
                     pause = (pause * 2).min(DESCRIPTOR_WAIT_MAX);
                 }
                 other => return other,
@@ -523,10 +584,14 @@ impl FpmPool {
                 }
             }
         };
-        let stream = tokio::time::timeout(self.inner.config.load().connect_timeout, connecting)
-            .await
-            .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
-            .map_err(fail)?;
+        let connecting = tokio::time::timeout(self.inner.config.load().connect_timeout, connecting);
+        let stream = tokio::select! {
+            biased;
+            stream = connecting => stream
+                .map_err(|_| fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+                .map_err(fail)?,
+            () = self.inner.drain.over() => return Err(FpmError::DrainEnded),
+        };
         Ok(Conn {
             stream,
             out: Vec::new(),

@@ -459,12 +459,14 @@ async fn handshake(
     }
 
     let close_after_open = connection::apply_answer(&ctx, &handle, &answer);
+    let close_due = ctx.books.owe();
     let accepted = Accepted {
         ctx,
         handle,
         env,
         close_after_open,
         slot,
+        close_due,
     };
     let task = async move {
         match on_upgrade.await {

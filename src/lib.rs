@@ -22,6 +22,7 @@ pub mod connection;
 pub mod context;
 pub mod contract;
 pub mod control;
+pub mod drain;
 pub mod error_line;
 pub mod event;
 pub mod fcgi;
@@ -122,21 +123,19 @@ pub async fn serve(
 
     shutdown.await;
     let connections = ctx.hub.connection_count();
+    let deadline = ctx.begin_shutdown();
+    let before = ctx.books.totals();
     tracing::info!(connections, "shutting down: closing every client with 1001");
-    ctx.begin_shutdown();
     ctx.hub
         .close_all(contract::CLOSE_SHUTDOWN, contract::REASON_SHUTDOWN);
     tracker.close();
-    let drain = ctx.config().shutdown.drain_timeout;
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!(
-            ?drain,
-            left = ctx.hub.connection_count(),
-            "drain timeout: some close events may not have reached php"
-        );
-    } else {
-        tracing::info!("drained: every close event reached php");
-    }
+    let drained = tokio::time::timeout_at(deadline.into(), tracker.wait())
+        .await
+        .is_ok();
+    // Past the deadline nothing reaches PHP any more: the books are final.
+    let queued = u64::try_from(ctx.metrics.events_queued.get()).unwrap_or(0);
+    let owed = ctx.books.close(queued, SETTLE_GRACE).await;
+    log_drain(drained, owed, ctx.books.totals().since(before), &ctx);
     reaper.abort();
     control_tasks.shutdown().await;
     #[cfg(feature = "cluster")]
@@ -145,6 +144,45 @@ pub async fn serve(
     }
     ctx.fpm.close_idle();
     Ok(())
+}
+
+/// How long the books wait, after the drain's deadline, for connection tasks
+/// to book what they have (see [`drain::Books::close`]).
+const SETTLE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The drain's last line: how many close events (and messages of clients
+/// that had left) reached PHP during the drain, and how many did not.
+fn log_drain(drained: bool, owed: u64, t: drain::Totals, ctx: &Context) {
+    let (c, m) = (t.closes, t.messages);
+    macro_rules! summary {
+        ($level:ident, $text:literal) => {
+            tracing::$level!(
+                close_delivered = c.delivered,
+                close_failed = c.failed,
+                close_not_delivered = c.not_delivered,
+                messages_delivered = m.delivered,
+                messages_failed = m.failed,
+                messages_not_delivered = m.not_delivered,
+                $text
+            )
+        };
+    }
+    if !drained {
+        tracing::warn!(
+            drain = ?ctx.config().shutdown.drain_timeout,
+            left = ctx.hub.connection_count(),
+            close_owed = owed,
+            "drain timeout: what had not reached php by now is not delivered"
+        );
+    }
+    if c.failed + c.not_delivered + m.failed + m.not_delivered > 0 {
+        summary!(
+            warn,
+            "drained: not every close event and message was delivered to php"
+        );
+    } else {
+        summary!(info, "drained: every close event and message reached php");
+    }
 }
 
 async fn reap_fpm_idle(ctx: Arc<Context>) {

@@ -27,6 +27,13 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Label of outcome metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `delivered`, `failed` or `not_delivered` (see `drain::Outcome`).
+    pub outcome: &'static str,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -70,6 +77,11 @@ pub struct Metrics {
     pub cluster_rejected: Family<KindLabel, Counter>,
     /// Events waiting for PHP in per-connection queues, across all connections.
     pub events_queued: Gauge,
+    /// Close events, by outcome (see `drain::Books`).
+    pub close_events: Family<OutcomeLabel, Counter>,
+    /// Messages of a connection that ended which PHP had not answered yet
+    /// (queued, or in PHP), by outcome.
+    pub messages_after_close: Family<OutcomeLabel, Counter>,
     connections: Gauge,
     client_sockets: Gauge,
     channels: Gauge,
@@ -122,6 +134,8 @@ impl Metrics {
             cluster_reconnects: Counter::default(),
             cluster_rejected: Family::default(),
             events_queued: Gauge::default(),
+            close_events: Family::default(),
+            messages_after_close: Family::default(),
             connections: Gauge::default(),
             client_sockets: Gauge::default(),
             channels: Gauge::default(),
@@ -212,6 +226,16 @@ impl Metrics {
             "events_queued",
             "Events waiting for PHP in per-connection queues",
             m.events_queued.clone(),
+        );
+        r.register(
+            "close_events",
+            "Close events, by outcome: delivered, failed (reached php-fpm, no usable answer), not_delivered",
+            m.close_events.clone(),
+        );
+        r.register(
+            "messages_after_close",
+            "Messages of a connection that ended which PHP had not answered yet (queued or in PHP), by outcome",
+            m.messages_after_close.clone(),
         );
         r.register(
             "connections",

@@ -29,6 +29,11 @@ pub enum EventError {
 }
 
 impl EventError {
+    /// True when the event certainly never reached PHP.
+    pub fn never_reached_php(&self) -> bool {
+        matches!(self, Self::Fpm(e) if e.never_reached_php())
+    }
+
     /// A short label for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -83,28 +88,57 @@ pub async fn call(
     Ok(answer)
 }
 
-/// Sends `event`, retrying with backoff for up to `fpm.retry_window` while
-/// PHP-FPM cannot take it (not running, every connection busy). Errors after
-/// the request reached PHP (timeouts, crashes, bad answers) are not retried:
-/// PHP may have acted on the event already.
+/// Sends `event`, retrying with backoff while PHP-FPM cannot take it (not
+/// running, every connection busy, no file descriptor free), as long as the next attempt would start
+/// within `fpm.retry_window` of the first (of the first that found PHP-FPM
+/// unreachable, when that is what failed). Errors after the request reached
+/// PHP (timeouts, crashes, bad answers) are not retried: PHP may have acted
+/// on the event already.
+///
+/// During the shutdown drain an attempt waits for a free connection until
+/// the drain's deadline, so a busy pool is no reason to give up before it;
+/// an attempt that was already waiting when the drain began is retried at
+/// once, and none is started past the deadline.
 pub async fn call_retrying(
     ctx: &Context,
     handle: &ConnHandle,
     env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
-    let deadline = Instant::now() + ctx.config().fpm.retry_window;
+    let window = ctx.config().fpm.retry_window;
+    let first = Instant::now();
+    let mut unreachable_since = None;
     let mut pause = RETRY_FIRST;
     loop {
-        match call(ctx, handle, env, event).await {
-            Err(EventError::Fpm(e))
-                if e.never_reached_php() && Instant::now() + pause < deadline =>
+        let attempt = Instant::now();
+        let result = call(ctx, handle, env, event).await;
+        let retry_in = match &result {
+            // The next attempt waits for a slot until the drain's deadline.
+            Err(EventError::Fpm(FpmError::PoolTimeout(..) | FpmError::NoDescriptor(_)))
+                if ctx.drain.is_draining() =>
             {
-                tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), error = %e, retry_in = ?pause, "php-fpm unavailable; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_MAX);
+                Duration::ZERO
             }
-            other => return other,
+            Err(EventError::Fpm(FpmError::PoolTimeout(..) | FpmError::NoDescriptor(_)))
+                if Instant::now() + pause < first + window =>
+            {
+                pause
+            }
+            Err(EventError::Fpm(FpmError::Connect { .. }))
+                if Instant::now() + pause < *unreachable_since.get_or_insert(attempt) + window =>
+            {
+                pause
+            }
+            _ => return result,
+        };
+        if let Err(e) = &result {
+            tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), error = %e, retry_in = ?retry_in, "php-fpm unavailable; retrying");
         }
+        // Past the drain's deadline the next attempt fails at once.
+        tokio::select! {
+            () = tokio::time::sleep(retry_in) => {}
+            () = ctx.drain.over() => {}
+        }
+        pause = (pause * 2).min(RETRY_MAX);
     }
 }

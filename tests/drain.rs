@@ -10,7 +10,9 @@ mod support;
 
 use std::time::Duration;
 
+use futures_util::SinkExt;
 use support::*;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The real binary on 127.0.0.1:0 with its admin listener, for `faults.php`
 /// on `fpm`; `sections` are added to its configuration file, and `fpm_keys`
@@ -369,4 +371,169 @@ async fn thousands_of_connections_drain_with_every_close_event_delivered() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(400);
     drain_every_close_event(clients, 10, "queue_timeout = \"1s\"\nretry_window = \"1s\"").await;
+}
+
+/// The events PHP recorded for connection `id`: `WS_EVENT` and the body (a
+/// message) or the close code.
+fn events_of(log: &EventLog, id: &str) -> Vec<String> {
+    log.events()
+        .into_iter()
+        .filter(|e| e["WS_CONNECTION_ID"] == id)
+        .map(|e| match e["WS_EVENT"].as_str().unwrap_or_default() {
+            "message" => format!("message {}", e["body"].as_str().unwrap_or_default()),
+            "close" => format!("close {}", e["WS_CLOSE_CODE"].as_str().unwrap_or_default()),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+/// Opens a client on `binary` recording into `log`, sends `slow` and waits
+/// until PHP runs it, then sends `more` (which queue behind it) and closes
+/// (1000). Returns the connection id.
+async fn leave_with_queued_messages(
+    binary: &Binary,
+    log: &EventLog,
+    slow: &str,
+    more: &[&str],
+) -> String {
+    let mut ws = connect(&binary.process.url(&format!("/?{}", log.query()))).await;
+    let id = recv_text(&mut ws)
+        .await
+        .strip_prefix("hello ")
+        .expect("hello")
+        .to_owned();
+    send_text(&mut ws, slow).await;
+    let running = format!("message {slow}");
+    poll_until(
+        Duration::from_secs(10),
+        "php to run the slow message",
+        || events_of(log, &id).contains(&running).then_some(()),
+    )
+    .await;
+    for text in more {
+        ws.send(Message::text(*text)).await.expect("send");
+    }
+    close_with(ws, 1000, "bye").await;
+    id
+}
+
+/// A client sends messages while PHP is busy with an earlier one, then
+/// leaves: PHP gets every message, in order, and then the close event; the
+/// messages are counted as delivered after close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_a_client_that_left_reach_php_in_order_before_its_close() {
+    let fpm = Fpm::start(1);
+    let log = EventLog::new();
+    let binary = Binary::start(&fpm, 1, "", "");
+    let more = ["m1", "m2", "m3", "m4", "m5"];
+    let id = leave_with_queued_messages(&binary, &log, "sleep 500", &more).await;
+    let delivered = "ws2fcgi_close_events_total{outcome=\"delivered\"}";
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = binary.metrics().await;
+        if metric(&text, delivered) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&text, delivered), 1.0, "{text}");
+    assert_eq!(
+        events_of(&log, &id),
+        [
+            "open",
+            "message sleep 500",
+            "message m1",
+            "message m2",
+            "message m3",
+            "message m4",
+            "message m5",
+            "close 1000"
+        ]
+    );
+    let after_close = |outcome: &str| {
+        metric(
+            &text,
+            &format!("ws2fcgi_messages_after_close_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    // The one PHP was running when the client left, and the five queued.
+    assert_eq!(after_close("delivered"), 6.0, "{text}");
+    assert_eq!(after_close("not_delivered"), 0.0, "{text}");
+}
+
+/// The same when the pool stays busy (another client's 5 s message holds
+/// its only connection) past `fpm.queue_timeout` and `fpm.retry_window`:
+/// the message that waited for it and the close event are not delivered,
+/// the queued messages after it are not tried, and every one of them is
+/// counted and logged, none silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_php_fpm_cannot_take_after_the_client_left_are_counted() {
+    let fpm = Fpm::start(1);
+    let log = EventLog::new();
+    let binary = Binary::start(
+        &fpm,
+        1,
+        "",
+        "queue_timeout = \"300ms\"\nretry_window = \"500ms\"",
+    );
+    let url = binary.process.url(&format!("/?{}", log.query()));
+    let mut ws = connect(&url).await;
+    let id = recv_text(&mut ws)
+        .await
+        .strip_prefix("hello ")
+        .expect("hello")
+        .to_owned();
+    let mut hog = connect(&url).await;
+    let _hello = recv_text(&mut hog).await;
+    send_text(&mut hog, "sleep 5000").await;
+    poll_until(
+        Duration::from_secs(10),
+        "php to run the hog's message",
+        || {
+            log.events()
+                .iter()
+                .any(|e| e["body"] == "sleep 5000")
+                .then_some(())
+        },
+    )
+    .await;
+    for text in ["m1", "m2", "m3"] {
+        ws.send(Message::text(text)).await.expect("send");
+    }
+    close_with(ws, 1000, "bye").await;
+
+    let not_delivered = "ws2fcgi_close_events_total{outcome=\"not_delivered\"}";
+    let mut text = String::new();
+    for _ in 0..500 {
+        text = binary.metrics().await;
+        if metric(&text, not_delivered) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(metric(&text, not_delivered), 1.0, "{text}");
+    let after_close = |outcome: &str| {
+        metric(
+            &text,
+            &format!("ws2fcgi_messages_after_close_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(after_close("not_delivered"), 3.0, "{text}");
+    assert_eq!(
+        after_close("delivered") + after_close("failed"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(events_of(&log, &id), ["open"], "PHP saw none of them");
+    let stderr = binary.process.stderr();
+    for expected in [
+        "event not delivered to php",
+        "skipped=2",
+        "close event not delivered to php",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected:?} not logged:\n{stderr}"
+        );
+    }
 }

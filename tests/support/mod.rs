@@ -564,6 +564,8 @@ pub struct Process {
     stderr: Arc<std::sync::Mutex<String>>,
     /// Addresses it logs as accepting WebSocket clients on.
     found: std::sync::mpsc::Receiver<std::net::SocketAddr>,
+    /// Set when its stderr reached EOF: every line is in `stderr`.
+    stderr_done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Process {
@@ -618,6 +620,8 @@ impl Process {
         let (found_tx, found) = std::sync::mpsc::channel();
         let pipe = child.stderr.take().expect("piped stderr");
         let collected = stderr.clone();
+        let stderr_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stderr_done.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
@@ -628,11 +632,13 @@ impl Process {
                 all.push_str(&line);
                 all.push('\n');
             }
+            done.store(true, std::sync::atomic::Ordering::Release);
         });
         Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             stderr,
+            stderr_done,
             found,
         }
     }
@@ -693,13 +699,22 @@ impl Process {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// Waits for the process to exit, polling for up to `limit`.
+    /// Waits for the process to exit, polling for up to `limit`, then (5 s
+    /// at most) for the last of its stderr, so [`Process::stderr`] has every
+    /// line. (A child it leaves behind may hold the pipe open longer.)
     pub async fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;
-        poll_until(limit, "ws2fcgi to exit", || {
+        let status = poll_until(limit, "ws2fcgi to exit", || {
             child.try_wait().expect("try_wait")
         })
-        .await
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.stderr_done.load(std::sync::atomic::Ordering::Acquire)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        status
     }
 
     /// File descriptors the process holds now (entries of /proc/PID/fd).

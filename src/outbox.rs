@@ -7,6 +7,16 @@
 //! and the next push marks it a slow consumer, to be cut off with close 1008,
 //! instead of growing the daemon's memory or delaying other members.
 //!
+//! Each queued frame is charged what it costs in memory: its bytes plus
+//! [`FRAME_COST`] for its slot in the queue and its allocation. A publish's
+//! frame is one allocation shared by every member's queue; each member is
+//! charged the whole of it, since any one of them keeps it alive.
+//!
+//! At most one pong waits: a newer ping's pong replaces it (RFC 6455 §5.5.3
+//! allows answering only the most recent ping), here or in the writer's
+//! batch if not yet begun, and it goes out before the queued data frames. A
+//! client that sends pings and never reads costs one pong, not a queue.
+//!
 //! An idle outbox allocates nothing (an empty `VecDeque` has no buffer).
 //!
 //! Direct writes: while nothing is queued and the writer holds no frames,
@@ -31,8 +41,24 @@ use bytes::{Buf, Bytes};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
-/// How far control frames (pongs, close) may go past the byte limit.
+/// How far control frames (close, ping) may go past the byte limit.
 pub const CONTROL_SLACK: usize = 4096;
+
+/// What a queued frame costs beyond its bytes: its slot in the queue (a
+/// `Bytes`, 32 bytes, twice over since a `VecDeque` grows by doubling) and
+/// its allocation (the buffer's allocator overhead and the 32-byte shared
+/// header a `Bytes` gets once cloned for a second recipient).
+pub const FRAME_COST: usize = 128;
+
+/// What `frame` is charged while queued.
+fn cost(frame: &[u8]) -> usize {
+    frame.len() + FRAME_COST
+}
+
+/// Is `frame` exactly one pong (as tungstenite writes it: unmasked, final)?
+fn is_pong(frame: &[u8]) -> bool {
+    matches!(frame, [0x8A, len, ..] if *len <= 125 && frame.len() == 2 + usize::from(*len))
+}
 
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +83,12 @@ pub enum Signal {
 #[derive(Default)]
 struct State {
     frames: VecDeque<Bytes>,
-    /// Bytes queued and not yet written to the socket (including frames the
-    /// writer has taken but not finished).
-    bytes: usize,
+    /// The pong to send next, if one waits; see the module docs. Boxed:
+    /// rare (a pong is written at once unless frames are queued).
+    pong: Option<Box<Bytes>>,
+    /// What the frames queued and not yet written cost (see [`cost`]),
+    /// including the pong and frames the writer has taken but not finished.
+    cost: usize,
     /// No more data frames are accepted (closing, closed, or slow).
     sealed: bool,
     /// The writer holds frames it took and has not finished writing.
@@ -83,7 +112,7 @@ impl State {
         let Some(direct) = self.direct.as_ref() else {
             return Some(frame);
         };
-        if !self.frames.is_empty() || self.writer_busy {
+        if !self.frames.is_empty() || self.pong.is_some() || self.writer_busy {
             return Some(frame);
         }
         // The descriptor is open while `direct` is set: the writer detaches
@@ -157,7 +186,7 @@ impl Outbox {
         if state.sealed {
             return Push::Closed;
         }
-        if state.bytes > 0 && state.bytes + frame.len() > self.limit {
+        if state.cost > 0 && state.cost + cost(&frame) > self.limit {
             state.sealed = true;
             state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
             self.signalled.store(true, Ordering::Release);
@@ -173,30 +202,51 @@ impl Outbox {
         } else {
             frame
         };
-        state.bytes += rest.len();
+        state.cost += cost(&rest);
         state.frames.push_back(rest);
         drop(state);
         self.notify.notify_one();
         Push::Queued
     }
 
-    /// Queues protocol bytes (pongs, close frames) from the connection's own
-    /// task. They may go [`CONTROL_SLACK`] bytes past the limit, so a close
-    /// frame still fits behind a full queue; past that (a client that sends
-    /// pings and never reads the pongs) the client is a slow consumer.
+    /// Queues protocol bytes (pongs, close frames, pings) from the
+    /// connection's own task. A pong replaces the one waiting, if any. Others
+    /// may go [`CONTROL_SLACK`] bytes past the limit, so a close frame still
+    /// fits behind a full queue; past that the client is a slow consumer.
     pub fn push_control(&self, frame: Bytes) {
-        let mut state = self.lock();
-        if state.bytes + frame.len() > self.limit + CONTROL_SLACK {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if is_pong(&frame) {
+            if let Some(waiting) = &mut state.pong {
+                // The writer was woken for the one waiting already.
+                state.cost = state.cost.saturating_sub(cost(waiting)) + cost(&frame);
+                **waiting = frame;
+                return;
+            }
+            let whole = frame.len();
+            match state.send_direct(frame) {
+                None => return,
+                // Begun on the wire: it must be finished before anything else.
+                Some(rest) if rest.len() < whole => {
+                    state.cost += cost(&rest);
+                    state.frames.push_back(rest);
+                }
+                Some(pong) => {
+                    state.cost += cost(&pong);
+                    state.pong = Some(Box::new(pong));
+                }
+            }
+        } else if state.cost + cost(&frame) > self.limit + CONTROL_SLACK {
             state.sealed = true;
             state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
             self.signalled.store(true, Ordering::Release);
         } else if let Some(rest) = state.send_direct(frame) {
-            state.bytes += rest.len();
+            state.cost += cost(&rest);
             state.frames.push_back(rest);
         } else {
             return;
         }
-        drop(state);
+        drop(guard);
         self.notify.notify_one();
     }
 
@@ -243,12 +293,26 @@ impl Outbox {
         state.signal.take().map(|s| *s)
     }
 
-    /// Records that the writer's last write sent `written` queued bytes,
-    /// then moves queued frames into `batch` (at most `max` frames in it);
-    /// returns whether `batch` holds anything to write.
-    pub fn drain_into(&self, batch: &mut VecDeque<Bytes>, max: usize, written: usize) -> bool {
+    /// Records that the writer's last write settled `settled` of the queue's
+    /// cost (see [`Outbox::settle`]), then moves queued frames into `batch`
+    /// (at most `max` frames in it), a waiting pong first (in place of one
+    /// the batch holds and has not begun to write); returns whether `batch`
+    /// holds anything to write.
+    pub fn drain_into(&self, batch: &mut VecDeque<Bytes>, max: usize, settled: usize) -> bool {
         let mut state = self.lock();
-        state.bytes = state.bytes.saturating_sub(written);
+        state.cost = state.cost.saturating_sub(settled);
+        if let Some(pong) = state.pong.take() {
+            // A pong the writer holds and has not begun (the front may be
+            // partly written) is replaced too.
+            if let Some(older) = batch.iter_mut().skip(1).find(|f| is_pong(f)) {
+                state.cost = state.cost.saturating_sub(cost(older));
+                *older = *pong;
+            } else if batch.len() < max {
+                batch.push_back(*pong);
+            } else {
+                state.pong = Some(pong);
+            }
+        }
         while batch.len() < max {
             match state.frames.pop_front() {
                 Some(frame) => batch.push_back(frame),
@@ -263,9 +327,16 @@ impl Outbox {
         !batch.is_empty()
     }
 
-    /// Bytes queued and not yet written.
+    /// The cost a write of `written` bytes settles, when it finished
+    /// `finished` frames: their bytes and the [`FRAME_COST`] of each.
+    pub fn settle(written: usize, finished: usize) -> usize {
+        written + finished * FRAME_COST
+    }
+
+    /// What is queued and not yet written costs: its bytes, plus
+    /// [`FRAME_COST`] per frame.
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().cost
     }
 
     /// Waits until something is pushed or signalled (may wake spuriously).
@@ -299,28 +370,84 @@ mod tests {
     }
 
     #[test]
-    fn written_bytes_free_room() {
-        let outbox = Outbox::new(10);
+    fn written_frames_free_their_bytes_and_their_cost() {
+        let outbox = Outbox::new(2 * (6 + FRAME_COST));
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), 6 + FRAME_COST);
         let mut batch = VecDeque::new();
         assert!(outbox.drain_into(&mut batch, 16, 0));
         batch.clear();
-        assert!(!outbox.drain_into(&mut batch, 16, 6));
+        // Half written: its bytes are settled, not yet its slot.
+        assert!(!outbox.drain_into(&mut batch, 16, Outbox::settle(3, 0)));
+        assert_eq!(outbox.queued_bytes(), 3 + FRAME_COST);
+        assert!(!outbox.drain_into(&mut batch, 16, Outbox::settle(3, 1)));
+        assert_eq!(outbox.queued_bytes(), 0);
         assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
-        assert_eq!(outbox.queued_bytes(), 6);
+        assert_eq!(outbox.push(Bytes::from_static(b"123456")), Push::Queued);
+        assert_eq!(outbox.queued_bytes(), 2 * (6 + FRAME_COST));
+    }
+
+    /// Tiny frames are charged what they cost, not their few bytes: once
+    /// 3 million empty publishes fitted a 1 MiB queue two bytes each, and
+    /// took ~33 MB of memory for two members that never read.
+    #[test]
+    fn tiny_frames_fill_the_queue_by_their_real_cost() {
+        let limit = 1 << 20;
+        let outbox = Outbox::new(limit);
+        let empty = crate::frame::data(crate::frame::Kind::Text, b"");
+        let mut queued = 0;
+        while outbox.push_queued(empty.clone()) == Push::Queued {
+            queued += 1;
+        }
+        assert_eq!(queued, limit / (2 + FRAME_COST));
+        assert!(outbox.queued_bytes() <= limit);
+        assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
     }
 
     #[test]
-    fn pongs_never_read_make_a_slow_consumer() {
-        let outbox = Outbox::new(100);
-        let pong = Bytes::from(vec![0u8; 127]);
-        for _ in 0..(100 + CONTROL_SLACK) / 127 {
-            outbox.push_control(pong.clone());
+    fn one_pong_waits_at_most_and_goes_before_the_data() {
+        let outbox = Outbox::new(1024);
+        outbox.push_queued(Bytes::from_static(b"\x81\x01a"));
+        let pong = |n: u8| Bytes::from(vec![0x8A, 1, n]);
+        // A client that pings and never reads: each pong replaces the last.
+        for n in 0..100 {
+            outbox.push_control(pong(n));
         }
-        assert_eq!(outbox.take_signal(), None);
-        outbox.push_control(pong.clone());
+        assert_eq!(outbox.take_signal(), None, "not a slow consumer");
+        assert_eq!(outbox.queued_bytes(), 3 + FRAME_COST + 3 + FRAME_COST);
+        let mut batch = VecDeque::new();
+        assert!(outbox.drain_into(&mut batch, 16, 0));
+        assert_eq!(
+            Vec::from(batch),
+            [pong(99), Bytes::from_static(b"\x81\x01a")]
+        );
+        // Taken by the writer: a newer pong waits behind it, alone.
+        outbox.push_control(pong(100));
+        outbox.push_control(pong(101));
+        let mut batch = VecDeque::new();
+        assert!(outbox.drain_into(&mut batch, 16, Outbox::settle(6, 2)));
+        assert_eq!(Vec::from(batch), [pong(101)]);
+        assert_eq!(outbox.queued_bytes(), 3 + FRAME_COST);
+    }
+
+    #[test]
+    fn close_frames_pass_a_full_queue_by_the_slack_only() {
+        let outbox = Outbox::new(1024);
+        assert_eq!(outbox.push(Bytes::from(vec![0x82; 1000])), Push::Queued);
+        let close = Bytes::from(vec![0x88, 2, 3, 232]);
+        outbox.push_control(close.clone());
+        assert_eq!(
+            outbox.take_signal(),
+            None,
+            "a close frame fits behind a full queue"
+        );
+        // Pings (not pongs) are not replaced: the slack bounds them.
+        let ping = Bytes::from(vec![0x89, 0]);
+        for _ in 0..CONTROL_SLACK / cost(&ping) {
+            outbox.push_control(ping.clone());
+        }
         assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
-        assert!(outbox.queued_bytes() <= 100 + CONTROL_SLACK);
+        assert!(outbox.queued_bytes() <= 1024 + CONTROL_SLACK);
     }
 
     #[test]
@@ -347,21 +474,21 @@ mod tests {
         assert_eq!(outbox.push(Bytes::from_static(b"three,")), Push::Queued);
         assert_eq!(
             outbox.queued_bytes(),
-            10,
+            4 + 6 + 2 * FRAME_COST,
             "queued behind the writer's batch"
         );
         // The writer writes its batch, then what queued meanwhile.
         std::io::Write::write_all(&mut &ours, &batch.pop_front().expect("two")).expect("write");
-        assert!(outbox.drain_into(&mut batch, 16, 4));
+        assert!(outbox.drain_into(&mut batch, 16, Outbox::settle(4, 1)));
         std::io::Write::write_all(&mut &ours, &batch.pop_front().expect("three")).expect("write");
-        assert!(!outbox.drain_into(&mut batch, 16, 6));
+        assert!(!outbox.drain_into(&mut batch, 16, Outbox::settle(6, 1)));
         assert_eq!(outbox.push(Bytes::from_static(b"four")), Push::Queued);
         assert_eq!(outbox.queued_bytes(), 0);
 
         // Detached (the writer is gone): queued, never written.
         outbox.detach();
         assert_eq!(outbox.push(Bytes::from_static(b"!")), Push::Queued);
-        assert_eq!(outbox.queued_bytes(), 1);
+        assert_eq!(outbox.queued_bytes(), 1 + FRAME_COST);
 
         drop(ours);
         let mut got = String::new();
@@ -379,10 +506,13 @@ mod tests {
         let big = Bytes::from(vec![b'x'; 16 << 20]);
         assert_eq!(outbox.push(big), Push::Queued);
         let queued = outbox.queued_bytes();
-        assert!(queued > 0 && queued < 16 << 20, "queued {queued}");
+        assert!(
+            queued > FRAME_COST && queued < FRAME_COST + (16 << 20),
+            "queued {queued}"
+        );
         // The writer owns the rest now: nothing may jump ahead of it.
         assert_eq!(outbox.push(Bytes::from_static(b"y")), Push::Queued);
-        assert_eq!(outbox.queued_bytes(), queued + 1);
+        assert_eq!(outbox.queued_bytes(), queued + 1 + FRAME_COST);
     }
 
     #[test]

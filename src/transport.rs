@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_util::io::poll_read_buf;
 
 use crate::hub::ConnHandle;
-use crate::outbox::Signal;
+use crate::outbox::{Outbox, Signal};
 
 /// Frames written per `writev` at most.
 const MAX_IOVECS: usize = 64;
@@ -290,11 +290,11 @@ impl Writer {
     pub async fn run(&mut self) -> io::Result<Signal> {
         let Self { socket, handle } = self;
         let outbox = &handle.outbox;
-        let mut written = 0;
+        let mut settled = 0;
         loop {
-            // Taking frames also settles the bytes of the last write (one lock).
-            let more = outbox.drain_into(&mut socket.batch, MAX_IOVECS, written);
-            written = 0;
+            // Taking frames also settles the cost of the last write (one lock).
+            let more = outbox.drain_into(&mut socket.batch, MAX_IOVECS, settled);
+            settled = 0;
             if let Some(signal) = outbox.take_signal() {
                 return Ok(signal);
             }
@@ -305,7 +305,7 @@ impl Writer {
             // A client that stops reading blocks this write; a signal (slow
             // consumer, close request) must still get through at once.
             // `write_batch` is cancel-safe: a write either happened or did not.
-            written = loop {
+            settled = loop {
                 tokio::select! {
                     biased;
                     n = socket.write_batch() => break n?,
@@ -323,20 +323,22 @@ impl Writer {
     /// the end of a connection. The caller bounds it with a timeout.
     pub async fn flush_all(&mut self) -> io::Result<()> {
         let Self { socket, handle } = self;
-        let mut written = 0;
+        let mut settled = 0;
         loop {
             handle
                 .outbox
-                .drain_into(&mut socket.batch, MAX_IOVECS, written);
+                .drain_into(&mut socket.batch, MAX_IOVECS, settled);
             if socket.batch.is_empty() {
                 return socket.shutdown().await;
             }
-            written = socket.write_batch().await?;
+            settled = socket.write_batch().await?;
         }
     }
 }
 
 impl Sending {
+    /// Writes what it can of the batch; returns the outbox cost this settled
+    /// (the bytes written, and [`Outbox::settle`]'s share per finished frame).
     async fn write_batch(&mut self) -> io::Result<usize> {
         // The iovec array lives on the stack during each poll only, so it
         // does not weigh on every idle connection's task.
@@ -357,6 +359,7 @@ impl Sending {
         }
         self.bytes_out.inc_by(n as u64);
         let mut left = n;
+        let mut finished = 0;
         while left > 0 {
             let Some(front) = self.batch.front_mut() else {
                 break;
@@ -364,6 +367,7 @@ impl Sending {
             if front.len() <= left {
                 left -= front.len();
                 self.batch.pop_front();
+                finished += 1;
             } else {
                 front.advance(left);
                 left = 0;
@@ -372,7 +376,7 @@ impl Sending {
         if self.batch.is_empty() && self.batch.capacity() > MAX_IOVECS {
             self.batch = VecDeque::new();
         }
-        Ok(n)
+        Ok(Outbox::settle(n, finished))
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {

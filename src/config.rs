@@ -219,8 +219,9 @@ pub struct Config {
     /// Per-connection behaviour and limits.
     #[serde(default)]
     pub websocket: WebSocketConfig,
-    /// Limits shared by every client: unfinished handshakes per address, and
-    /// how IPv6 addresses are grouped into one client.
+    /// Limits shared by every client: unfinished handshakes per address,
+    /// how IPv6 addresses are grouped into one client, and the inbound byte
+    /// budget.
     #[serde(default)]
     pub limits: LimitsConfig,
     /// Shutdown behaviour.
@@ -466,6 +467,12 @@ pub struct WebSocketConfig {
     /// as a slow consumer (close 1008).
     #[serde(default = "default_outbound_queue_bytes")]
     pub outbound_queue_bytes: usize,
+    /// Bytes of one client's messages the daemon holds at most (read,
+    /// being assembled, waiting for or in PHP); when full the daemon stops
+    /// reading that socket. A connection with nothing queued may always
+    /// receive one message of `max_message_size`.
+    #[serde(default = "default_inbound_queue_bytes")]
+    pub inbound_queue_bytes: usize,
     /// Largest message a client may send, in bytes (close 1009 past it).
     #[serde(default = "default_max_message_size")]
     pub max_message_size: usize,
@@ -545,6 +552,7 @@ impl Default for WebSocketConfig {
         Self {
             event_queue: default_event_queue(),
             outbound_queue_bytes: default_outbound_queue_bytes(),
+            inbound_queue_bytes: default_inbound_queue_bytes(),
             max_message_size: default_max_message_size(),
             max_frame_size: default_max_frame_size(),
             read_buffer_size: default_read_buffer_size(),
@@ -575,6 +583,11 @@ pub struct LimitsConfig {
     /// by every per-address limit; IPv4-mapped IPv6 addresses count as IPv4.
     #[serde(default = "default_ipv6_prefix")]
     pub ipv6_prefix: u8,
+    /// Bytes of client messages the daemon holds at most, all connections
+    /// together; when spent, sockets that send more are not read until bytes
+    /// are given back. Needs a restart.
+    #[serde(default = "default_inbound_bytes")]
+    pub inbound_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -582,6 +595,7 @@ impl Default for LimitsConfig {
         Self {
             max_handshakes_per_ip: default_max_handshakes_per_ip(),
             ipv6_prefix: default_ipv6_prefix(),
+            inbound_bytes: default_inbound_bytes(),
         }
     }
 }
@@ -810,6 +824,12 @@ fn default_event_queue() -> usize {
 fn default_outbound_queue_bytes() -> usize {
     1024 * 1024
 }
+fn default_inbound_queue_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_inbound_bytes() -> usize {
+    64 * 1024 * 1024
+}
 fn default_max_message_size() -> usize {
     2 * 1024 * 1024
 }
@@ -1025,6 +1045,21 @@ impl Config {
         }
         if ws.max_message_size == 0 {
             return Err(invalid("websocket.max_message_size", "must be positive"));
+        }
+        if ws.inbound_queue_bytes < 1024 {
+            return Err(invalid(
+                "websocket.inbound_queue_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.limits.inbound_bytes < ws.max_message_size.max(64 * 1024) {
+            return Err(invalid(
+                "limits.inbound_bytes",
+                format!(
+                    "must be at least 65536 and at least websocket.max_message_size ({}), or one message would not fit",
+                    ws.max_message_size
+                ),
+            ));
         }
         if ws.max_frame_size == 0 {
             return Err(invalid("websocket.max_frame_size", "must be positive"));

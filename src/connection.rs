@@ -35,6 +35,7 @@ use crate::event::{ConnEnv, Event};
 use crate::fpm::FpmError;
 use crate::frame::{self, Kind};
 use crate::hub::ConnHandle;
+use crate::inbound::{Intake, Ledger};
 use crate::limits::TokenBucket;
 use crate::outbox::{Push, Signal};
 use crate::php::{self, EventError};
@@ -102,7 +103,19 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
     let config = ctx.config();
     // What hyper read past the handshake (a pipelined first frame) is
     // copied into the read side, which lets go of hyper's read buffer.
-    let mut side = ReadSide::new(read_half, handle.clone(), config.websocket.read_buffer_size);
+    let ws_config = &config.websocket;
+    let ledger = Ledger::new(
+        ctx.inbound.clone(),
+        ws_config.inbound_queue_bytes,
+        ws_config.max_message_size,
+        ws_config.read_buffer_size,
+    );
+    let mut side = ReadSide::new(
+        read_half,
+        handle.clone(),
+        ws_config.read_buffer_size,
+        Intake::new(ledger),
+    );
     side.preload(&pre_read);
     drop(pre_read);
     let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
@@ -431,6 +444,9 @@ impl Conn {
                 });
             }
         };
+        // What the message holds of the inbound budget, until PHP is done
+        // with it (or it is dropped here).
+        let charge = self.ws.get_mut().message_charge();
         if self.closing.is_some() {
             // Data after our close frame is discarded (RFC 6455 §5.5.1).
             return None;
@@ -445,7 +461,7 @@ impl Conn {
         if data.len() >= REBUILD_AFTER {
             self.shed_read_buffer();
         }
-        self.events.push_back(Event::Message { kind, data });
+        self.events.push_back(Event::Message { kind, data, charge });
         self.ctx.metrics.events_queued.inc();
         None
     }
@@ -532,9 +548,10 @@ impl Conn {
             self.closing = Some(closing);
             return None;
         }
-        if self.events.len() >= self.config.websocket.event_queue {
-            // We stopped reading (PHP is behind); the client's pongs wait
-            // unread in the socket, so its silence proves nothing.
+        if self.events.len() >= self.config.websocket.event_queue || self.ws.get_ref().is_paused() {
+            // We stopped reading (PHP is behind, or the inbound budget is
+            // spent); the client's pongs wait unread in the socket, so its
+            // silence proves nothing.
             self.last_seen = Instant::now();
         }
         if self.last_seen.elapsed() >= self.config.websocket.idle_timeout {
@@ -561,7 +578,7 @@ impl Conn {
         let _ = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.ws).poll_flush(cx))
             .now_or_never();
         let stand_in = WebSocketStream::from_raw_socket(
-            ReadSide::detached(self.handle.clone()),
+            self.ws.get_ref().stand_in(),
             Role::Server,
             Some(self.ctx.ws_config()),
         )
@@ -696,7 +713,12 @@ mod memory_budget {
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
         let (r, w) = a.into_split();
         let ws = WebSocketStream::from_raw_socket(
-            ReadSide::new(transport::ReadHalf::Unix(r), handle.clone(), 4096),
+            ReadSide::new(
+                transport::ReadHalf::Unix(r),
+                handle.clone(),
+                4096,
+                Intake::new(Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096)),
+            ),
             Role::Server,
             Some(ctx.ws_config()),
         )

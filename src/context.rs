@@ -27,6 +27,9 @@ pub struct Context {
     /// Client-socket counters: `max_connections` (sockets in their handshake
     /// and connections), `max_connections_per_ip`, `limits.max_handshakes_per_ip`.
     pub slots: Slots,
+    /// The inbound byte budget (`limits.inbound_bytes`) every connection's
+    /// read side and queued messages are charged to.
+    pub inbound: Arc<crate::inbound::Budget>,
     /// One copy of each route's shared CGI variables.
     pub envs: crate::event::EnvInterner,
     /// The other nodes, through Redis; `None` on a single node.
@@ -41,7 +44,8 @@ pub struct Context {
 }
 
 /// Settings a reload cannot change: they are bound sockets, a started
-/// php-fpm, or the pool's size. A reload that changes one keeps the old value.
+/// php-fpm, the pool's size, or a budget already shared out. A reload that
+/// changes one keeps the old value.
 const RESTART_ONLY: &[&str] = &[
     "listen",
     "log.format",
@@ -58,6 +62,7 @@ const RESTART_ONLY: &[&str] = &[
     "control.group",
     "control.http",
     "cluster",
+    "limits.inbound_bytes",
 ];
 
 impl Context {
@@ -70,6 +75,7 @@ impl Context {
         let drain = drain::Clock::default();
         Self {
             slots,
+            inbound: crate::inbound::Budget::new(config.limits.inbound_bytes, &metrics),
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
             fpm: FpmPool::new(&config.fpm, drain.clone()),
@@ -137,6 +143,7 @@ impl Context {
         keep!("control.group", control.group);
         keep!("control.http", control.http);
         keep!("cluster", cluster);
+        keep!("limits.inbound_bytes", limits.inbound_bytes);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
         self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));

@@ -18,9 +18,10 @@ use crate::fcgi::push_param;
 use crate::frame::Kind;
 use crate::host::{self, Host};
 use crate::hub::ConnHandle;
+use crate::inbound::Charge;
 
 /// One WebSocket event, sent to PHP as one FastCGI request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Event {
     /// The handshake: PHP accepts (2xx) or rejects it.
     Open,
@@ -30,6 +31,9 @@ pub enum Event {
         kind: Kind,
         /// The payload, byte-exact.
         data: Bytes,
+        /// Its place in the inbound budget, given back when the event is
+        /// dropped (after PHP answered, or when it is discarded).
+        charge: Charge,
     },
     /// The connection ended; always the last event.
     Close {
@@ -251,7 +255,7 @@ pub fn event_env(event: &Event, handle: &ConnHandle, out: &mut Vec<u8>) {
             p(b"REQUEST_METHOD", b"GET");
             p(b"CONTENT_LENGTH", b"0");
         }
-        Event::Message { kind, data } => {
+        Event::Message { kind, data, .. } => {
             p(b"REQUEST_METHOD", b"POST");
             let (kind, content_type) = match kind {
                 Kind::Text => (c::MESSAGE_TEXT, c::CONTENT_TYPE_TEXT),

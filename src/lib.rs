@@ -31,6 +31,7 @@ pub mod frame;
 pub mod gateway;
 pub mod host;
 pub mod hub;
+pub mod inbound;
 pub mod limits;
 pub mod listen;
 pub mod local_http;

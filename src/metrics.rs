@@ -82,6 +82,12 @@ pub struct Metrics {
     /// Messages of a connection that ended which PHP had not answered yet
     /// (queued, or in PHP), by outcome.
     pub messages_after_close: Family<OutcomeLabel, Counter>,
+    /// Bytes clients sent that the daemon holds (the inbound budget's own
+    /// count, see `inbound.rs`).
+    pub inbound_bytes: Gauge,
+    /// Times a connection stopped reading, by what was full: its
+    /// `connection` share or the whole `budget`.
+    pub inbound_paused: Family<KindLabel, Counter>,
     connections: Gauge,
     client_sockets: Gauge,
     channels: Gauge,
@@ -136,6 +142,8 @@ impl Metrics {
             events_queued: Gauge::default(),
             close_events: Family::default(),
             messages_after_close: Family::default(),
+            inbound_bytes: Gauge::default(),
+            inbound_paused: Family::default(),
             connections: Gauge::default(),
             client_sockets: Gauge::default(),
             channels: Gauge::default(),
@@ -238,6 +246,16 @@ impl Metrics {
             m.messages_after_close.clone(),
         );
         r.register(
+            "inbound_bytes",
+            "Bytes clients sent that the daemon holds: read, being assembled, or waiting for PHP",
+            m.inbound_bytes.clone(),
+        );
+        r.register(
+            "inbound_paused",
+            "Times a connection stopped reading because its share or the inbound budget was full",
+            m.inbound_paused.clone(),
+        );
+        r.register(
             "connections",
             "Open WebSocket connections",
             m.connections.clone(),
@@ -276,6 +294,13 @@ impl Metrics {
         self.handshakes_refused
             .get_or_create(&KindLabel { kind })
             .inc();
+    }
+
+    /// The counter of reading pauses for `kind` (`connection` or `budget`).
+    pub fn inbound_paused(&self, kind: &'static str) -> Counter {
+        self.inbound_paused
+            .get_or_create(&KindLabel { kind })
+            .clone()
     }
 
     /// Counts a connection the daemon closed for `kind`.

@@ -30,16 +30,18 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::io::poll_read_buf;
 
 use crate::hub::ConnHandle;
+use crate::inbound::{Charge, Intake};
 use crate::outbox::{Outbox, Signal};
 
 /// Frames written per `writev` at most.
 const MAX_IOVECS: usize = 64;
 
 /// The first read after a quiet spell goes onto the stack, this large.
-const STACK_READ: usize = 4096;
+pub const STACK_READ: usize = 4096;
 
 /// tungstenite's own read buffer: small, since [`ReadSide`] does the socket reads.
 pub const TUNGSTENITE_READ_BUFFER: usize = 128;
@@ -68,11 +70,16 @@ impl AsyncRead for ReadHalf {
     }
 }
 
-/// Where frames begin and end in the bytes handed to tungstenite.
+/// Where frames begin and end in the bytes handed to tungstenite, and which
+/// of them tungstenite goes on to hold (see [`FrameGate::weight`]).
 #[derive(Debug, Default)]
 struct FrameGate {
     /// Bytes left of the current frame, header included; 0 at a frame boundary.
     left: u64,
+    /// Of those, header bytes.
+    head_left: u8,
+    /// What tungstenite keeps of each payload byte of the current frame.
+    weight: u8,
     /// A header did not parse: hand everything over and let tungstenite report it.
     passthrough: bool,
 }
@@ -87,7 +94,12 @@ impl FrameGate {
         if self.left == 0 {
             let mut cursor = std::io::Cursor::new(pending);
             match FrameHeader::parse(&mut cursor) {
-                Ok(Some((_, payload))) => self.left = cursor.position().saturating_add(payload),
+                Ok(Some((header, payload))) => {
+                    let head = cursor.position();
+                    self.left = head.saturating_add(payload);
+                    self.head_left = u8::try_from(head).unwrap_or(u8::MAX);
+                    self.weight = weigh(&header);
+                }
                 Ok(None) => return None,
                 Err(_) => {
                     self.passthrough = true;
@@ -98,10 +110,39 @@ impl FrameGate {
         Some(usize::try_from(self.left).map_or(pending.len(), |left| left.min(pending.len())))
     }
 
+    /// What tungstenite keeps of each payload byte of the current frame.
+    fn weight(&self) -> usize {
+        if self.passthrough {
+            0
+        } else {
+            usize::from(self.weight)
+        }
+    }
+
+    /// Payload bytes among the next `n` bytes of the current frame.
+    fn payload_in(&self, n: usize) -> usize {
+        n.saturating_sub(usize::from(self.head_left))
+    }
+
     fn taken(&mut self, n: usize) {
         if !self.passthrough {
             self.left = self.left.saturating_sub(n as u64);
+            self.head_left = self
+                .head_left
+                .saturating_sub(u8::try_from(n).unwrap_or(u8::MAX));
         }
+    }
+}
+
+/// What tungstenite keeps of each payload byte of a frame: a control frame is
+/// handled at once (nothing: it holds at most 125 bytes); a data message in
+/// one frame is kept as it is (1); one in fragments is gathered in a growing
+/// buffer, which may reach twice its size (2).
+fn weigh(header: &FrameHeader) -> u8 {
+    match header.opcode {
+        OpCode::Data(Data::Text | Data::Binary) if header.is_final => 1,
+        OpCode::Data(Data::Text | Data::Binary | Data::Continue) => 2,
+        _ => 0,
     }
 }
 
@@ -141,29 +182,83 @@ pub struct ReadSide {
     /// Bytes read from the socket per read call at most.
     chunk: usize,
     gate: FrameGate,
+    /// What the connection holds of what its client sent (`inbound.rs`):
+    /// `pending` by its capacity, and the message tungstenite assembles.
+    intake: Intake,
 }
 
 impl ReadSide {
-    /// Wraps a read half that reads up to `chunk` bytes per call; tungstenite's
-    /// writes go to `handle`'s outbox.
-    pub fn new(half: ReadHalf, handle: Arc<ConnHandle>, chunk: usize) -> Self {
+    /// Wraps a read half that reads up to `chunk` bytes per call, charging
+    /// what it holds to `intake`; tungstenite's writes go to `handle`'s outbox.
+    pub fn new(half: ReadHalf, handle: Arc<ConnHandle>, chunk: usize, intake: Intake) -> Self {
         Self {
             half,
             handle,
             pending: BytesMut::new(),
             chunk,
             gate: FrameGate::default(),
+            intake,
         }
     }
 
-    /// Queues bytes already read from the socket (by hyper, past the handshake).
+    /// Queues bytes already read from the socket (by hyper, past the
+    /// handshake). They are charged even past the budget: they exist.
     pub fn preload(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
+        if bytes.is_empty() {
+            return;
+        }
+        self.pending = BytesMut::from(bytes);
+        self.intake.hold_buffer(self.pending.capacity());
     }
 
     /// A stand-in with no socket, for the moment a WebSocket is rebuilt.
-    pub fn detached(handle: Arc<ConnHandle>) -> Self {
-        Self::new(ReadHalf::Detached, handle, 0)
+    pub fn stand_in(&self) -> Self {
+        Self::new(
+            ReadHalf::Detached,
+            self.handle.clone(),
+            0,
+            self.intake.stand_in(),
+        )
+    }
+
+    /// tungstenite yielded a data message: its charge, to travel with its event.
+    pub fn message_charge(&mut self) -> Charge {
+        self.intake.message_done()
+    }
+
+    /// Is reading paused by the inbound budget or the connection's share?
+    pub fn is_paused(&self) -> bool {
+        self.intake.is_paused()
+    }
+
+    /// Hands tungstenite what it may have of `pending` (as much as fits in
+    /// `buf`), charging the payload it goes on to hold; `None` while the
+    /// next frame's header is incomplete.
+    fn hand_over(&mut self, buf: &mut ReadBuf<'_>, cx: &mut Context<'_>) -> Option<Poll<()>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut n = self.gate.allowance(&self.pending)?.min(buf.remaining());
+        let payload = self.gate.payload_in(n);
+        let weight = self.gate.weight();
+        if payload > 0 && weight > 0 {
+            let granted = match self.intake.allowance(payload * weight, cx) {
+                Poll::Ready(granted) => granted,
+                Poll::Pending => return Some(Poll::Pending),
+            };
+            let fits = granted.div_ceil(weight).min(payload);
+            n -= payload - fits;
+            self.intake.hold_message(fits * weight);
+        }
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        self.gate.taken(n);
+        if self.pending.is_empty() {
+            // Give the buffer back: an idle connection holds none.
+            self.pending = BytesMut::new();
+            self.intake.free_buffer();
+        }
+        Some(Poll::Ready(()))
     }
 }
 
@@ -178,36 +273,37 @@ impl AsyncRead for ReadSide {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if !this.pending.is_empty()
-                && let Some(allowed) = this.gate.allowance(&this.pending)
-            {
-                let n = allowed.min(buf.remaining());
-                buf.put_slice(&this.pending[..n]);
-                this.pending.advance(n);
-                this.gate.taken(n);
-                if this.pending.is_empty() {
-                    // Give the buffer back: an idle connection holds none.
-                    this.pending = BytesMut::new();
-                }
-                return Poll::Ready(Ok(()));
+            if let Some(handed) = this.hand_over(buf, cx) {
+                return handed.map(Ok);
             }
             let n = if this.pending.is_empty() {
                 // Nothing buffered: read onto the stack, so a connection
                 // waiting here for its client holds no heap buffer at all.
+                let allowed = std::task::ready!(this.intake.allowance(STACK_READ, cx));
                 let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
-                let mut first = ReadBuf::uninit(&mut stack);
+                let mut first = ReadBuf::uninit(&mut stack[..allowed.min(STACK_READ)]);
                 std::task::ready!(Pin::new(&mut this.half).poll_read(cx, &mut first))?;
                 let got = first.filled();
-                if got.len() == STACK_READ {
-                    // More is likely on its way: room for a full chunk.
-                    this.pending.reserve(this.chunk.max(STACK_READ));
+                if !got.is_empty() {
+                    let mut capacity = got.len();
+                    if got.len() == STACK_READ {
+                        // More is likely on its way: room for a full chunk, if allowed.
+                        capacity += this.intake.spare(this.chunk.saturating_sub(STACK_READ));
+                    }
+                    this.pending = BytesMut::with_capacity(capacity);
+                    this.pending.extend_from_slice(got);
+                    this.intake.hold_buffer(this.pending.capacity());
                 }
-                this.pending.extend_from_slice(got);
                 got.len()
             } else {
                 // A header arrived in part: read the rest straight in.
                 if this.pending.capacity() - this.pending.len() < 64 {
-                    this.pending.reserve(this.chunk.max(64));
+                    let allowed = std::task::ready!(this.intake.allowance(this.chunk.max(64), cx));
+                    let mut grown = BytesMut::with_capacity(this.pending.len() + allowed);
+                    grown.extend_from_slice(&this.pending);
+                    this.intake.free_buffer();
+                    this.pending = grown;
+                    this.intake.hold_buffer(this.pending.capacity());
                 }
                 std::task::ready!(poll_read_buf(
                     Pin::new(&mut this.half),

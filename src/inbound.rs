@@ -1,0 +1,491 @@
+//! The inbound byte budget: how much of what clients send the daemon holds.
+//!
+//! Every byte a client sent and the daemon still holds is charged, per
+//! connection and to one budget shared by all of them:
+//!
+//! ```text
+//!  socket ──▶ read buffer ──▶ message being assembled ──▶ queued event ──▶ PHP
+//!             (ReadSide)      (tungstenite)               (Charge, until PHP answered)
+//! ```
+//!
+//! - the read buffer (`transport::ReadSide`), by its capacity, while it exists;
+//! - the payload handed to tungstenite for the message it is assembling,
+//!   twice over when the message comes in fragments (tungstenite gathers
+//!   them in a growing buffer);
+//! - each complete message, from the moment tungstenite yields it until PHP
+//!   has answered its event (a [`Charge`] travels with the event).
+//!
+//! Frame headers and control frames are not charged: tungstenite keeps at
+//! most one control frame (139 bytes) at a time.
+//!
+//! A connection may hold `websocket.inbound_queue_bytes` ([`Ledger`]), and
+//! all of them together `limits.inbound_bytes` ([`Budget`]). A read side that
+//! may not take more stops reading: TCP backpressure reaches the client, and
+//! nothing is buffered or dropped. It waits for its own events to finish
+//! (its share), or for any charge to be given back (the budget).
+//!
+//! Two rules keep this free of deadlock:
+//! - a connection with nothing queued may always hold one whole message
+//!   ([`Ledger::room`]), whatever its share, so a message larger than the
+//!   share still gets through;
+//! - when the budget is spent, one connection at a time — one that holds part
+//!   of a message and has nothing queued, so that only more reading frees
+//!   anything — may go past the budget by its room (the *overdraft*), until
+//!   that message is complete. Otherwise clients each holding part of a
+//!   message could fill the budget and wait for each other forever.
+//!
+//! So the bytes held stay under `limits.inbound_bytes` plus one message's
+//! room, plus one read (4 KiB) per worker thread racing the same last bytes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::task::{Context, Poll};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
+
+use crate::metrics::Metrics;
+
+/// The budget every connection's inbound bytes are charged to; one per daemon.
+pub struct Budget {
+    limit: usize,
+    /// Bytes charged now: also the `ws2fcgi_inbound_bytes` gauge.
+    used: Gauge,
+    /// Read sides waiting for bytes to be given back.
+    waiting: AtomicUsize,
+    wake: Arc<Notify>,
+    /// Held by the one connection allowed past the limit (see the module docs).
+    overdraft: AtomicBool,
+    paused_share: Counter,
+    paused_budget: Counter,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes, reporting to `metrics`.
+    pub fn new(limit: usize, metrics: &Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: metrics.inbound_bytes.clone(),
+            waiting: AtomicUsize::new(0),
+            wake: Arc::new(Notify::new()),
+            overdraft: AtomicBool::new(false),
+            paused_share: metrics.inbound_paused("connection"),
+            paused_budget: metrics.inbound_paused("budget"),
+        })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        usize::try_from(self.used.get()).unwrap_or(0)
+    }
+
+    /// The limit, `limits.inbound_bytes`.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn add(&self, n: usize) {
+        if n > 0 {
+            self.used.inc_by(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn give_back(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.used.dec_by(i64::try_from(n).unwrap_or(i64::MAX));
+        // Pairs with the fence in `Intake::wait`: either the waiter sees the
+        // bytes given back, or this sees the waiter.
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            // One waiter at a time; it passes the wake-up on while bytes are
+            // left (see `Intake::allowance`), so a crowd is not woken for
+            // every message.
+            self.wake.notify_one();
+        }
+    }
+
+    fn release_overdraft(&self) {
+        self.overdraft.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            // Any waiter may be the one that needs it: wake them all.
+            self.wake.notify_waiters();
+        }
+    }
+}
+
+/// One connection's account: what its events waiting for PHP hold (shared
+/// with their [`Charge`]s), its share, and its room for one message.
+pub struct Ledger {
+    budget: Arc<Budget>,
+    queued: AtomicUsize,
+    share: usize,
+    room: usize,
+}
+
+impl Ledger {
+    /// A connection's ledger: it may hold `share` bytes
+    /// (`websocket.inbound_queue_bytes`), and always one message of
+    /// `max_message` read in reads of `read_chunk` bytes.
+    pub fn new(
+        budget: Arc<Budget>,
+        share: usize,
+        max_message: usize,
+        read_chunk: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            budget,
+            queued: AtomicUsize::new(0),
+            share,
+            room: Self::room(max_message, read_chunk),
+        })
+    }
+
+    /// What one message may hold while it is read: twice its size (a
+    /// fragmented message), the read buffer and a frame header.
+    pub fn room(max_message: usize, read_chunk: usize) -> usize {
+        max_message
+            .saturating_mul(2)
+            .saturating_add(read_chunk.max(crate::transport::STACK_READ))
+            .saturating_add(64)
+    }
+
+    /// Bytes held by this connection's events waiting for PHP.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+}
+
+/// The bytes of one message waiting for (or in) PHP; given back when dropped.
+pub struct Charge {
+    ledger: Arc<Ledger>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Bytes charged.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Charge({})", self.bytes)
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.ledger.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.ledger.budget.give_back(self.bytes);
+    }
+}
+
+/// Why reading is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// The connection's share is held; its own events give it back.
+    Share,
+    /// The budget is spent; any charge given back may let it go on.
+    Budget,
+}
+
+/// The read side's part of a connection's account: its buffer, the message
+/// tungstenite is assembling, and its wait for bytes.
+pub struct Intake {
+    ledger: Arc<Ledger>,
+    /// Charged for the read buffer (its capacity).
+    buffer: usize,
+    /// Charged for the payload handed to tungstenite since its last message.
+    message: usize,
+    /// This connection holds the overdraft.
+    overdraft: bool,
+    pause: Option<Pause>,
+    /// Registered with the budget while paused for it (boxed: rare).
+    waiter: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl Intake {
+    /// An empty account for a connection.
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        Self {
+            ledger,
+            buffer: 0,
+            message: 0,
+            overdraft: false,
+            pause: None,
+            waiter: None,
+        }
+    }
+
+    /// An empty account on the same ledger (a stand-in read side).
+    pub fn stand_in(&self) -> Self {
+        Self::new(self.ledger.clone())
+    }
+
+    /// Is reading paused by the budget or the connection's share?
+    pub fn is_paused(&self) -> bool {
+        self.pause.is_some()
+    }
+
+    /// How many more bytes (1 to `want`) this connection may take now;
+    /// `Pending` while it may take none, after arranging to be woken.
+    /// What is granted must be charged at once with [`Intake::hold_buffer`]
+    /// or [`Intake::hold_message`].
+    pub fn allowance(&mut self, want: usize, cx: &mut Context<'_>) -> Poll<usize> {
+        let want = want.max(1);
+        let queued = self.ledger.queued();
+        let mine = queued + self.buffer + self.message;
+        // Nothing queued: one whole message always fits.
+        let share = if queued == 0 {
+            self.ledger.share.max(self.ledger.room)
+        } else {
+            self.ledger.share
+        };
+        let want = match share.saturating_sub(mine) {
+            0 if queued > 0 => return self.paused(Pause::Share),
+            // Past the room with nothing queued cannot happen (reads are
+            // bounded by it); never wait for what nothing would give back.
+            0 => want,
+            free => want.min(free),
+        };
+        let budget = &self.ledger.budget;
+        loop {
+            let free = self.budget_free();
+            if free > 0 {
+                if self.waiter.take().is_some() {
+                    budget.waiting.fetch_sub(1, Ordering::SeqCst);
+                    if free > want {
+                        // Pass the wake-up on: there is more for others.
+                        budget.wake.notify_one();
+                    }
+                }
+                self.pause = None;
+                return Poll::Ready(want.min(free));
+            }
+            if !self.overdraft
+                && queued == 0
+                && self.buffer + self.message > 0
+                && budget
+                    .overdraft
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                self.overdraft = true;
+                continue;
+            }
+            match &mut self.waiter {
+                None => {
+                    budget.waiting.fetch_add(1, Ordering::SeqCst);
+                    let mut waiter = Box::pin(budget.wake.clone().notified_owned());
+                    waiter.as_mut().enable();
+                    // Pairs with the fence in `Budget::give_back`.
+                    fence(Ordering::SeqCst);
+                    self.waiter = Some(waiter);
+                }
+                Some(waiter) => match waiter.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        // Woken: wait again (registered before looking).
+                        let mut next = Box::pin(budget.wake.clone().notified_owned());
+                        next.as_mut().enable();
+                        fence(Ordering::SeqCst);
+                        *waiter = next;
+                    }
+                    Poll::Pending => return self.paused(Pause::Budget),
+                },
+            }
+        }
+    }
+
+    /// Up to `want` more bytes this connection may take now without waiting
+    /// (0 when none): for a larger buffer than a read strictly needs.
+    pub fn spare(&self, want: usize) -> usize {
+        let queued = self.ledger.queued();
+        let share = if queued == 0 {
+            self.ledger.share.max(self.ledger.room)
+        } else {
+            self.ledger.share
+        };
+        let mine = queued + self.buffer + self.message;
+        want.min(share.saturating_sub(mine)).min(self.budget_free())
+    }
+
+    /// Bytes the budget has left for this connection now.
+    fn budget_free(&self) -> usize {
+        let budget = &self.ledger.budget;
+        let limit = if self.overdraft {
+            budget.limit.saturating_add(self.ledger.room)
+        } else {
+            budget.limit
+        };
+        limit.saturating_sub(budget.used())
+    }
+
+    fn paused(&mut self, why: Pause) -> Poll<usize> {
+        if self.pause != Some(why) {
+            match why {
+                Pause::Share => self.ledger.budget.paused_share.inc(),
+                Pause::Budget => self.ledger.budget.paused_budget.inc(),
+            };
+            self.pause = Some(why);
+        }
+        Poll::Pending
+    }
+
+    /// Charges `n` bytes of read buffer (bytes already in memory are charged
+    /// even past the limits: they exist).
+    pub fn hold_buffer(&mut self, n: usize) {
+        self.buffer += n;
+        self.ledger.budget.add(n);
+    }
+
+    /// The read buffer is gone: gives its charge back.
+    pub fn free_buffer(&mut self) {
+        let n = std::mem::take(&mut self.buffer);
+        self.ledger.budget.give_back(n);
+    }
+
+    /// Charges `n` bytes handed to tungstenite for the message it assembles.
+    pub fn hold_message(&mut self, n: usize) {
+        self.message += n;
+        self.ledger.budget.add(n);
+    }
+
+    /// tungstenite yielded a message: what was charged for it moves to the
+    /// returned [`Charge`], which travels with the event until PHP is done.
+    pub fn message_done(&mut self) -> Charge {
+        let bytes = std::mem::take(&mut self.message);
+        self.ledger.queued.fetch_add(bytes, Ordering::Relaxed);
+        if std::mem::take(&mut self.overdraft) {
+            self.ledger.budget.release_overdraft();
+        }
+        Charge {
+            ledger: self.ledger.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        let budget = &self.ledger.budget;
+        if self.waiter.take().is_some() {
+            budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        budget.give_back(self.buffer + self.message);
+        if self.overdraft {
+            budget.release_overdraft();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+
+    fn setup(limit: usize, share: usize) -> (Arc<Budget>, Arc<Ledger>) {
+        let budget = Budget::new(limit, &Metrics::new());
+        // room = 2 × 100 + 4096 + 64 = 4360
+        let ledger = Ledger::new(budget.clone(), share, 100, 1024);
+        (budget, ledger)
+    }
+
+    fn poll(intake: &mut Intake, want: usize) -> Poll<usize> {
+        intake.allowance(want, &mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn charges_move_with_the_message_and_come_back_when_dropped() {
+        let (budget, ledger) = setup(100_000, 10_000);
+        let mut intake = Intake::new(ledger.clone());
+        assert_eq!(poll(&mut intake, 4096), Poll::Ready(4096));
+        intake.hold_buffer(300);
+        intake.hold_message(200);
+        assert_eq!(budget.used(), 500);
+        intake.free_buffer();
+        let charge = intake.message_done();
+        assert_eq!(
+            (charge.bytes(), ledger.queued(), budget.used()),
+            (200, 200, 200)
+        );
+        drop(charge);
+        assert_eq!((ledger.queued(), budget.used()), (0, 0));
+        intake.hold_message(50);
+        drop(intake);
+        assert_eq!(budget.used(), 0, "a read side gives back what it held");
+    }
+
+    #[test]
+    fn a_full_share_pauses_until_the_events_finish_but_one_message_always_fits() {
+        let (budget, ledger) = setup(1 << 20, 1000);
+        let mut intake = Intake::new(ledger.clone());
+        // Nothing queued: the room (4360), not the share (1000), is the limit.
+        assert_eq!(poll(&mut intake, 1 << 20), Poll::Ready(4360));
+        intake.hold_message(900);
+        let queued = intake.message_done();
+        assert_eq!(poll(&mut intake, 500), Poll::Ready(100), "the share's rest");
+        intake.hold_buffer(100);
+        assert_eq!(poll(&mut intake, 500), Poll::Pending);
+        assert!(intake.is_paused());
+        drop(queued);
+        assert_eq!(poll(&mut intake, 500), Poll::Ready(500));
+        assert!(!intake.is_paused());
+        assert_eq!(budget.paused_share.get(), 1);
+    }
+
+    #[test]
+    fn a_spent_budget_pauses_every_reader_until_bytes_come_back() {
+        let (budget, ledger) = setup(1000, 10_000);
+        let mut a = Intake::new(ledger.clone());
+        let mut b = Intake::new(ledger.clone());
+        assert_eq!(poll(&mut a, 4096), Poll::Ready(1000));
+        a.hold_message(1000);
+        let charge = a.message_done();
+        assert_eq!(
+            poll(&mut b, 10),
+            Poll::Pending,
+            "b holds nothing: no overdraft"
+        );
+        assert_eq!(budget.waiting.load(Ordering::SeqCst), 1);
+        drop(charge);
+        assert_eq!(poll(&mut b, 10), Poll::Ready(10));
+        assert_eq!(budget.waiting.load(Ordering::SeqCst), 0);
+        assert_eq!(budget.paused_budget.get(), 1);
+    }
+
+    #[test]
+    fn partial_messages_filling_the_budget_get_one_overdraft_at_a_time() {
+        let (budget, _) = setup(1000, 10_000);
+        let ledger = |b: &Arc<Budget>| Ledger::new(b.clone(), 10_000, 100, 1024);
+        let (mut a, mut b) = (Intake::new(ledger(&budget)), Intake::new(ledger(&budget)));
+        // Each holds half a message; the budget is spent.
+        a.hold_message(500);
+        b.hold_message(500);
+        assert_eq!(
+            poll(&mut a, 100),
+            Poll::Ready(100),
+            "a goes past the budget"
+        );
+        assert!(a.overdraft);
+        assert_eq!(poll(&mut b, 100), Poll::Pending, "only one at a time");
+        a.hold_message(100);
+        let done = a.message_done();
+        assert!(
+            !budget.overdraft.load(Ordering::SeqCst),
+            "given back with the message"
+        );
+        // a's message is queued: b may take the overdraft now, within limit + room.
+        assert_eq!(poll(&mut b, 1 << 20), Poll::Ready(1000 + 4360 - 1100));
+        drop(done);
+        drop(b);
+        assert!(!budget.overdraft.load(Ordering::SeqCst));
+        assert_eq!(budget.used(), 0);
+    }
+}

@@ -1256,6 +1256,28 @@ mod tests {
     }
 
     #[test]
+    fn inbound_budgets_have_safe_defaults_and_are_checked() {
+        let config = minimal();
+        assert_eq!(config.websocket.inbound_queue_bytes, 4 << 20);
+        assert_eq!(config.limits.inbound_bytes, 64 << 20);
+        let mut config = minimal();
+        config.websocket.inbound_queue_bytes = 1023;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("websocket.inbound_queue_bytes"), "{err}");
+        // The budget must hold one whole message.
+        let mut config = minimal();
+        config.limits.inbound_bytes = config.websocket.max_message_size - 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.inbound_bytes"), "{err}");
+        assert!(err.contains("websocket.max_message_size"), "{err}");
+        let mut config = minimal();
+        config.limits.inbound_bytes = config.websocket.max_message_size;
+        config.validate().expect("one message's worth is enough");
+        let err = Config::from_toml("[limits]\ninbound_bytes = -1").unwrap_err();
+        assert!(err.contains("inbound_bytes"), "{err}");
+    }
+
+    #[test]
     fn validation_names_the_setting() {
         let mut config = minimal();
         config.fpm.pool_size = 0;

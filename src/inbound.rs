@@ -54,11 +54,14 @@ pub struct Budget {
     limit: usize,
     /// Bytes charged now: also the `ws2fcgi_inbound_bytes` gauge.
     used: Gauge,
-    /// Read sides waiting for bytes to be given back.
+    /// Read sides waiting for bytes to be given back (the overdraft's
+    /// holder aside).
     waiting: AtomicUsize,
     wake: Arc<Notify>,
     /// Held by the one connection allowed past the limit (see the module docs).
     overdraft: AtomicBool,
+    /// Wakes the overdraft's holder, which may go on where others may not.
+    overdraft_wake: Arc<Notify>,
     paused_share: Counter,
     paused_budget: Counter,
 }
@@ -72,6 +75,7 @@ impl Budget {
             waiting: AtomicUsize::new(0),
             wake: Arc::new(Notify::new()),
             overdraft: AtomicBool::new(false),
+            overdraft_wake: Arc::new(Notify::new()),
             paused_share: metrics.inbound_paused("connection"),
             paused_budget: metrics.inbound_paused("budget"),
         })
@@ -98,7 +102,7 @@ impl Budget {
             return;
         }
         self.used.dec_by(i64::try_from(n).unwrap_or(i64::MAX));
-        // Pairs with the fence in `Intake::wait`: either the waiter sees the
+        // Pairs with the fence in `Intake::start_waiting`: either the waiter sees the
         // bytes given back, or this sees the waiter.
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0 {
@@ -106,6 +110,11 @@ impl Budget {
             // left (see `Intake::allowance`), so a crowd is not woken for
             // every message.
             self.wake.notify_one();
+        }
+        if self.overdraft.load(Ordering::SeqCst) {
+            // Its holder may use bytes the others may not, so the one woken
+            // above might leave them be.
+            self.overdraft_wake.notify_one();
         }
     }
 
@@ -209,6 +218,8 @@ pub struct Intake {
     pause: Option<Pause>,
     /// Registered with the budget while paused for it (boxed: rare).
     waiter: Option<Pin<Box<OwnedNotified>>>,
+    /// `waiter` waits as the overdraft's holder.
+    waiter_overdraft: bool,
 }
 
 impl Intake {
@@ -221,6 +232,7 @@ impl Intake {
             overdraft: false,
             pause: None,
             waiter: None,
+            waiter_overdraft: false,
         }
     }
 
@@ -249,22 +261,22 @@ impl Intake {
             self.ledger.share
         };
         let want = match share.saturating_sub(mine) {
-            0 if queued > 0 => return self.paused(Pause::Share),
+            0 if queued > 0 => {
+                // Its own events give bytes back, and wake its task.
+                self.stop_waiting();
+                return self.paused(Pause::Share);
+            }
             // Past the room with nothing queued cannot happen (reads are
             // bounded by it); never wait for what nothing would give back.
             0 => want,
             free => want.min(free),
         };
-        let budget = &self.ledger.budget;
         loop {
             let free = self.budget_free();
             if free > 0 {
-                if self.waiter.take().is_some() {
-                    budget.waiting.fetch_sub(1, Ordering::SeqCst);
-                    if free > want {
-                        // Pass the wake-up on: there is more for others.
-                        budget.wake.notify_one();
-                    }
+                if self.stop_waiting() && free > want {
+                    // Pass the wake-up on: there is more for others.
+                    self.ledger.budget.wake.notify_one();
                 }
                 self.pause = None;
                 return Poll::Ready(want.min(free));
@@ -272,7 +284,9 @@ impl Intake {
             if !self.overdraft
                 && queued == 0
                 && self.buffer + self.message > 0
-                && budget
+                && self
+                    .ledger
+                    .budget
                     .overdraft
                     .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
@@ -281,26 +295,51 @@ impl Intake {
                 continue;
             }
             match &mut self.waiter {
-                None => {
-                    budget.waiting.fetch_add(1, Ordering::SeqCst);
-                    let mut waiter = Box::pin(budget.wake.clone().notified_owned());
-                    waiter.as_mut().enable();
-                    // Pairs with the fence in `Budget::give_back`.
-                    fence(Ordering::SeqCst);
-                    self.waiter = Some(waiter);
-                }
-                Some(waiter) => match waiter.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
+                Some(waiter) if self.waiter_overdraft == self.overdraft => {
+                    match waiter.as_mut().poll(cx) {
+                        Poll::Pending => return self.paused(Pause::Budget),
                         // Woken: wait again (registered before looking).
-                        let mut next = Box::pin(budget.wake.clone().notified_owned());
-                        next.as_mut().enable();
-                        fence(Ordering::SeqCst);
-                        *waiter = next;
+                        Poll::Ready(()) => {
+                            self.stop_waiting();
+                            self.start_waiting();
+                        }
                     }
-                    Poll::Pending => return self.paused(Pause::Budget),
-                },
+                }
+                _ => {
+                    self.stop_waiting();
+                    self.start_waiting();
+                }
             }
         }
+    }
+
+    /// Registers to be woken when bytes are given back (or, for the
+    /// overdraft's holder, on its own), before looking again.
+    fn start_waiting(&mut self) {
+        let budget = &self.ledger.budget;
+        let notify = if self.overdraft {
+            &budget.overdraft_wake
+        } else {
+            budget.waiting.fetch_add(1, Ordering::SeqCst);
+            &budget.wake
+        };
+        let mut waiter = Box::pin(notify.clone().notified_owned());
+        waiter.as_mut().enable();
+        // Pairs with the fence in `Budget::give_back`.
+        fence(Ordering::SeqCst);
+        self.waiter = Some(waiter);
+        self.waiter_overdraft = self.overdraft;
+    }
+
+    /// Stops waiting, if it was; says whether it was.
+    fn stop_waiting(&mut self) -> bool {
+        if self.waiter.take().is_none() {
+            return false;
+        }
+        if !self.waiter_overdraft {
+            self.ledger.budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        true
     }
 
     /// Up to `want` more bytes this connection may take now without waiting
@@ -374,10 +413,8 @@ impl Intake {
 
 impl Drop for Intake {
     fn drop(&mut self) {
+        self.stop_waiting();
         let budget = &self.ledger.budget;
-        if self.waiter.take().is_some() {
-            budget.waiting.fetch_sub(1, Ordering::SeqCst);
-        }
         budget.give_back(self.buffer + self.message);
         if self.overdraft {
             budget.release_overdraft();

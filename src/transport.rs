@@ -508,6 +508,28 @@ mod tests {
     }
 
     #[test]
+    fn gate_says_what_tungstenite_keeps_of_each_frame() {
+        let mut gate = FrameGate::default();
+        // A whole text message: its 2 payload bytes, once.
+        let wire = [0x81, 0x82, 0, 0, 0, 0, b'h', b'i'];
+        assert_eq!(gate.allowance(&wire), Some(8));
+        assert_eq!((gate.payload_in(8), gate.weight()), (2, 1));
+        gate.taken(5);
+        assert_eq!(gate.payload_in(3), 2, "the header's rest, then payload");
+        gate.taken(3);
+        // A ping: handled at once, nothing kept.
+        assert_eq!(gate.allowance(&[0x89, 0x81, 0, 0, 0, 0, 1]), Some(7));
+        assert_eq!(gate.weight(), 0);
+        gate.taken(7);
+        // A fragmented message, first frame and continuation: gathered, twice.
+        assert_eq!(gate.allowance(&[0x02, 0x81, 0, 0, 0, 0, 1]), Some(7));
+        assert_eq!(gate.weight(), 2);
+        gate.taken(7);
+        assert_eq!(gate.allowance(&[0x80, 0x81, 0, 0, 0, 0, 1]), Some(7));
+        assert_eq!(gate.weight(), 2);
+    }
+
+    #[test]
     fn gate_waits_for_a_whole_header() {
         let mut gate = FrameGate::default();
         assert_eq!(gate.allowance(&[0x81]), None);

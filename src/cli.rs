@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, FpmAddr, ListenAddr, LogFormat, Route};
+use crate::secret::Secret;
 
 /// WebSockets for plain PHP: every WebSocket event becomes one FastCGI request to PHP-FPM.
 ///
@@ -62,7 +63,7 @@ pub struct Cli {
         env = "WS2FCGI_HTTP_CONTROL_TOKEN",
         hide_env_values = true
     )]
-    pub http_control_token: Option<String>,
+    pub http_control_token: Option<Secret>,
 
     /// Run directory of the managed php-fpm (--fpm managed). [toml: fpm.managed.run_dir]
     #[arg(long, value_name = "DIR")]
@@ -91,7 +92,7 @@ pub struct Cli {
         env = "WS2FCGI_CLUSTER_SECRET",
         hide_env_values = true
     )]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
 
     /// Threads that run connections; 0 (the default) for one per core. [toml: worker_threads]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_zero)]
@@ -253,6 +254,35 @@ mod tests {
         assert_eq!(
             config.control.socket,
             Some(PathBuf::from("/run/ws2fcgi/control.sock"))
+        );
+    }
+
+    #[test]
+    fn secret_flags_are_applied_but_never_printed() {
+        let cli = Cli::try_parse_from([
+            "ws2fcgi",
+            "--http-control-token",
+            "token-7f3a9c",
+            "--cluster-secret",
+            "cluster-secret-0b8e4d2a",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(
+            !shown.contains("token-7f3a9c") && !shown.contains("0b8e4d2a"),
+            "{shown}"
+        );
+        let mut config = Config::default();
+        cli.apply(&mut config);
+        assert!(
+            config
+                .control
+                .http_token
+                .is_some_and(|t| t.matches(b"token-7f3a9c"))
+        );
+        assert_eq!(
+            config.cluster.secret.as_ref().map(Secret::expose),
+            Some("cluster-secret-0b8e4d2a")
         );
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::{Secret, redact_url};
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -411,9 +413,9 @@ pub struct ControlConfig {
     /// Address of the optional HTTP publish endpoint; off when unset. Keep it on loopback.
     #[serde(default)]
     pub http: Option<SocketAddr>,
-    /// Bearer token the HTTP endpoint requires, when set.
+    /// Bearer token the HTTP endpoint requires, when set. Never printed.
     #[serde(default)]
-    pub http_token: Option<String>,
+    pub http_token: Option<Secret>,
     /// Time an HTTP endpoint client has to send a request's head, and then
     /// again its body; a slow head is dropped, a slow body gets 408.
     #[serde(default = "default_http_timeout", with = "humantime_serde")]
@@ -618,7 +620,9 @@ impl Default for ShutdownConfig {
 }
 
 /// `[cluster]`: several nodes sharing channels through Redis (docs/cluster.md).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+///
+/// `Debug` shows `redis` without its password (see [`redact_url`]).
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Redis URL (`redis://host:port/db`, `redis+unix:///path`); none means a single node.
@@ -641,9 +645,31 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// The key every node authenticates its envelopes with (HMAC-SHA256); the
     /// same on every node, at least [`MIN_CLUSTER_SECRET`] bytes. Required
-    /// unless `redis` is on loopback or a Unix socket.
+    /// unless `redis` is on loopback or a Unix socket. Never printed.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be left out unnoticed.
+        let Self {
+            redis,
+            node_id,
+            prefix,
+            node_ttl,
+            request_timeout,
+            secret,
+        } = self;
+        f.debug_struct("ClusterConfig")
+            .field("redis", &redis.as_deref().map(redact_url))
+            .field("node_id", node_id)
+            .field("prefix", prefix)
+            .field("node_ttl", node_ttl)
+            .field("request_timeout", request_timeout)
+            .field("secret", secret)
+            .finish()
+    }
 }
 
 /// Shortest `cluster.secret`.
@@ -664,7 +690,7 @@ impl Default for ClusterConfig {
 
 impl ClusterConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(secret) = &self.secret
+        if let Some(secret) = self.secret.as_ref().map(Secret::expose)
             && (secret.len() < MIN_CLUSTER_SECRET || secret.chars().any(char::is_control))
         {
             return Err(invalid(
@@ -681,11 +707,12 @@ impl ClusterConfig {
                 return Err(invalid(
                     "cluster.secret",
                     format!(
-                        "required when cluster.redis (`{url}`) is not on loopback or a Unix \
+                        "required when cluster.redis (`{}`) is not on loopback or a Unix \
                          socket: without it anyone who can PUBLISH on that Redis can close, \
                          join, leave or set metadata on any connection; set the same random \
                          secret on every node (`openssl rand -hex 32`), in the file or in \
-                         WS2FCGI_CLUSTER_SECRET"
+                         WS2FCGI_CLUSTER_SECRET",
+                        redact_url(url)
                     ),
                 ));
             }
@@ -730,7 +757,7 @@ fn check_redis_url(url: &str) -> Result<bool, String> {
     crate::cluster::url::check(url)?;
     let info = url
         .into_connection_info()
-        .map_err(|e| format!("`{url}`: {e}"))?;
+        .map_err(|e| format!("`{}`: {e}", redact_url(url)))?;
     Ok(match info.addr() {
         ConnectionAddr::Unix(_) => true,
         ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => is_loopback(host),
@@ -1021,7 +1048,7 @@ impl Config {
         {
             return Err(invalid("control.socket", "must not be empty"));
         }
-        if let Some(token) = &self.control.http_token
+        if let Some(token) = self.control.http_token.as_ref().map(Secret::expose)
             && (token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return Err(invalid(
@@ -1212,6 +1239,35 @@ mod tests {
         assert_eq!(config.fpm.pool_size, 8);
         assert_eq!(config.websocket.outbound_queue_bytes, 1024 * 1024);
         assert_eq!(config.listen, default_listen());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let config = Config::from_toml(
+            r#"
+            script = "/srv/app/ws.php"
+            [fpm]
+            address = "unix:/run/php/php-fpm.sock"
+            [control]
+            http = "127.0.0.1:8091"
+            http_token = "token-7f3a9c"
+            [cluster]
+            redis = "redis://:redis-pw-5e1d@10.0.0.5:6379/"
+            secret = "cluster-secret-0b8e4d2a"
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(
+            config.control.http_token.as_ref().map(Secret::expose),
+            Some("token-7f3a9c")
+        );
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["token-7f3a9c", "redis-pw-5e1d", "cluster-secret-0b8e4d2a"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("http_token: Some(<redacted>)"), "{shown}");
+        assert!(shown.contains("secret: Some(<redacted>)"), "{shown}");
+        assert!(shown.contains("10.0.0.5:6379"), "{shown}");
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod php;
 pub mod proxy;
 pub mod reload;
 pub mod response;
+pub mod secret;
 pub mod signals;
 pub mod toml_error;
 pub mod transport;

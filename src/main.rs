@@ -20,6 +20,7 @@ use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
 use ws2fcgi::error_line::one_line;
 use ws2fcgi::listen::{SocketFile, UnixPermissions};
 use ws2fcgi::managed::ManagedFpm;
+use ws2fcgi::secret::Secret;
 use ws2fcgi::{Context, Listener, Listeners};
 
 /// BSD's EX_USAGE: the configuration or command line is wrong.
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::CheckConfig { file }) = &cli.command {
-        return check_config(file, cli.cluster_secret.as_deref());
+        return check_config(file, cli.cluster_secret.as_ref());
     }
     let config = match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
         Ok(config) => config,
@@ -76,10 +77,10 @@ fn main() -> ExitCode {
 /// Validates `file` as a start would. Flags are not applied, but a cluster
 /// secret kept out of the file (`WS2FCGI_CLUSTER_SECRET`) is: without it a
 /// remote `cluster.redis` would be refused.
-fn check_config(file: &std::path::Path, cluster_secret: Option<&str>) -> ExitCode {
+fn check_config(file: &std::path::Path, cluster_secret: Option<&Secret>) -> ExitCode {
     let checked = Config::from_file(file).and_then(|mut c| {
         if let Some(secret) = cluster_secret {
-            c.cluster.secret = Some(secret.to_owned());
+            c.cluster.secret = Some(secret.clone());
         }
         c.validate()
     });

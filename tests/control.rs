@@ -917,7 +917,7 @@ async fn http_endpoint_refuses_what_a_browser_could_send() {
     let body = r#"{"channel":"room","data":"over http"}"#;
     for token in [None, Some(TOKEN)] {
         let setup = Setup::start_http(1, |c| {
-            c.control.http_token = token.map(str::to_owned);
+            c.control.http_token = token.map(Into::into);
             c.control.http_timeout = Duration::from_secs(1);
         })
         .await;

@@ -214,7 +214,12 @@ impl Cluster {
             url,
             node_ttl: config.node_ttl,
             request_timeout: config.request_timeout,
-            key: seal::Key::new(config.secret.as_deref().unwrap_or_default().as_bytes()),
+            key: seal::Key::new(
+                config
+                    .secret
+                    .as_ref()
+                    .map_or(&[][..], |s| s.expose().as_bytes()),
+            ),
             keyed: config.secret.is_some(),
             outgoing,
             queued_bytes: AtomicUsize::new(0),

@@ -9,20 +9,25 @@ const FORMS: &str = "redis://host:port/ (e.g. redis://127.0.0.1:6379/, \
 /// `Ok` when the Redis client can use `url`; otherwise what is wrong, in one
 /// line ending with the expected form.
 pub fn check(url: &str) -> Result<(), String> {
+    check_shown(url, &crate::secret::redact_url(url))
+}
+
+/// [`check`], naming the URL as `shown` (without its password).
+fn check_shown(url: &str, shown: &str) -> Result<(), String> {
     let Some((scheme, _)) = url.split_once("://") else {
-        return Err(format!("`{url}` has no scheme; write {FORMS}"));
+        return Err(format!("`{shown}` has no scheme; write {FORMS}"));
     };
     match scheme {
         "redis" | "redis+unix" | "unix" | "valkey" | "valkey+unix" => {}
         "rediss" | "valkeys" => {
             return Err(format!(
-                "`{url}`: TLS ({scheme}://) is not supported; reach Redis over a private \
+                "`{shown}`: TLS ({scheme}://) is not supported; reach Redis over a private \
                  network or a Unix socket: {FORMS}"
             ));
         }
         other => {
             return Err(format!(
-                "`{url}`: `{other}://` is not a Redis URL; write {FORMS}"
+                "`{shown}`: `{other}://` is not a Redis URL; write {FORMS}"
             ));
         }
     }
@@ -37,7 +42,7 @@ pub fn check(url: &str) -> Result<(), String> {
             "Invalid database number" => "the database, after the last '/', is not a number",
             other => other,
         };
-        format!("`{url}` is not a usable Redis URL ({what}); write {FORMS}")
+        format!("`{shown}` is not a usable Redis URL ({what}); write {FORMS}")
     })
 }
 
@@ -75,6 +80,21 @@ mod tests {
                 "{url}: {err}"
             );
             assert!(!err.contains("InvalidClientConfig"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_mistake_never_shows_the_password() {
+        for url in [
+            "rediss://:hunter2@x:6380/",
+            "redis://:hunter2@h:6379/zero",
+            "http://:hunter2@h/",
+        ] {
+            let err = check(url).unwrap_err();
+            assert!(
+                !err.contains("hunter2") && err.contains("<redacted>"),
+                "{err}"
+            );
         }
     }
 }

@@ -44,7 +44,6 @@ pub mod reload;
 pub mod response;
 pub mod secret;
 pub mod signals;
-pub mod toml_error;
 pub mod transport;
 
 use std::future::Future;

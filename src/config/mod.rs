@@ -15,6 +15,8 @@ use serde::Deserialize;
 
 use crate::secret::{Secret, redact_url};
 
+pub mod toml_error;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -917,7 +919,7 @@ impl Config {
     /// Parses TOML text; the error is one line naming the line and the
     /// setting, and what the setting takes (see `toml_error.rs`).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| crate::toml_error::explain(text, &e))
+        toml::from_str(text).map_err(|e| toml_error::explain(text, &e))
     }
 
     /// Checks every value that parsing alone cannot, before anything is bound.

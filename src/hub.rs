@@ -372,7 +372,7 @@ impl Hub {
         match push {
             Push::Queued => 1,
             Push::Closed => 0,
-            // Counted once, when the connection acts on it (connection.rs).
+            // Counted once, when the connection acts on it (connection/task.rs).
             Push::Overflow => 0,
         }
     }

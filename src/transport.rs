@@ -15,7 +15,7 @@
 //! of the current frame, so tungstenite holds no bytes of the next frame when
 //! it returns a message. tungstenite itself keeps only a small buffer
 //! ([`TUNGSTENITE_READ_BUFFER`]); after a large message the connection
-//! rebuilds its WebSocket around the same `ReadSide` (see `connection.rs`),
+//! rebuilds its WebSocket around the same `ReadSide` (see `connection/task.rs`),
 //! which gives back whatever tungstenite grew for it.
 
 use std::collections::VecDeque;

@@ -5,7 +5,7 @@
 //! messages PHP had not started, those messages first, in order. During the
 //! drain they wait for a FastCGI slot until the drain deadline, not
 //! `fpm.queue_timeout`; nothing outlives the deadline: the pool starts no
-//! event past it and cuts off one PHP is still running then (see `fpm.rs`).
+//! event past it and cuts off one PHP is still running then (see `fpm/`).
 //!
 //! Each of them is booked as delivered, failed or not delivered
 //! (`ws2fcgi_close_events_total`, `ws2fcgi_messages_after_close_total`).

@@ -4,7 +4,7 @@
 //! whole request into one buffer (so it goes out in one write) and decodes the
 //! records PHP-FPM answers with, refusing anything malformed with a typed
 //! error. No I/O happens here, so the decoder can be unit-tested and fuzzed;
-//! `fpm.rs` owns the sockets.
+//! `fpm/` owns the sockets.
 //!
 //! ```text
 //! record  = version:u8(1) type:u8 request_id:u16be content_length:u16be

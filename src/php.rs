@@ -1,7 +1,7 @@
 //! Sending one event to PHP and reading its answer.
 //!
 //! Glues the pieces together: the event's CGI variables (`event.rs`), the
-//! FastCGI pool (`fpm.rs`) and the answer's parser (`response.rs`). PHP's
+//! FastCGI pool (`fpm/`) and the answer's parser (`response.rs`). PHP's
 //! stderr is logged here, in the connection's span.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! PHP-FPM's answer bytes → `fcgi::decode`, record after record, as `fpm.rs` reads them.
+//! PHP-FPM's answer bytes → `fcgi::decode`, record after record, as `fpm/conn.rs` reads them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -30,6 +30,13 @@
 //! its previous answer ended. In every other case — a worker killed or
 //! crashing while it runs the script — the event is not sent again: PHP sees
 //! an event at most once.
+//!
+//! This file is the pool (slots, the idle list, connecting, retrying);
+//! `conn.rs` is one FastCGI connection and a request's roundtrip on it,
+//! `error.rs` the ways an event can fail.
+
+mod conn;
+mod error;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,45 +45,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{FpmAddr, FpmConfig};
 use crate::drain;
-use crate::fcgi::{self, FcgiError, Record};
 
-/// A reused connection that closes, unanswered, less than this after its
-/// previous answer ended was a recycling worker discarding the request (see
-/// the module docs). Far above the ~25 µs php-fpm takes, to allow for a busy
-/// machine; far below the time a script runs before a worker running it dies.
-pub const RECYCLE_WINDOW: Duration = Duration::from_millis(10);
-
-/// How far a request got, for the retry rule.
-#[derive(Debug, Clone, Copy)]
-struct Progress {
-    /// When the connection's previous answer ended.
-    idle_since: Instant,
-    /// Whether the request was written whole.
-    written: bool,
-    /// Whether any byte of an answer arrived.
-    answered: bool,
-}
-
-impl Progress {
-    fn new(idle_since: Instant) -> Self {
-        Self {
-            idle_since,
-            written: false,
-            answered: false,
-        }
-    }
-
-    /// Did php-fpm certainly not run this request? Asked right after it failed.
-    fn never_ran(&self) -> bool {
-        !self.answered && (!self.written || self.idle_since.elapsed() < RECYCLE_WINDOW)
-    }
-}
+use conn::{Conn, Progress, READ_CHUNK, Stream};
+pub use conn::{FpmOutput, MAX_STDERR_BYTES, RECYCLE_WINDOW};
+pub use error::FpmError;
 
 /// First pause while no file descriptor is free for a new connection.
 const DESCRIPTOR_WAIT_FIRST: Duration = Duration::from_millis(10);
@@ -91,208 +68,6 @@ fn out_of_descriptors(error: &io::Error) -> bool {
         error.raw_os_error().map(nix::errno::Errno::from_raw),
         Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
     )
-}
-
-/// Most of PHP's stderr kept per event for the log; the rest is counted, not kept.
-pub const MAX_STDERR_BYTES: usize = 16 * 1024;
-
-/// Why an event did not get an answer from PHP.
-#[derive(Debug, thiserror::Error)]
-pub enum FpmError {
-    /// PHP-FPM could not be reached: not running, socket missing, refused.
-    /// The request never reached PHP.
-    #[error("cannot connect to php-fpm at {addr}: {source}")]
-    Connect {
-        /// The configured address.
-        addr: String,
-        /// What connect said.
-        source: io::Error,
-    },
-    /// Every pooled connection stayed busy for `fpm.queue_timeout`.
-    /// The request never reached PHP.
-    #[error("no free php-fpm connection within {0:?} (all {1} busy)")]
-    PoolTimeout(Duration, usize),
-    /// No file descriptor came free for a new connection within
-    /// `fpm.queue_timeout` (the open-files limit is reached: EMFILE, ENFILE).
-    /// The request never reached PHP.
-    #[error(
-        "no file descriptor free for a php-fpm connection within {0:?} (open-files limit reached)"
-    )]
-    NoDescriptor(Duration),
-    /// PHP did not answer within `fpm.request_timeout`.
-    #[error("php did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The shutdown drain's deadline passed before a free connection was
-    /// found (or before the event was started). The request never reached PHP.
-    #[error("the shutdown drain's deadline passed before php-fpm could take the event")]
-    DrainEnded,
-    /// The shutdown drain's deadline passed while PHP ran the event.
-    #[error("the shutdown drain's deadline passed while php ran the event")]
-    DrainEndedInPhp,
-    /// PHP-FPM closed the connection before the end of its answer (worker
-    /// killed, crashed, or restarted mid-request).
-    #[error("php-fpm closed the connection before the end of its answer")]
-    Truncated,
-    /// Reading or writing the FastCGI connection failed.
-    #[error("i/o error talking to php-fpm: {0}")]
-    Io(#[from] io::Error),
-    /// PHP-FPM answered something that is not FastCGI.
-    #[error("malformed FastCGI answer: {0}")]
-    Protocol(#[from] FcgiError),
-    /// PHP's output is larger than the headers and body limits allow.
-    #[error("php's answer exceeds {0} bytes")]
-    TooLarge(usize),
-}
-
-impl FpmError {
-    /// True when the request certainly never reached PHP (safe to retry later).
-    pub fn never_reached_php(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect { .. } | Self::PoolTimeout(..) | Self::NoDescriptor(_) | Self::DrainEnded
-        )
-    }
-
-    /// A short label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Connect { .. } => "connect",
-            Self::PoolTimeout(..) => "pool_timeout",
-            Self::NoDescriptor(_) => "no_descriptor",
-            Self::Timeout(_) => "timeout",
-            Self::DrainEnded | Self::DrainEndedInPhp => "drain_timeout",
-            Self::Truncated => "truncated",
-            Self::Io(_) => "io",
-            Self::Protocol(_) => "protocol",
-            Self::TooLarge(_) => "too_large",
-        }
-    }
-}
-
-/// PHP's raw answer to one event.
-#[derive(Debug, Default)]
-pub struct FpmOutput {
-    /// The CGI response: headers, blank line, body.
-    pub stdout: Vec<u8>,
-    /// PHP's error output, at most [`MAX_STDERR_BYTES`].
-    pub stderr: Vec<u8>,
-    /// Bytes of stderr beyond [`MAX_STDERR_BYTES`] that were dropped.
-    pub stderr_dropped: usize,
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    /// Has PHP-FPM closed (or written to) this idle connection?
-    fn is_stale(&self) -> bool {
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd;
-        let fd = match self {
-            Self::Tcp(s) => s.as_raw_fd(),
-            Self::Unix(s) => s.as_raw_fd(),
-        };
-        // Asks the kernel itself (tokio's readiness may not have seen a FIN
-        // yet). Idle means nothing to read: EOF, stray bytes or an error all
-        // retire the connection.
-        let mut byte = [0u8; 1];
-        let peek = recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
-        !matches!(peek, Err(nix::errno::Errno::EAGAIN))
-    }
-
-    async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.write_all(buf).await,
-            Self::Unix(s) => s.write_all(buf).await,
-        }
-    }
-
-    async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read_buf(buf).await,
-            Self::Unix(s) => s.read_buf(buf).await,
-        }
-    }
-}
-
-struct Conn {
-    stream: Stream,
-    /// Reused for every request on this connection: encoded request out, records in.
-    out: Vec<u8>,
-    input: BytesMut,
-    idle_since: Instant,
-}
-
-/// Receive buffer of a pooled connection; grows only for large answers.
-const READ_CHUNK: usize = 16 * 1024;
-
-impl Conn {
-    async fn roundtrip(
-        &mut self,
-        params: &[&[u8]],
-        stdin: &[u8],
-        max_stdout: usize,
-        progress: &mut Progress,
-        fresh: &mut FreshWait<'_>,
-    ) -> Result<FpmOutput, FpmError> {
-        fcgi::encode_request(&mut self.out, params, stdin);
-        self.stream.write_all(&self.out).await?;
-        progress.written = true;
-        if self.out.capacity() > 256 * 1024 {
-            // A large body passed through; don't keep its buffer forever.
-            self.out = Vec::new();
-        }
-        self.input.clear();
-        let mut output = FpmOutput::default();
-        loop {
-            while let Some((record, used)) = fcgi::decode(&self.input)? {
-                match record {
-                    Record::Stdout(data) => {
-                        if output.stdout.len() + data.len() > max_stdout {
-                            return Err(FpmError::TooLarge(max_stdout));
-                        }
-                        output.stdout.extend_from_slice(data);
-                    }
-                    Record::Stderr(data) => {
-                        let room = MAX_STDERR_BYTES.saturating_sub(output.stderr.len());
-                        let keep = room.min(data.len());
-                        output.stderr.extend_from_slice(&data[..keep]);
-                        output.stderr_dropped += data.len() - keep;
-                    }
-                    Record::End { .. } => {
-                        let rest = self.input.len() - used;
-                        if rest != 0 {
-                            // Bytes after the end belong to no request.
-                            return Err(FcgiError::TrailingBytes(rest).into());
-                        }
-                        self.input.clear();
-                        return Ok(output);
-                    }
-                }
-                let _ = self.input.split_to(used);
-            }
-            self.input.reserve(READ_CHUNK);
-            let n = if fresh.watching() {
-                // read_buf is cancel-safe: losing the race reads nothing.
-                tokio::select! {
-                    n = self.stream.read_buf(&mut self.input) => n?,
-                    () = tokio::time::sleep_until(fresh.stall_at.into()) => {
-                        fresh.stalled();
-                        self.stream.read_buf(&mut self.input).await?
-                    }
-                }
-            } else {
-                self.stream.read_buf(&mut self.input).await?
-            };
-            if n == 0 {
-                return Err(FpmError::Truncated);
-            }
-            progress.answered = true;
-            fresh.done();
-        }
-    }
 }
 
 struct Inner {
@@ -672,27 +447,5 @@ mod tests {
         )));
         assert!(!out_of_descriptors(&io::Error::other("no errno")));
         assert!(FpmError::NoDescriptor(Duration::from_secs(1)).never_reached_php());
-    }
-
-    #[test]
-    fn a_failed_write_never_ran() {
-        let long_ago = Instant::now() - Duration::from_secs(60);
-        assert!(Progress::new(long_ago).never_ran());
-    }
-
-    #[test]
-    fn a_close_right_after_the_previous_answer_is_a_recycled_worker() {
-        let mut p = Progress::new(Instant::now());
-        p.written = true;
-        assert!(p.never_ran());
-        p.answered = true;
-        assert!(!p.never_ran(), "an answer means PHP ran it");
-    }
-
-    #[test]
-    fn a_later_close_may_have_run_the_script() {
-        let mut p = Progress::new(Instant::now() - RECYCLE_WINDOW * 2);
-        p.written = true;
-        assert!(!p.never_ran());
     }
 }

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cluster::Cluster;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::drain;
 use crate::fpm::FpmPool;
 use crate::hub::{ConnId, Hub, Observer, Stats};
@@ -117,7 +117,11 @@ impl Context {
     /// theirs. Settings that need a restart (sockets, the php-fpm address and
     /// pool size) keep their old values; the names
     /// of those that differed are returned.
-    pub fn reload(&self, mut next: Config) -> Vec<&'static str> {
+    ///
+    /// The configuration put in force is validated again with the values
+    /// kept: if a kept value does not fit the new ones, nothing changes and
+    /// the error says why.
+    pub fn reload(&self, mut next: Config) -> Result<Vec<&'static str>, ConfigError> {
         let current = self.config.load_full();
         let mut kept = Vec::new();
         macro_rules! keep {
@@ -145,11 +149,12 @@ impl Context {
         keep!("cluster", cluster);
         keep!("limits.inbound_bytes", limits.inbound_bytes);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
+        next.validate()?;
         self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
-        kept
+        Ok(kept)
     }
 
     /// A connection's id as PHP and control clients see it (`WS_CONNECTION_ID`):

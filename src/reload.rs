@@ -5,23 +5,32 @@
 //! old one stays. A valid one is put in force for everything that starts from
 //! then on (handshakes, events, limits, routes, log level); settings that need
 //! a restart (sockets, the php-fpm address and pool size) keep their old
-//! values, each named in a warning.
+//! values, each named in a warning. A new value that does not fit one kept
+//! (a `websocket.max_message_size` larger than the inbound budget in force)
+//! refuses the whole reload, in one log line that says how to fix it.
 
 use std::sync::Arc;
 
 use crate::cli::Cli;
-use crate::config::{Config, FpmAddr};
+use crate::config::{Config, ConfigError, FpmAddr};
 use crate::context::Context;
 
 /// Applies a reloaded configuration; `set_log_level` receives `log.level`.
-pub fn apply(ctx: &Context, mut next: Config, set_log_level: &dyn Fn(&str)) {
+/// A configuration that does not fit the settings a reload keeps is
+/// refused: nothing changes.
+pub fn apply(
+    ctx: &Context,
+    mut next: Config,
+    set_log_level: &dyn Fn(&str),
+) -> Result<(), ConfigError> {
     let current = ctx.config();
     // A managed php-fpm runs on the socket it was started with.
     if next.fpm.address == Some(FpmAddr::Managed) && current.fpm.address != Some(FpmAddr::Managed) {
         next.fpm.address = current.fpm.address.clone();
     }
+    fits_inbound_budget(&next, ctx.inbound.limit())?;
     let level = next.log.level.clone();
-    let kept = ctx.reload(next);
+    let kept = ctx.reload(next)?;
     for setting in &kept {
         tracing::warn!(
             setting,
@@ -30,6 +39,27 @@ pub fn apply(ctx: &Context, mut next: Config, set_log_level: &dyn Fn(&str)) {
     }
     set_log_level(&level);
     tracing::info!(kept = kept.len(), "configuration reloaded");
+    Ok(())
+}
+
+/// Does one message of the new `websocket.max_message_size` fit `budget`,
+/// the inbound byte budget in force? `limits.inbound_bytes` needs a restart,
+/// so a reload keeps the running budget whatever the file says; the file's
+/// own pair was checked by [`Config::validate`] already.
+fn fits_inbound_budget(next: &Config, budget: usize) -> Result<(), ConfigError> {
+    let max = next.websocket.max_message_size;
+    if max <= budget {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        setting: "websocket.max_message_size",
+        message: format!(
+            "{max} is more than limits.inbound_bytes in force ({budget}), which a reload keeps, \
+             so one message would not fit the inbound budget; restart ws2fcgi to apply \
+             limits.inbound_bytes = {}, or set websocket.max_message_size to at most {budget}",
+            next.limits.inbound_bytes
+        ),
+    })
 }
 
 /// Reloads on every SIGHUP (`hangup`, see [`crate::signals`]) until the task
@@ -42,13 +72,40 @@ pub async fn on_hangup(
 ) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
-        match cli.load_config().and_then(|c| c.validate().map(|()| c)) {
-            Ok(next) => apply(&ctx, next, &*set_log_level),
+        let reloaded = cli
+            .load_config()
+            .and_then(|c| c.validate().map(|()| c))
+            .and_then(|next| apply(&ctx, next, &*set_log_level));
+        if let Err(e) = reloaded {
             // One line, like every record (the TOML error once took five).
-            Err(e) => tracing::error!(
+            tracing::error!(
                 error = %crate::error_line::one_line(&e),
                 "reload refused; the old configuration stays"
-            ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_larger_than_the_budget_in_force_is_refused() {
+        let mut next = Config::default();
+        next.websocket.max_message_size = 1 << 20;
+        next.limits.inbound_bytes = 4 << 20;
+        fits_inbound_budget(&next, 1 << 20).expect("one message fits exactly");
+        let err = fits_inbound_budget(&next, (1 << 20) - 1)
+            .unwrap_err()
+            .to_string();
+        for says in [
+            "websocket.max_message_size",
+            "limits.inbound_bytes in force (1048575)",
+            "restart ws2fcgi to apply limits.inbound_bytes = 4194304",
+            "at most 1048575",
+        ] {
+            assert!(err.contains(says), "{says}: {err}");
         }
     }
 }

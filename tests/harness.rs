@@ -37,16 +37,46 @@ fn a_half_written_last_line_is_left_for_later() {
 }
 
 /// A complete line that is not JSON is a real defect (two writers
-/// interleaved, a short write): it is reported, not skipped.
+/// interleaved, a short write): it is reported, not skipped, with its line
+/// number in the file (the log is read incrementally: line 1 was read by
+/// an earlier call).
 #[test]
 #[should_panic(expected = "line 2: not a JSON record")]
 fn a_complete_line_that_is_not_json_is_an_error() {
     let log = EventLog::new();
-    append(
-        &log,
-        "{\"WS_EVENT\":\"open\"}\n{\"WS_EVE{\"WS_EVENT\":\"close\"}\n",
-    );
+    append(&log, "{\"WS_EVENT\":\"open\"}\n");
+    assert_eq!(log.events().len(), 1);
+    append(&log, "{\"WS_EVE{\"WS_EVENT\":\"close\"}\n");
     log.events();
+}
+
+/// The log is read incrementally (a test polling it with many connections
+/// once re-read and re-parsed the whole file at every poll): each record is
+/// returned once, in order, whatever the reads in between saw.
+#[test]
+fn records_read_in_pieces_are_each_read_once() {
+    let log = EventLog::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        let line = format!(
+            "{{\"WS_EVENT\":\"close\",\"WS_CONNECTION_ID\":\"c{}\"}}\n",
+            i % 5
+        );
+        // Each line in two writes, read after each.
+        let (head, tail) = line.split_at(line.len() / 2);
+        append(&log, head);
+        assert_eq!(log.events().len(), expected.len());
+        append(&log, tail);
+        expected.push(format!("c{}", i % 5));
+        let ids: Vec<String> = log
+            .events()
+            .iter()
+            .map(|e| e["WS_CONNECTION_ID"].as_str().expect("id").to_owned())
+            .collect();
+        assert_eq!(ids, expected);
+    }
+    assert_eq!(log.closes_of("c3").len(), 10);
+    assert!(log.closes_of("c9").is_empty());
 }
 
 /// The real recorder (`tests/php/record.php`) run by two php-cli processes

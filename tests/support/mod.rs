@@ -460,9 +460,27 @@ pub async fn poll_until<T>(limit: Duration, what: &str, mut check: impl FnMut() 
 /// A JSON-lines file the test scripts append every event to (`record.php`),
 /// named by the `log` query parameter of the WebSocket URL. It shows what PHP
 /// saw on events whose answer never reaches the client, like close.
+///
+/// Tests poll it (for a close event, a message PHP ran), so it reads
+/// incrementally: each call reads only what was appended since the last
+/// one and parses only the new complete lines.
 pub struct EventLog {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
+    /// The complete lines read so far, and where the next read starts.
+    read: std::sync::Mutex<ReadSoFar>,
+}
+
+/// What an [`EventLog`] has read of its file.
+#[derive(Default)]
+struct ReadSoFar {
+    /// Bytes of complete lines consumed: the next read starts here, at the
+    /// start of a line (one half written is read again once it is whole).
+    offset: u64,
+    /// Lines consumed, for the line numbers of error messages.
+    lines: usize,
+    /// Their records, in file order.
+    events: Vec<serde_json::Value>,
 }
 
 impl EventLog {
@@ -470,7 +488,11 @@ impl EventLog {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
-        Self { _dir: dir, path }
+        Self {
+            _dir: dir,
+            path,
+            read: Default::default(),
+        }
     }
 
     /// `log=<path>`, percent-encoded, for a WebSocket URL's query string.
@@ -486,19 +508,16 @@ impl EventLog {
     /// not a record yet and is left for a later call; a complete line that
     /// is not JSON is a real error and panics, naming the line.
     pub fn events(&self) -> Vec<serde_json::Value> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-            Err(e) => panic!("read {}: {e}", self.path.display()),
-        };
-        complete_json_lines(&bytes, &self.path.display().to_string())
+        self.read_new().events.clone()
     }
 
     /// The close events of connection `id` recorded so far.
     pub fn closes_of(&self, id: &str) -> Vec<serde_json::Value> {
-        self.events()
-            .into_iter()
+        self.read_new()
+            .events
+            .iter()
             .filter(|e| e["WS_EVENT"] == "close" && e["WS_CONNECTION_ID"] == id)
+            .cloned()
             .collect()
     }
 
@@ -511,16 +530,38 @@ impl EventLog {
         )
         .await
     }
+
+    /// Reads what was appended since the last call and parses its complete
+    /// lines; returns everything read so far.
+    fn read_new(&self) -> std::sync::MutexGuard<'_, ReadSoFar> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut so_far = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return so_far,
+            Err(e) => panic!("open {}: {e}", self.path.display()),
+        };
+        let mut appended = Vec::new();
+        file.seek(SeekFrom::Start(so_far.offset))
+            .and_then(|_| file.read_to_end(&mut appended))
+            .unwrap_or_else(|e| panic!("read {}: {e}", self.path.display()));
+        let Some(end) = appended.iter().rposition(|&b| b == b'\n') else {
+            return so_far;
+        };
+        let complete = &appended[..=end];
+        let first_line = so_far.lines + 1;
+        let records = json_lines(complete, first_line, &self.path.display().to_string());
+        so_far.offset += complete.len() as u64;
+        so_far.lines += complete.iter().filter(|&&b| b == b'\n').count();
+        so_far.events.extend(records);
+        so_far
+    }
 }
 
-/// The JSON values of the newline-terminated lines of `bytes` (a file another
-/// process appends to), ignoring a last line still being written. Panics on a
-/// complete line that is not JSON, naming `what` and the line number.
-pub fn complete_json_lines(bytes: &[u8], what: &str) -> Vec<serde_json::Value> {
-    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
-        Some(end) => &bytes[..=end],
-        None => return Vec::new(),
-    };
+/// The JSON values of `complete`, whole lines each ending in a newline, the
+/// first of them line `first_line` of `what`; empty lines are skipped, a
+/// line that is not JSON panics, naming `what` and its line number.
+fn json_lines(complete: &[u8], first_line: usize, what: &str) -> Vec<serde_json::Value> {
     complete
         .split(|&b| b == b'\n')
         .enumerate()
@@ -529,7 +570,7 @@ pub fn complete_json_lines(bytes: &[u8], what: &str) -> Vec<serde_json::Value> {
             serde_json::from_slice(line).unwrap_or_else(|e| {
                 panic!(
                     "{what} line {}: not a JSON record ({e}): {}",
-                    i + 1,
+                    first_line + i,
                     String::from_utf8_lossy(&line[..line.len().min(200)])
                 )
             })

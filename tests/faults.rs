@@ -514,6 +514,38 @@ async fn a_broken_fastcgi_server_fails_one_message_and_the_connection_stays() {
     daemon.shutdown().await;
 }
 
+/// php-fpm retires a worker at `pm.max_requests`: after its last answer
+/// the worker shuts its side of the connection down and discards what it
+/// reads until the daemon closes it, so a request the daemon writes on that
+/// pooled connection in between is never run, and must be sent again on a
+/// new connection. The pool (src/fpm) tells that apart from a worker that
+/// died running the request by the clock alone (`RECYCLE_WINDOW`: a close
+/// within 10 ms of the previous answer): a worker descheduled longer than
+/// that on a loaded machine (tests/core.rs
+/// `recycled_fpm_workers_are_replaced…` failed so) loses the message: PHP
+/// never runs it, the client gets nothing, the log says "event failed …
+/// truncated". The double retires 100 ms late.
+#[tokio::test]
+#[ignore = "daemon bug: src/fpm decides the retry by RECYCLE_WINDOW (10 ms); a worker that retires later loses the next message"]
+async fn a_worker_that_retires_late_loses_no_message() {
+    let double = BrokenFpm::start();
+    let daemon = daemon_on(&double).await;
+    let mut ws = connect(&daemon.url("/")).await;
+    assert_eq!(recv_text(&mut ws).await, "hello from the double");
+    double.plan(&[Misbehaviour::RetireLate]);
+    send_text(&mut ws, "its last").await;
+    assert_eq!(recv_text(&mut ws).await, "its last");
+    // Written on the pooled connection before the worker shuts it down.
+    send_text(&mut ws, "the next").await;
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv_text(&mut ws))
+        .await
+        .unwrap_or_else(|_| panic!("\"the next\" was lost; PHP saw {:?}", double.events()));
+    assert_eq!(answer, "the next");
+    assert_eq!(double.events(), ["open", "message", "message"]);
+    close(ws).await;
+    daemon.shutdown().await;
+}
+
 /// One byte after END_REQUEST is a protocol error like any other. fpm.rs
 /// once read the byte after it (`input[used + 1]`) and panicked: the open got
 /// no HTTP answer and its connection stayed in the hub forever; on a message
@@ -628,51 +660,6 @@ async fn hostile_frames_get_a_protocol_close_and_never_reach_php() {
     daemon.shutdown().await;
 }
 
-/// A client that sends pings and never reads must not make the daemon queue
-/// pongs without bound: once, each ping queued a pong past
-/// `websocket.outbound_queue_bytes` (`Outbox::push_control` was never
-/// refused), so memory grew with whatever the client sent. Here 16 MiB of
-/// pings against a 64 KiB queue.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ping_flood_from_a_client_that_never_reads_is_bounded() {
-    let fpm = Fpm::start(1);
-    let mut config = fpm.config("faults.php");
-    config.websocket.outbound_queue_bytes = 64 * 1024;
-    let daemon = Daemon::start(config).await;
-    let mut flood = raw::handshake(daemon.addr, "/").await;
-    let hello = flood
-        .next_frame(Duration::from_secs(10))
-        .await
-        .expect("hello");
-    let id: ws2fcgi::hub::ConnId = hello
-        .text()
-        .strip_prefix("hello ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let ping = frame(true, 0x9, &[b'p'; 125], true);
-    let burst: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 1024)
-        .collect();
-    let mut peak = 0;
-    for _ in 0..128 {
-        if flood.tcp.write_all(&burst).await.is_err() {
-            break; // cut off: fine
-        }
-        if let Some(handle) = daemon.ctx.hub.get(&id) {
-            peak = peak.max(handle.outbox.queued_bytes());
-        }
-    }
-    assert!(
-        peak <= 64 * 1024 + 1024,
-        "{peak} bytes of pongs queued for a client that reads nothing"
-    );
-    daemon.shutdown().await;
-}
-
 /// A client that drops its TCP connection without a close frame "vanished"
 /// (contract.rs: CLOSE_VANISHED, 1006 "peer vanished"); one that drops it
 /// while the daemon waits for the answer to its own close frame leaves PHP
@@ -784,6 +771,12 @@ fn raise_open_files_limit() -> u64 {
     hard
 }
 
+/// 5,000 sockets that never finish their handshake hold the daemon up in
+/// nothing: a normal client is served while every one of them is still held,
+/// and each is dropped after `websocket.handshake_timeout`, without PHP ever
+/// seeing one. The timeout is many times what connecting them takes (about
+/// a second, a few on a loaded machine), and whether they are all still
+/// held is read from the daemon's count, not inferred from a clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_half_open_connections_block_no_one_and_are_dropped() {
     const HALF_OPEN: usize = 5000;
@@ -795,7 +788,7 @@ async fn five_thousand_half_open_connections_block_no_one_and_are_dropped() {
     );
     let fpm = Fpm::start(2);
     let mut config = fpm.config("faults.php");
-    let handshake_timeout = Duration::from_secs(4);
+    let handshake_timeout = Duration::from_secs(8);
     config.websocket.handshake_timeout = handshake_timeout;
     let daemon = Daemon::start(config).await;
     let log = EventLog::new();
@@ -828,29 +821,32 @@ async fn five_thousand_half_open_connections_block_no_one_and_are_dropped() {
         }
     }
     let connected = started.elapsed();
-    assert!(
-        connected < handshake_timeout,
-        "connecting took {connected:?}"
-    );
+    // The daemon holds every one (the count moves at accept, so wait for it
+    // to take the last ones from its listen queue).
+    poll_until(
+        Duration::from_secs(30),
+        "the daemon to hold every half-open socket",
+        || (sockets_held(&daemon) >= HALF_OPEN).then_some(()),
+    )
+    .await;
 
-    // A normal client is served at once meanwhile.
-    let served = Instant::now();
+    // A normal client is served meanwhile...
     let mut ws = connect(&daemon.url("/")).await;
     hello(&mut ws).await;
     send_text(&mut ws, "through").await;
     assert_eq!(recv_text(&mut ws).await, "through");
+    // ...while none of them was dropped yet: they did not just make room.
+    let held = sockets_held(&daemon);
     assert!(
-        served.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        served.elapsed()
-    );
-    assert!(
-        started.elapsed() < handshake_timeout,
-        "the half-open ones were dropped already"
+        held > HALF_OPEN,
+        "{held} client sockets held when the normal client was served: the \
+         half-open ones were dropped already ({connected:?} to connect them, \
+         {:?} since; handshake_timeout {handshake_timeout:?})",
+        started.elapsed()
     );
 
     // All of them are dropped after handshake_timeout.
-    let deadline = started + handshake_timeout + Duration::from_secs(5);
+    let deadline = started + handshake_timeout + Duration::from_secs(20);
     for (i, mut tcp) in half_open.into_iter().enumerate() {
         let mut byte = [0u8; 1];
         let read = tokio::time::timeout_at(deadline.into(), tcp.read(&mut byte))
@@ -872,4 +868,9 @@ async fn five_thousand_half_open_connections_block_no_one_and_are_dropped() {
     assert_eq!(recv_text(&mut ws).await, "still");
     close(ws).await;
     daemon.shutdown().await;
+}
+
+/// Client sockets the daemon holds now: handshakes and connections.
+fn sockets_held(daemon: &Daemon) -> usize {
+    metric(&daemon.metrics(), "ws2fcgi_client_sockets") as usize
 }

@@ -57,6 +57,11 @@ pub enum Misbehaviour {
     Silent,
     /// A good answer with one stray byte after END_REQUEST.
     StrayByteAfterEnd,
+    /// A good answer, then what a php-fpm worker does once it has served
+    /// `pm.max_requests` (main/fastcgi.c `fcgi_close`), 100 ms late as on a
+    /// loaded machine: shuts its side down and reads and discards every byte
+    /// until the client closes. A request written in between is never run.
+    RetireLate,
 }
 
 /// The double; stops accepting when dropped.
@@ -127,6 +132,15 @@ async fn serve(
         let answered = match next.unwrap_or(Misbehaviour::Good) {
             Misbehaviour::Good => stream.write_all(&good_answer(&event, &body)).await,
             Misbehaviour::GarbageStdout => stream.write_all(&garbage_answer()).await,
+            Misbehaviour::RetireLate => {
+                if stream.write_all(&good_answer(&event, &body)).await.is_ok() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    let _ = stream.shutdown().await;
+                    let mut sink = [0u8; 4096];
+                    while let Ok(1..) = stream.read(&mut sink).await {}
+                }
+                return;
+            }
             misbehaviour => {
                 let _ = misbehave(&mut stream, misbehaviour, &event, &body).await;
                 return;
@@ -157,7 +171,7 @@ async fn misbehave(
     use Misbehaviour::*;
     let stdout = record(STDOUT, 1, b"Content-Type: text/plain\r\n\r\nbad");
     let bytes = match how {
-        Good | GarbageStdout => unreachable!("answered in `serve`"),
+        Good | GarbageStdout | RetireLate => unreachable!("answered in `serve`"),
         BadVersion => {
             let mut r = stdout.clone();
             r[0] = 2;

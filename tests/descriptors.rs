@@ -468,13 +468,9 @@ async fn the_admin_listener_serves_sixteen_connections_and_queues_the_rest() {
         .expect("health check answered within 10 s")
         .expect("health task");
     assert_eq!(status, 200, "{body}");
-    assert!(
-        daemon
-            .stderr()
-            .contains("endpoint serves its maximum of connections; new ones wait"),
-        "{}",
-        daemon.stderr()
-    );
+    daemon
+        .logged("endpoint serves its maximum of connections; new ones wait")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

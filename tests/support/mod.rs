@@ -777,6 +777,26 @@ impl Process {
         .await
     }
 
+    /// Waits (10 s at most) until its log contains `what`; returns the log.
+    ///
+    /// A thread collects its stderr through a pipe, so a line the daemon
+    /// wrote before something the test saw (an answer, a metric) can still
+    /// be on its way: a running daemon's log is polled, not read once.
+    pub async fn logged(&self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            if log.contains(what) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what:?} not logged within 10 s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything it logged so far.
     pub fn stderr(&self) -> String {
         self.stderr

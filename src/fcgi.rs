@@ -34,6 +34,9 @@ const PARAMS: u8 = 4;
 const STDIN: u8 = 5;
 const STDOUT: u8 = 6;
 const STDERR: u8 = 7;
+/// `FCGI_GET_VALUES`: a management record asking the server's limits;
+/// with no content it asks nothing, and a server may answer or ignore it.
+pub const GET_VALUES: u8 = 9;
 const ROLE_RESPONDER: u16 = 1;
 const FLAG_KEEP_CONN: u8 = 1;
 

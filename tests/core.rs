@@ -540,11 +540,9 @@ async fn clients_keep_getting_answers_across_an_fpm_restart() {
 }
 
 /// Workers retiring at `pm.max_requests` every third request lose no
-/// message. (Known daemon bug: on a loaded machine a worker that retires
-/// more than `RECYCLE_WINDOW` after its last answer loses the next message,
-/// and this fails with "no message within 10 s", about 1 run in 13 with the
-/// test niced under four busy loops; reproduced deterministically by
-/// tests/faults.rs `a_worker_that_retires_late_loses_no_message`.)
+/// message, also when a worker retires late on a loaded machine (it once
+/// failed about 1 run in 13 niced under four busy loops: see tests/faults.rs
+/// `a_worker_that_retires_late_loses_no_message`).
 #[tokio::test]
 async fn recycled_fpm_workers_are_replaced_without_an_error() {
     let fpm = Fpm::start_with(2, "pm.max_requests = 3");

@@ -518,15 +518,14 @@ async fn a_broken_fastcgi_server_fails_one_message_and_the_connection_stays() {
 /// the worker shuts its side of the connection down and discards what it
 /// reads until the daemon closes it, so a request the daemon writes on that
 /// pooled connection in between is never run, and must be sent again on a
-/// new connection. The pool (src/fpm) tells that apart from a worker that
+/// new connection. The pool (src/fpm) once told that apart from a worker that
 /// died running the request by the clock alone (`RECYCLE_WINDOW`: a close
 /// within 10 ms of the previous answer): a worker descheduled longer than
 /// that on a loaded machine (tests/core.rs
-/// `recycled_fpm_workers_are_replaced…` failed so) loses the message: PHP
-/// never runs it, the client gets nothing, the log says "event failed …
-/// truncated". The double retires 100 ms late.
+/// `recycled_fpm_workers_are_replaced…` failed so) lost the message. Now a
+/// peer still reading after it closed its side is known to be retiring. The
+/// double retires 100 ms late.
 #[tokio::test]
-#[ignore = "daemon bug: src/fpm decides the retry by RECYCLE_WINDOW (10 ms); a worker that retires later loses the next message"]
 async fn a_worker_that_retires_late_loses_no_message() {
     let double = BrokenFpm::start();
     let daemon = daemon_on(&double).await;
@@ -542,6 +541,30 @@ async fn a_worker_that_retires_late_loses_no_message() {
         .unwrap_or_else(|_| panic!("\"the next\" was lost; PHP saw {:?}", double.events()));
     assert_eq!(answer, "the next");
     assert_eq!(double.events(), ["open", "message", "message"]);
+    close(ws).await;
+    daemon.shutdown().await;
+}
+
+/// The other side of the rule above: a worker that dies (closes its socket)
+/// with no answer, long after its previous answer, may have run the script,
+/// so the event is not sent again: PHP sees it once.
+#[tokio::test]
+async fn a_worker_that_dies_late_is_not_sent_the_event_again() {
+    let double = BrokenFpm::start();
+    let daemon = daemon_on(&double).await;
+    let mut ws = connect(&daemon.url("/")).await;
+    assert_eq!(recv_text(&mut ws).await, "hello from the double");
+    // Well past RECYCLE_WINDOW since the pooled connection's last answer.
+    tokio::time::sleep(ws2fcgi::fpm::RECYCLE_WINDOW * 5).await;
+    double.plan(&[Misbehaviour::CloseSilently]);
+    send_text(&mut ws, "died").await;
+    send_text(&mut ws, "after").await;
+    assert_eq!(recv_text(&mut ws).await, "after");
+    assert_eq!(
+        double.events(),
+        ["open", "message", "message"],
+        "the message the worker died on was sent again"
+    );
     close(ws).await;
     daemon.shutdown().await;
 }

@@ -28,6 +28,10 @@ pub(super) struct Progress {
     written: bool,
     /// Whether any byte of an answer arrived.
     answered: bool,
+    /// Whether, after the connection ended unanswered, its peer was still
+    /// reading what it was sent: a worker retiring, never one that died
+    /// ([`Stream::peer_discarding`]).
+    discarding: bool,
 }
 
 impl Progress {
@@ -36,12 +40,14 @@ impl Progress {
             idle_since,
             written: false,
             answered: false,
+            discarding: false,
         }
     }
 
     /// Did php-fpm certainly not run this request? Asked right after it failed.
     pub(super) fn never_ran(&self) -> bool {
-        !self.answered && (!self.written || self.idle_since.elapsed() < RECYCLE_WINDOW)
+        !self.answered
+            && (!self.written || self.discarding || self.idle_since.elapsed() < RECYCLE_WINDOW)
     }
 }
 
@@ -79,6 +85,30 @@ impl Stream {
         let mut byte = [0u8; 1];
         let peek = recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
         !matches!(peek, Err(nix::errno::Errno::EAGAIN))
+    }
+
+    /// The connection ended without a byte of answer: is its peer still
+    /// reading? A php-fpm worker retiring at `pm.max_requests` shuts its side
+    /// down and then reads and discards whatever it is sent until the
+    /// connection closes (`fcgi_close` in main/fastcgi.c), however late it
+    /// got there; a worker that died (killed, crashed) cannot read, and on a
+    /// Unix socket a send to a closed peer fails at once with `EPIPE`. The
+    /// probe is an empty `FCGI_GET_VALUES`, harmless to any FastCGI server.
+    /// Over TCP a send to a closed peer succeeds locally (the reset comes
+    /// later), so there this tells nothing and the clock rule alone decides.
+    fn peer_discarding(&self) -> bool {
+        use nix::sys::socket::{MsgFlags, send};
+        use std::os::fd::AsRawFd;
+        const PROBE: [u8; 8] = [1, fcgi::GET_VALUES, 0, 0, 0, 0, 0, 0];
+        let Self::Unix(stream) = self else {
+            return false;
+        };
+        let sent = send(
+            stream.as_raw_fd(),
+            &PROBE,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+        matches!(sent, Ok(_) | Err(nix::errno::Errno::EAGAIN))
     }
 
     async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -166,6 +196,9 @@ impl Conn {
                 self.stream.read_buf(&mut self.input).await?
             };
             if n == 0 {
+                if !progress.answered {
+                    progress.discarding = self.stream.peer_discarding();
+                }
                 return Err(FpmError::Truncated);
             }
             progress.answered = true;
@@ -198,5 +231,15 @@ mod tests {
         let mut p = Progress::new(Instant::now() - RECYCLE_WINDOW * 2);
         p.written = true;
         assert!(!p.never_ran());
+    }
+
+    #[test]
+    fn a_peer_still_reading_after_its_close_is_a_retiring_worker_however_late() {
+        let mut p = Progress::new(Instant::now() - Duration::from_secs(60));
+        p.written = true;
+        p.discarding = true;
+        assert!(p.never_ran());
+        p.answered = true;
+        assert!(!p.never_ran(), "an answer means PHP ran it");
     }
 }

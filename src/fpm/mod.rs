@@ -23,13 +23,15 @@
 //! A pooled connection is checked with a non-blocking `MSG_PEEK` before it is
 //! reused, so one php-fpm closed (`pm.max_requests`, a restart) is replaced.
 //! A worker reaching `pm.max_requests` shuts its side down some 25 µs after its
-//! last answer (measured) and discards whatever it reads meanwhile; a request
-//! written in that gap is never run. So a request on a *reused* connection is
+//! last answer (measured; much later on a loaded machine) and then reads and
+//! discards whatever it is sent until the connection closes; a request
+//! written before that is never run. So a request on a *reused* connection is
 //! sent once more on a fresh connection when no byte came back and either
 //! writing failed, or the connection closed less than [`RECYCLE_WINDOW`] after
-//! its previous answer ended. In every other case — a worker killed or
-//! crashing while it runs the script — the event is not sent again: PHP sees
-//! an event at most once.
+//! its previous answer ended, or (Unix sockets) the peer was still reading
+//! after it closed its side — a retiring worker, however late, never one that
+//! died. In every other case — a worker killed or crashing while it runs the
+//! script — the event is not sent again: PHP sees an event at most once.
 //!
 //! This file is the pool (slots, the idle list, connecting, retrying);
 //! `conn.rs` is one FastCGI connection and a request's roundtrip on it,

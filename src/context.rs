@@ -63,6 +63,7 @@ const RESTART_ONLY: &[&str] = &[
     "control.http",
     "cluster",
     "limits.inbound_bytes",
+    "history",
 ];
 
 impl Context {
@@ -81,7 +82,12 @@ impl Context {
             fpm: FpmPool::new(&config.fpm, drain.clone()),
             books: drain::Books::new(&metrics),
             drain,
-            hub: Hub::with_observer(Stats::from_metrics(&metrics), observer),
+            // In a cluster the history lives in Redis, not here.
+            hub: Hub::with_history(
+                Stats::from_metrics(&metrics),
+                observer,
+                cluster.is_none().then(|| config.history.clone()),
+            ),
             cluster,
             metrics,
             config: ArcSwap::from_pointee(config),
@@ -148,6 +154,7 @@ impl Context {
         keep!("control.http", control.http);
         keep!("cluster", cluster);
         keep!("limits.inbound_bytes", limits.inbound_bytes);
+        keep!("history", history);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
         next.validate()?;
         self.slots.set_limits(slot_limits(&next));
@@ -175,7 +182,10 @@ impl Context {
 
     /// The live figures `/metrics` shows besides its counters.
     pub fn snapshot(&self) -> Snapshot {
+        let (history_publications, history_bytes) = self.hub.history_size();
         Snapshot {
+            history_publications,
+            history_bytes,
             connections: self.hub.connection_count(),
             client_sockets: self.slots.in_use(),
             channels: self.hub.channel_count(),

@@ -374,6 +374,8 @@ mod tests {
             channels: 0,
             fpm_busy: 0,
             fpm_idle: 0,
+            history_publications: 0,
+            history_bytes: 0,
         });
         assert!(
             text.contains("ws2fcgi_close_events_total{outcome=\"not_delivered\"} 1"),

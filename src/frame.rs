@@ -20,17 +20,34 @@ pub enum Kind {
 }
 
 fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
+    encode_parts(opcode, &[payload]).0
+}
+
+/// One frame whose payload is `parts` one after the other, in one
+/// allocation; also returns where the payload starts in the frame.
+fn encode_parts(opcode: OpCode, parts: &[&[u8]]) -> (Bytes, usize) {
     let header = FrameHeader {
         opcode,
         ..FrameHeader::default()
     };
-    let len = payload.len() as u64;
-    let mut out = BytesMut::with_capacity(header.len(len) + payload.len()).writer();
+    let payload_len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = payload_len as u64;
+    let head = header.len(len);
+    let mut out = BytesMut::with_capacity(head + payload_len).writer();
     // Writing into memory cannot fail.
     let _ = header.format(len, &mut out);
     let mut out = out.into_inner();
-    out.put_slice(payload);
-    out.freeze()
+    for part in parts {
+        out.put_slice(part);
+    }
+    (out.freeze(), head)
+}
+
+fn data_opcode(kind: Kind) -> OpCode {
+    OpCode::Data(match kind {
+        Kind::Text => Data::Text,
+        Kind::Binary => Data::Binary,
+    })
 }
 
 /// A complete, unfragmented data frame.
@@ -40,11 +57,20 @@ fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
 /// assert_eq!(&data(Kind::Text, b"hi")[..], b"\x81\x02hi");
 /// ```
 pub fn data(kind: Kind, payload: &[u8]) -> Bytes {
-    let opcode = match kind {
-        Kind::Text => Data::Text,
-        Kind::Binary => Data::Binary,
-    };
-    encode(OpCode::Data(opcode), payload)
+    encode(data_opcode(kind), payload)
+}
+
+/// A data frame whose payload is `parts` joined, and the index in the frame
+/// where the payload starts.
+///
+/// ```
+/// use ws2fcgi::frame::{data_parts, Kind};
+/// let (frame, at) = data_parts(Kind::Text, &[b"a\n", b"hi"]);
+/// assert_eq!(&frame[..], b"\x81\x04a\nhi");
+/// assert_eq!(at, 2);
+/// ```
+pub fn data_parts(kind: Kind, parts: &[&[u8]]) -> (Bytes, usize) {
+    encode_parts(data_opcode(kind), parts)
 }
 
 /// A close frame; `payload` is the 2-byte code and the reason.

@@ -10,12 +10,20 @@
 //! while it has members. Publishing holds the registry lock for the whole
 //! fan-out, so every member of a channel sees messages in the same order; the
 //! fan-out itself only pushes reference-counted frames into outboxes.
+//!
+//! A connection that speaks `ws2fcgi.v1` (see `v1.rs`) is sent framed
+//! messages, every other one raw messages; a publication is encoded at most
+//! once each way. With `[history]` on a single node, the channels' history
+//! (`history.rs`) lives under the same lock: a publication's offset is given
+//! in the order members are sent it, and a connection that joins with a
+//! position is sent what it missed before any later publication.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +31,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use slab::Slab;
 
+use crate::config::HistoryConfig;
+use crate::frame::Kind;
+use crate::history::{History, Since, Stored};
 use crate::outbox::{Outbox, Push};
+use crate::v1::{self, Position, Publication};
 
 /// Most metadata entries one connection may hold.
 pub const MAX_META_ENTRIES: usize = 64;
@@ -85,9 +97,31 @@ pub struct ConnHandle {
     meta: Mutex<Vec<(Box<str>, Box<str>)>>,
     /// The hub's observer, for metadata changes (none on a single node).
     observer: Option<Arc<dyn Observer>>,
+    /// The client speaks `ws2fcgi.v1`: set once, in the open, before any
+    /// join (the registry lock orders it before every fan-out).
+    v1: AtomicBool,
 }
 
 impl ConnHandle {
+    /// Does the client speak `ws2fcgi.v1`?
+    pub fn is_v1(&self) -> bool {
+        self.v1.load(Ordering::Relaxed)
+    }
+
+    /// Marks the client as speaking `ws2fcgi.v1`.
+    pub fn set_v1(&self) {
+        self.v1.store(true, Ordering::Relaxed);
+    }
+
+    /// A message for this connection only, framed as its client expects.
+    pub fn message(&self, kind: Kind, data: &[u8]) -> Bytes {
+        if self.is_v1() {
+            v1::direct(kind, data)
+        } else {
+            crate::frame::data(kind, data)
+        }
+    }
+
     /// A copy of the metadata, in the order it was first set.
     pub fn meta(&self) -> Vec<(String, String)> {
         self.lock_meta()
@@ -144,6 +178,8 @@ struct Entry {
 struct Registry {
     conns: Slab<Entry>,
     channels: HashMap<Arc<str>, HashSet<usize>>,
+    /// The channels' history, on a single node with `[history]`.
+    history: Option<History>,
 }
 
 impl Registry {
@@ -191,6 +227,34 @@ pub struct Member {
     pub meta: Vec<(String, String)>,
 }
 
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Members it was queued to.
+    pub delivered: usize,
+    /// Its place in the channel's history, if the channel keeps one.
+    pub position: Option<Position>,
+}
+
+/// What the open's joins did for a `ws2fcgi.v1` client (see [`Hub::open_joins`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Channels with a position given that could not be recovered.
+    pub lost: Vec<String>,
+    /// Publications sent because the client had missed them.
+    pub replayed: usize,
+}
+
+/// The history's answer to a `history` request.
+pub enum HistoryReply {
+    /// The channel keeps no history (or none is kept on this node).
+    None,
+    /// Where the channel stands and the publications asked for.
+    Publications(Position, Vec<Stored>),
+    /// `since` is no longer covered, or names another epoch.
+    Lost(Position),
+}
+
 /// The registry; one per daemon.
 pub struct Hub {
     registry: Mutex<Registry>,
@@ -215,8 +279,22 @@ impl Hub {
 
     /// As [`Hub::new`], telling `observer` of every membership and metadata change.
     pub fn with_observer(stats: Stats, observer: Option<Arc<dyn Observer>>) -> Self {
+        Self::with_history(stats, observer, None)
+    }
+
+    /// As [`Hub::with_observer`], keeping channel history as `history` says
+    /// (in memory: only without `[cluster]`).
+    pub fn with_history(
+        stats: Stats,
+        observer: Option<Arc<dyn Observer>>,
+        history: Option<HistoryConfig>,
+    ) -> Self {
+        let registry = Registry {
+            history: history.filter(|h| h.enabled()).map(History::new),
+            ..Registry::default()
+        };
         Self {
-            registry: Mutex::default(),
+            registry: Mutex::new(registry),
             id_key: std::collections::hash_map::RandomState::new(),
             serial: AtomicU64::new(1),
             observer,
@@ -248,6 +326,7 @@ impl Hub {
             outbox: Outbox::new(outbox_limit),
             meta: Mutex::new(Vec::new()),
             observer: self.observer.clone(),
+            v1: AtomicBool::new(false),
         });
         slot.insert(Entry {
             handle: handle.clone(),
@@ -278,31 +357,107 @@ impl Hub {
     }
 
     /// Adds a connection to a channel; false when the connection is gone.
+    /// A `ws2fcgi.v1` client is told (`joined`, with the channel's position).
     pub fn join(&self, id: &ConnId, channel: &str) -> bool {
         let mut reg = self.lock();
         let reg = &mut *reg;
-        let index = id.index as usize;
-        match reg.conns.get_mut(index).filter(|e| e.handle.id == *id) {
+        match add_member(reg, id, channel, self.observer.as_deref()) {
             None => false,
-            Some(entry) => {
-                if entry.channels.iter().any(|c| **c == *channel) {
-                    return true;
+            Some(Added::Already) => true,
+            Some(Added::New(handle)) => {
+                if handle.is_v1() {
+                    let now = Instant::now();
+                    let position = reg.history.as_mut().and_then(|h| h.position(channel, now));
+                    handle.outbox.push(v1::joined(channel, position.as_ref()));
                 }
-                let name: Arc<str> = match reg.channels.get_key_value(channel) {
-                    Some((name, _)) => name.clone(),
-                    None => Arc::from(channel),
-                };
-                entry.channels.push(name.clone());
-                if let Some(observer) = &self.observer {
-                    observer.joined(*id, &name);
-                }
-                reg.channels.entry(name).or_default().insert(index);
                 true
             }
         }
     }
 
+    /// The joins of a `ws2fcgi.v1` client's open answer: sends the
+    /// `connected` message, then joins each channel; for each one the client
+    /// gave a position in (`since`), sends what it missed first, or lists it
+    /// as lost. All under the registry lock, so nothing published meanwhile
+    /// is missed or sent twice.
+    pub fn open_joins(
+        &self,
+        handle: &ConnHandle,
+        public_id: &str,
+        heartbeat_secs: u64,
+        channels: &[String],
+        since: &[(String, Position)],
+    ) -> Recovery {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let now = Instant::now();
+        let mut recovery = Recovery::default();
+        let mut joined = Vec::with_capacity(channels.len());
+        let mut replay: Vec<Stored> = Vec::new();
+        for channel in channels {
+            if joined
+                .iter()
+                .any(|j: &v1::Joined<'_>| j.channel == channel.as_str())
+            {
+                continue;
+            }
+            let given = since.iter().find(|(c, _)| c == channel).map(|(_, p)| p);
+            let history = reg.history.as_mut();
+            let position = match (history, given) {
+                (None, Some(_)) => {
+                    recovery.lost.push(channel.clone());
+                    None
+                }
+                (None, None) => None,
+                (Some(history), given) => {
+                    let top = history.position(channel, now);
+                    match (given, &top) {
+                        (Some(given), Some(_)) => match history.since(channel, given, now) {
+                            Since::Covered(missed) => {
+                                recovery.replayed += missed.len();
+                                replay.extend(missed);
+                                Some(given.clone())
+                            }
+                            Since::Lost => {
+                                recovery.lost.push(channel.clone());
+                                top
+                            }
+                        },
+                        (Some(_), None) => {
+                            recovery.lost.push(channel.clone());
+                            None
+                        }
+                        (None, _) => top,
+                    }
+                }
+            };
+            joined.push(v1::Joined {
+                channel: channel.as_str(),
+                position,
+            });
+        }
+        let recovered = !since.is_empty() && recovery.lost.is_empty();
+        let lost: Vec<&str> = recovery.lost.iter().map(String::as_str).collect();
+        handle.outbox.push(v1::connected(
+            public_id,
+            heartbeat_secs,
+            recovered,
+            &joined,
+            &lost,
+        ));
+        let mut replayed = 0;
+        for stored in replay {
+            replayed += self.deliver(handle, &stored.frame, false);
+        }
+        self.stats.messages_out.inc_by(replayed as u64);
+        for channel in channels {
+            add_member(reg, &handle.id, channel, self.observer.as_deref());
+        }
+        recovery
+    }
+
     /// Removes a connection from a channel; false when the connection is gone.
+    /// A `ws2fcgi.v1` client that was a member is told (`left`).
     pub fn leave(&self, id: &ConnId, channel: &str) -> bool {
         let mut reg = self.lock();
         let reg = &mut *reg;
@@ -312,6 +467,9 @@ impl Hub {
             Some(entry) => {
                 if let Some(at) = entry.channels.iter().position(|c| **c == *channel) {
                     let name = entry.channels.swap_remove(at);
+                    if entry.handle.is_v1() {
+                        entry.handle.outbox.push(v1::left(channel));
+                    }
                     remove_member(&mut reg.channels, channel, index);
                     if let Some(observer) = &self.observer {
                         observer.left(*id, &name);
@@ -322,45 +480,126 @@ impl Hub {
         }
     }
 
-    /// Queues `frame` to every member of `channel` but those in `except`;
-    /// returns how many it was queued to.
-    pub fn publish(&self, channel: &str, frame: &Bytes, except: &[ConnId]) -> usize {
+    /// Publishes `data` to every member of `channel` but those in `except`,
+    /// giving it the channel's next offset when this node keeps its history.
+    pub fn publish(&self, channel: &str, kind: Kind, data: &[u8], except: &[ConnId]) -> Published {
+        self.publish_at(channel, kind, data, None, except)
+    }
+
+    /// As [`Hub::publish`]; `position`, when given, is the publication's place
+    /// in a history kept elsewhere (Redis, in a cluster) and is sent as is.
+    pub fn publish_at(
+        &self,
+        channel: &str,
+        kind: Kind,
+        data: &[u8],
+        position: Option<Position>,
+        except: &[ConnId],
+    ) -> Published {
         self.stats.publishes.inc();
-        let reg = self.lock();
-        let Some(members) = reg.channels.get(channel) else {
-            return 0;
-        };
-        let mut delivered = 0;
-        // One recipient: write at once (see outbox.rs). Many: queue, and let
-        // the members' tasks write, spread over the runtime's threads.
-        let direct = members.len() == 1;
-        for &index in members {
-            let handle = &reg.conns[index].handle;
-            if except.contains(&handle.id) {
-                continue;
-            }
-            delivered += self.deliver(handle, frame, direct);
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let now = Instant::now();
+        let position = position.or_else(|| reg.history.as_mut()?.next(channel, now));
+        let publication = Publication::new(channel, kind, data, position);
+        if let Some(history) = reg.history.as_mut() {
+            history.keep(&publication, now);
         }
+        let mut delivered = 0;
+        if let Some(members) = reg.channels.get(channel) {
+            // One recipient: write at once (see outbox.rs). Many: queue, and
+            // let the members' tasks write, spread over the runtime's threads.
+            let direct = members.len() == 1;
+            for &index in members {
+                let handle = &reg.conns[index].handle;
+                if except.contains(&handle.id) {
+                    continue;
+                }
+                let frame = if handle.is_v1() {
+                    publication.framed()
+                } else {
+                    publication.raw()
+                };
+                delivered += self.deliver(handle, frame, direct);
+            }
+        }
+        self.stats.messages_out.inc_by(delivered as u64);
+        Published {
+            delivered,
+            position: publication.position,
+        }
+    }
+
+    /// Sends `data` once to each listed live connection (an id listed
+    /// twice still gets one copy); returns how many connections.
+    pub fn send(&self, ids: &[ConnId], kind: Kind, data: &[u8]) -> usize {
+        let reg = self.lock();
+        let direct = ids.len() == 1;
+        let mut seen = HashSet::with_capacity(ids.len());
+        let mut raw = None;
+        let mut framed = None;
+        let delivered = ids
+            .iter()
+            .filter(|id| seen.insert(**id))
+            .filter_map(|id| reg.entry(id))
+            .map(|e| {
+                let frame = if e.handle.is_v1() {
+                    framed.get_or_insert_with(|| v1::direct(kind, data))
+                } else {
+                    raw.get_or_insert_with(|| crate::frame::data(kind, data))
+                };
+                self.deliver(&e.handle, frame, direct)
+            })
+            .sum::<usize>();
         drop(reg);
         self.stats.messages_out.inc_by(delivered as u64);
         delivered
     }
 
-    /// Queues `frame` once to each listed live connection (an id listed
-    /// twice still gets one copy); returns how many connections.
-    pub fn send(&self, ids: &[ConnId], frame: &Bytes) -> usize {
-        let reg = self.lock();
-        let direct = ids.len() == 1;
-        let mut seen = HashSet::with_capacity(ids.len());
-        let delivered = ids
-            .iter()
-            .filter(|id| seen.insert(**id))
-            .filter_map(|id| reg.entry(id))
-            .map(|e| self.deliver(&e.handle, frame, direct))
-            .sum::<usize>();
-        drop(reg);
-        self.stats.messages_out.inc_by(delivered as u64);
-        delivered
+    /// The `history` control op: the newest `limit` publications of
+    /// `channel`, or those after `since`.
+    pub fn history(&self, channel: &str, limit: usize, since: Option<&Position>) -> HistoryReply {
+        let mut reg = self.lock();
+        let Some(history) = reg.history.as_mut() else {
+            return HistoryReply::None;
+        };
+        let now = Instant::now();
+        let Some((top, latest)) = history.latest(channel, limit, now) else {
+            return HistoryReply::None;
+        };
+        match since {
+            None => HistoryReply::Publications(top, latest),
+            Some(since) => match history.since(channel, since, now) {
+                Since::Covered(mut list) => {
+                    list.truncate(limit);
+                    HistoryReply::Publications(top, list)
+                }
+                Since::Lost => HistoryReply::Lost(top),
+            },
+        }
+    }
+
+    /// Drops expired history (run every [`Hub::history_sweep_interval`]).
+    pub fn sweep_history(&self) {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        if let Some(history) = reg.history.as_mut() {
+            let channels = &reg.channels;
+            history.sweep(Instant::now(), |name| channels.contains_key(name));
+        }
+    }
+
+    /// How often to sweep the history; `None` when none is kept here.
+    pub fn history_sweep_interval(&self) -> Option<std::time::Duration> {
+        self.lock().history.as_ref().map(History::sweep_interval)
+    }
+
+    /// Kept publications and what they cost in bytes.
+    pub fn history_size(&self) -> (usize, usize) {
+        self.lock()
+            .history
+            .as_ref()
+            .map_or((0, 0), |h| (h.len(), h.bytes()))
     }
 
     fn deliver(&self, handle: &ConnHandle, frame: &Bytes, direct: bool) -> usize {
@@ -433,6 +672,35 @@ impl Hub {
     }
 }
 
+enum Added {
+    Already,
+    New(Arc<ConnHandle>),
+}
+
+/// Makes `id` a member of `channel`; `None` when the connection is gone.
+fn add_member(
+    reg: &mut Registry,
+    id: &ConnId,
+    channel: &str,
+    observer: Option<&dyn Observer>,
+) -> Option<Added> {
+    let index = id.index as usize;
+    let entry = reg.conns.get_mut(index).filter(|e| e.handle.id == *id)?;
+    if entry.channels.iter().any(|c| **c == *channel) {
+        return Some(Added::Already);
+    }
+    let name: Arc<str> = match reg.channels.get_key_value(channel) {
+        Some((name, _)) => name.clone(),
+        None => Arc::from(channel),
+    };
+    entry.channels.push(name.clone());
+    if let Some(observer) = observer {
+        observer.joined(*id, &name);
+    }
+    reg.channels.entry(name).or_default().insert(index);
+    Some(Added::New(entry.handle.clone()))
+}
+
 fn remove_member(channels: &mut HashMap<Arc<str>, HashSet<usize>>, channel: &str, index: usize) {
     if let Some(members) = channels.get_mut(channel) {
         members.remove(&index);
@@ -477,9 +745,8 @@ mod tests {
         for h in [&a, &b, &c] {
             assert!(hub.join(&h.id, "room"));
         }
-        let frame = Bytes::from_static(b"\x81\x01x");
-        assert_eq!(hub.publish("room", &frame, &[b.id]), 2);
-        assert_eq!(hub.publish("nobody", &frame, &[]), 0);
+        assert_eq!(hub.publish("room", Kind::Text, b"x", &[b.id]).delivered, 2);
+        assert_eq!(hub.publish("nobody", Kind::Text, b"x", &[]).delivered, 0);
         assert_eq!(b.outbox.queued_bytes(), 0);
         assert_eq!(a.outbox.queued_bytes(), 3 + crate::outbox::FRAME_COST);
     }
@@ -491,8 +758,7 @@ mod tests {
         let b = hub.register(1024);
         let gone = hub.register(1024);
         hub.unregister(&gone.id);
-        let frame = Bytes::from_static(b"\x81\x01x");
-        assert_eq!(hub.send(&[a.id, b.id, a.id, gone.id], &frame), 2);
+        assert_eq!(hub.send(&[a.id, b.id, a.id, gone.id], Kind::Text, b"x"), 2);
         let one = 3 + crate::outbox::FRAME_COST;
         assert_eq!(
             a.outbox.queued_bytes(),

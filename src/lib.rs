@@ -29,6 +29,7 @@ pub mod fcgi;
 pub mod fpm;
 pub mod frame;
 pub mod gateway;
+pub mod history;
 pub mod host;
 pub mod hub;
 pub mod inbound;
@@ -45,6 +46,7 @@ pub mod response;
 pub mod secret;
 pub mod signals;
 pub mod transport;
+pub mod v1;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -116,6 +118,10 @@ pub async fn serve(
         tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
     }
     let reaper = tokio::spawn(reap_fpm_idle(ctx.clone()));
+    let sweeper = ctx
+        .hub
+        .history_sweep_interval()
+        .map(|every| tokio::spawn(sweep_history(ctx.clone(), every)));
     // Dropped with this future (a crash, as far as Redis can tell) or
     // stopped last, after the control endpoints: close-event handlers of the
     // drain may still publish to other nodes.
@@ -138,6 +144,9 @@ pub async fn serve(
     let owed = ctx.books.close(queued, SETTLE_GRACE).await;
     log_drain(drained, owed, ctx.books.totals().since(before), &ctx);
     reaper.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     control_tasks.shutdown().await;
     #[cfg(feature = "cluster")]
     if let Some(cluster) = cluster {
@@ -183,6 +192,15 @@ fn log_drain(drained: bool, owed: u64, t: drain::Totals, ctx: &Context) {
         );
     } else {
         summary!(info, "drained: every close event and message reached php");
+    }
+}
+
+/// Drops expired channel history now and then (it is also dropped when met).
+async fn sweep_history(ctx: Arc<Context>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        ctx.hub.sweep_history();
     }
 }
 

@@ -88,11 +88,18 @@ pub struct Metrics {
     /// Times a connection stopped reading, by what was full: its
     /// `connection` share or the whole `budget`.
     pub inbound_paused: Family<KindLabel, Counter>,
+    /// Handshakes of `ws2fcgi.v1` clients that gave positions, by outcome:
+    /// `recovered` (every channel caught up) or `lost` (one or more not).
+    pub recoveries: Family<OutcomeLabel, Counter>,
+    /// Publications sent to clients because they had missed them.
+    pub recovered_publications: Counter,
     connections: Gauge,
     client_sockets: Gauge,
     channels: Gauge,
     fpm_busy: Gauge,
     fpm_idle: Gauge,
+    history_publications: Gauge,
+    history_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -113,6 +120,10 @@ pub struct Snapshot {
     pub fpm_busy: usize,
     /// Idle pooled FastCGI connections.
     pub fpm_idle: usize,
+    /// Publications kept in this node's channel history.
+    pub history_publications: usize,
+    /// What they cost in bytes (counted against `history.max_bytes`).
+    pub history_bytes: usize,
 }
 
 impl Metrics {
@@ -147,6 +158,10 @@ impl Metrics {
             connections: Gauge::default(),
             client_sockets: Gauge::default(),
             channels: Gauge::default(),
+            recoveries: Family::default(),
+            recovered_publications: Counter::default(),
+            history_publications: Gauge::default(),
+            history_bytes: Gauge::default(),
             fpm_busy: Gauge::default(),
             fpm_idle: Gauge::default(),
             registry: Registry::default(),
@@ -272,6 +287,26 @@ impl Metrics {
         );
         r.register("fpm_busy", "FastCGI pool slots in use", m.fpm_busy.clone());
         r.register(
+            "recoveries",
+            "Handshakes of ws2fcgi.v1 clients that gave positions, by outcome (recovered, lost)",
+            m.recoveries.clone(),
+        );
+        r.register(
+            "recovered_publications",
+            "Publications sent to reconnecting clients because they had missed them",
+            m.recovered_publications.clone(),
+        );
+        r.register(
+            "history_publications",
+            "Publications kept in this node's channel history",
+            m.history_publications.clone(),
+        );
+        r.register(
+            "history_bytes",
+            "Bytes of channel history kept on this node (counted against history.max_bytes)",
+            m.history_bytes.clone(),
+        );
+        r.register(
             "fpm_idle",
             "Idle keep-alive FastCGI connections",
             m.fpm_idle.clone(),
@@ -303,6 +338,16 @@ impl Metrics {
             .clone()
     }
 
+    /// Counts a handshake that gave positions: every channel `recovered`
+    /// or not, and the publications sent for it.
+    pub fn recovery(&self, recovered: bool, replayed: usize) {
+        let outcome = if recovered { "recovered" } else { "lost" };
+        self.recoveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        self.recovered_publications.inc_by(replayed as u64);
+    }
+
     /// Counts a connection the daemon closed for `kind`.
     pub fn closed(&self, kind: &'static str) {
         self.closes.get_or_create(&KindLabel { kind }).inc();
@@ -318,6 +363,8 @@ impl Metrics {
         set(&self.channels, now.channels);
         set(&self.fpm_busy, now.fpm_busy);
         set(&self.fpm_idle, now.fpm_idle);
+        set(&self.history_publications, now.history_publications);
+        set(&self.history_bytes, now.history_bytes);
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -342,6 +389,8 @@ mod tests {
             channels: 1,
             fpm_busy: 2,
             fpm_idle: 6,
+            history_publications: 0,
+            history_bytes: 0,
         });
         assert!(
             text.contains("ws2fcgi_events_total{event=\"open\"} 1"),

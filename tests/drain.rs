@@ -281,6 +281,8 @@ async fn the_close_events_metric_counts_what_the_drain_did_not_deliver() {
         channels: 0,
         fpm_busy: 0,
         fpm_idle: 0,
+        history_publications: 0,
+        history_bytes: 0,
     });
     let count = |outcome: &str| {
         metric(

@@ -118,11 +118,12 @@ fn settings_in_code() -> BTreeMap<String, Vec<String>> {
             continue;
         }
         tables.truncate(depth - 1);
-        // serde renames the Vec<Route> field to its TOML name.
-        let name = if depth == 1 && name == "routes" {
-            "route"
-        } else {
-            name
+        // serde renames the Vec<Route> field (and history's overrides) to
+        // their TOML names.
+        let name = match (depth, tables.last().map(String::as_str), name) {
+            (1, _, "routes") => "route",
+            (2, Some("history"), "channels") => "channel",
+            _ => name,
         };
         let opens_table = value
             .strip_suffix(" {")
@@ -173,6 +174,7 @@ fn documents(section: &str, table: &str, key: &str) -> bool {
     section.lines().any(|line| {
         let line = line.trim_start().trim_start_matches('#').trim_start();
         line.trim_end() == header
+            || line.trim_end() == format!("[{header}]")
             || line
                 .strip_prefix(key)
                 .is_some_and(|rest| rest.trim_start().starts_with('='))

@@ -25,7 +25,6 @@ use super::link::{CONNECT_TIMEOUT, FIRST_BACKOFF, Link, MAX_BACKOFF, RESPONSE_TI
 use super::seal::{self, Replay, SealError, Sequence};
 use super::wire::{self, Body, Envelope};
 use super::{Outgoing, split_public_id, valid_node_id};
-use crate::frame;
 use crate::hub::ConnId;
 
 /// Envelopes pipelined in one round trip at most.
@@ -291,8 +290,11 @@ impl Link {
                     .filter(|(node, _)| *node == cluster.node_id)
                     .map(|(_, id)| id)
                     .collect();
-                let frame = frame::data(kind, &payload);
-                return self.ctx.hub.publish(&channel, &frame, &except) as u64;
+                return self
+                    .ctx
+                    .hub
+                    .publish(&channel, kind, &payload, &except)
+                    .delivered as u64;
             }
             Body::Request { id, op } if !on_bus && valid_node_id(&envelope.origin) => {
                 let outcome = crate::control::exec::run_request(&self.ctx, op);

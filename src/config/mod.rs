@@ -9,7 +9,7 @@
 //! This file holds [`Config`] (the top-level settings, `[log]`, `[shutdown]`,
 //! `[[route]]`) and its loading; each other table has a file of its own:
 //! `websocket.rs`, `limits.rs`, `fpm.rs` (with `[fpm.managed]`),
-//! `control.rs`, `cluster.rs`; `address.rs` parses the address settings,
+//! `control.rs`, `cluster.rs`, `history.rs`; `address.rs` parses the address settings,
 //! `validate.rs` checks a whole configuration, and `toml_error.rs` words a
 //! file's TOML errors.
 
@@ -24,6 +24,7 @@ mod address;
 mod cluster;
 mod control;
 mod fpm;
+mod history;
 mod limits;
 pub mod toml_error;
 mod validate;
@@ -33,6 +34,9 @@ pub use address::{AdminAddr, FpmAddr, ListenAddr};
 pub use cluster::{ClusterConfig, MIN_CLUSTER_SECRET};
 pub use control::ControlConfig;
 pub use fpm::{FpmConfig, ManagedFpmConfig, is_environment_reference};
+pub use history::{
+    ChannelHistory, HistoryConfig, Policy, matches as pattern_matches, parse_byte_size,
+};
 pub use limits::LimitsConfig;
 pub use validate::{MAX_DURATION, MAX_WORKER_THREADS};
 pub use websocket::{RateLimitAction, RateLimitConfig, WebSocketConfig};
@@ -144,6 +148,9 @@ pub struct Config {
     /// Several nodes sharing channels through Redis; off (one node) by default.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Channel history, for clients that reconnect; off by default. Needs a restart.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 /// One WebSocket path served by its own script.

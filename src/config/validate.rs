@@ -226,6 +226,9 @@ impl Config {
                 ),
             ));
         }
+        if let Err((setting, message)) = self.history.check() {
+            return Err(invalid(setting, message));
+        }
         self.cluster.validate()
     }
 }

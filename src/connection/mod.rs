@@ -35,7 +35,7 @@ use crate::context::Context;
 use crate::contract as c;
 use crate::drain::CloseDue;
 use crate::event::ConnEnv;
-use crate::frame::{self, Kind};
+use crate::frame::Kind;
 use crate::hub::ConnHandle;
 use crate::inbound::{Intake, Ledger};
 use crate::limits::TokenBucket;
@@ -191,19 +191,52 @@ pub async fn abandon(accepted: Accepted) {
     Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
 }
 
+/// What the open of a `ws2fcgi.v1` client needs besides PHP's answer.
+pub struct OpenV1<'a> {
+    /// The connection's public id, for the `connected` message.
+    pub public_id: &'a str,
+    /// The positions the client gave in its handshake.
+    pub since: &'a [(String, crate::v1::Position)],
+}
+
 /// Applies an accepted answer: directives, then the body as one message.
-/// Returns the close PHP asked for, if any. Used for open and message answers.
+/// Returns the close PHP asked for, if any. Used for open and message
+/// answers; the open answer of a `ws2fcgi.v1` client (`open_v1`) first sends
+/// the `connected` message and what the client missed in the channels
+/// joined.
 pub fn apply_answer(
     ctx: &Context,
     handle: &ConnHandle,
     answer: &PhpResponse,
+    open_v1: Option<OpenV1<'_>>,
 ) -> Option<(u16, String)> {
     let d = &answer.directives;
     for channel in &d.leave {
         ctx.hub.leave(&handle.id, channel);
     }
-    for channel in &d.join {
-        ctx.hub.join(&handle.id, channel);
+    match open_v1 {
+        Some(open) => {
+            let heartbeat = ctx.config().websocket.ping_interval.as_secs_f64().ceil() as u64;
+            let recovery = ctx.hub.open_joins(
+                handle,
+                open.public_id,
+                heartbeat.max(1),
+                &d.join,
+                open.since,
+            );
+            if !open.since.is_empty() {
+                ctx.metrics
+                    .recovery(recovery.lost.is_empty(), recovery.replayed);
+                if !recovery.lost.is_empty() {
+                    tracing::info!(conn = %open.public_id, lost = ?recovery.lost, "channels not recovered");
+                }
+            }
+        }
+        None => {
+            for channel in &d.join {
+                ctx.hub.join(&handle.id, channel);
+            }
+        }
     }
     if !d.meta.is_empty()
         && let Err(problem) = handle.update_meta(&d.meta)
@@ -219,7 +252,7 @@ pub fn apply_answer(
             tracing::warn!(conn = %ctx.public_id(&handle.id), "php's body is not UTF-8; sent as a binary message");
             Kind::Binary
         };
-        match handle.outbox.push(frame::data(kind, &answer.body)) {
+        match handle.outbox.push(handle.message(kind, &answer.body)) {
             Push::Queued => {
                 ctx.hub.stats.messages_out.inc();
             }

@@ -143,7 +143,7 @@ impl Conn {
             );
             return None;
         }
-        let close = apply_answer(&self.ctx, &self.handle, &answer);
+        let close = apply_answer(&self.ctx, &self.handle, &answer, None);
         if let Some((code, reason)) = close {
             self.start_close(code, reason);
         }
@@ -196,7 +196,7 @@ impl Conn {
                     let _ = self
                         .handle
                         .outbox
-                        .push(frame::data(Kind::Text, limit.notice.as_bytes()));
+                        .push(self.handle.message(Kind::Text, limit.notice.as_bytes()));
                 }
                 None
             }
@@ -283,6 +283,10 @@ impl Conn {
             return Some(Ending::new(c::CLOSE_IDLE_TIMEOUT, c::REASON_IDLE_TIMEOUT));
         }
         self.handle.outbox.push_control(frame::ping());
+        if self.handle.is_v1() {
+            // Browsers cannot see pings: a ws2fcgi.v1 client watches these.
+            let _ = self.handle.outbox.push(crate::v1::heartbeat());
+        }
         None
     }
 

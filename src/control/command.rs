@@ -10,6 +10,7 @@
 //! {"op":"close","conn":"<id>","code":4000,"reason":"bye"}
 //! {"op":"meta","conn":"<id>","set":{"user":"42","typing":null}}
 //! {"op":"presence","channel":"room"}
+//! {"op":"history","channel":"room","limit":50,"since":{"offset":10,"epoch":"…"}}
 //! {"op":"stats"}
 //! ```
 
@@ -92,7 +93,30 @@ enum Wire {
     Presence {
         channel: String,
     },
+    History {
+        channel: String,
+        #[serde(default = "default_history_limit")]
+        limit: usize,
+        #[serde(default)]
+        since: Option<WireSince>,
+    },
     Stats {},
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSince {
+    offset: u64,
+    epoch: String,
+}
+
+/// Publications a `history` request returns when it names no `limit`.
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+/// Most publications one `history` request may return.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+fn default_history_limit() -> usize {
+    DEFAULT_HISTORY_LIMIT
 }
 
 fn normal_close() -> u16 {
@@ -176,6 +200,16 @@ pub enum Command {
         /// The channel.
         channel: String,
     },
+    /// A channel's history: the newest `limit` publications, or at most
+    /// `limit` of those after `since`.
+    History {
+        /// The channel.
+        channel: String,
+        /// At most this many, 1 to [`MAX_HISTORY_LIMIT`].
+        limit: usize,
+        /// Only those after this position.
+        since: Option<crate::v1::Position>,
+    },
     /// Counters.
     Stats,
 }
@@ -191,6 +225,7 @@ impl Command {
             Self::Close { .. } => "close",
             Self::Meta { .. } => "meta",
             Self::Presence { .. } => "presence",
+            Self::History { .. } => "history",
             Self::Stats => "stats",
         }
     }
@@ -305,6 +340,36 @@ fn validate(wire: Wire) -> Result<Command, CommandError> {
             check_channel(&channel).map_err(invalid)?;
             Command::Presence { channel }
         }
+        Wire::History {
+            channel,
+            limit,
+            since,
+        } => {
+            check_channel(&channel).map_err(invalid)?;
+            if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+                return Err(invalid(format!(
+                    "`limit` must be between 1 and {MAX_HISTORY_LIMIT}"
+                )));
+            }
+            let since = match since {
+                None => None,
+                Some(s) if s.epoch.is_empty() || s.epoch.len() > crate::v1::MAX_EPOCH_LEN => {
+                    return Err(invalid(format!(
+                        "`since.epoch` must be 1 to {} bytes",
+                        crate::v1::MAX_EPOCH_LEN
+                    )));
+                }
+                Some(s) => Some(crate::v1::Position {
+                    offset: s.offset,
+                    epoch: s.epoch.into(),
+                }),
+            };
+            Command::History {
+                channel,
+                limit,
+                since,
+            }
+        }
         Wire::Stats {} => Command::Stats,
     })
 }
@@ -359,6 +424,9 @@ mod tests {
             format!(r#"{{"op":"close","conn":"{id}"}}"#),
             format!(r#"{{"op":"meta","conn":"{id}","set":{{"user":"42","typing":null,"n":3}}}}"#),
             r#"{"op":"presence","channel":"room"}"#.to_string(),
+            r#"{"op":"history","channel":"room"}"#.to_string(),
+            r#"{"op":"history","channel":"room","limit":5,"since":{"offset":3,"epoch":"e"}}"#
+                .to_string(),
             r#"{"op":"stats"}"#.to_string(),
         ] {
             parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -384,6 +452,12 @@ mod tests {
         assert!(err(r#"{"op":"fly"}"#).contains("unknown variant"));
         assert!(err(r#"{"channel":"x"}"#).contains("op"));
         assert!(err(r#"{"op":"publish","channel":"room"}"#).contains("data"));
+        assert!(err(r#"{"op":"history","channel":"room","limit":0}"#).contains("limit"));
+        assert!(err(r#"{"op":"history","channel":"room","since":{"offset":1}}"#).contains("epoch"));
+        assert!(
+            err(r#"{"op":"history","channel":"room","since":{"offset":1,"epoch":""}}"#)
+                .contains("since.epoch")
+        );
         assert!(err(r#"{"op":"publish","channel":5,"data":"x"}"#).contains("invalid type"));
         assert!(err(r#"{"op":"stats","extra":1}"#).contains("extra"));
         assert!(err(r#"{"op":"publish","channel":"","data":"x"}"#).contains("empty"));

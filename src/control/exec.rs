@@ -22,8 +22,9 @@ use super::command::{Command, CommandError, Target};
 use crate::cluster::Cluster;
 use crate::cluster::wire::{Op, Outcome};
 use crate::context::Context;
-use crate::frame;
-use crate::hub::{ConnId, Hub};
+use base64::Engine as _;
+
+use crate::hub::{ConnId, HistoryReply, Hub, Published};
 
 /// The reply line for a refused request.
 pub fn error_reply(error: &CommandError) -> Value {
@@ -68,15 +69,33 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                     Route::Nowhere => {}
                 }
             }
-            let encoded = frame::data(payload.kind, &payload.data);
-            let publish = || hub.publish(&channel, &encoded, &local);
-            let delivered = match &ctx.cluster {
+            let publish = || hub.publish(&channel, payload.kind, &payload.data, &local);
+            let published = match &ctx.cluster {
                 None => publish(),
                 Some(cluster) => {
-                    cluster.publish(&channel, payload.kind, &payload.data, remote, publish)
+                    let mut published = None;
+                    let delivered =
+                        cluster.publish(&channel, payload.kind, &payload.data, remote, || {
+                            let p = publish();
+                            let delivered = p.delivered;
+                            published = Some(p);
+                            delivered
+                        });
+                    published.unwrap_or(Published {
+                        delivered,
+                        position: None,
+                    })
                 }
             };
-            json!({"ok": true, "delivered": delivered})
+            match published.position {
+                None => json!({"ok": true, "delivered": published.delivered}),
+                Some(p) => json!({
+                    "ok": true,
+                    "delivered": published.delivered,
+                    "offset": p.offset,
+                    "epoch": &*p.epoch,
+                }),
+            }
         }
         Command::Send { to, payload } => {
             let mut local = Vec::new();
@@ -94,8 +113,7 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                     Route::Nowhere => {}
                 }
             }
-            let encoded = frame::data(payload.kind, &payload.data);
-            let mut delivered = hub.send(&local, &encoded) as u64;
+            let mut delivered = hub.send(&local, payload.kind, &payload.data) as u64;
             let requests = remote.into_iter().map(|(node, (cluster, conns))| {
                 let op = Op::Send {
                     conns,
@@ -195,6 +213,11 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
             }
             json!({"ok": true, "members": members})
         }
+        Command::History {
+            channel,
+            limit,
+            since,
+        } => history_reply(ctx, &channel, limit, since.as_ref()).await,
         Command::Stats => {
             let s = &hub.stats;
             json!({
@@ -211,6 +234,49 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                 "uptime_seconds": ctx.uptime().as_secs(),
             })
         }
+    }
+}
+
+async fn history_reply(
+    ctx: &Context,
+    channel: &str,
+    limit: usize,
+    since: Option<&crate::v1::Position>,
+) -> Value {
+    let publications = |list: &[crate::history::Stored]| -> Vec<Value> {
+        list.iter()
+            .map(|p| {
+                let data = p.data();
+                match p.kind {
+                    crate::frame::Kind::Text => {
+                        json!({"offset": p.offset, "data": String::from_utf8_lossy(&data)})
+                    }
+                    crate::frame::Kind::Binary => json!({
+                        "offset": p.offset,
+                        "data": base64::engine::general_purpose::STANDARD.encode(&data),
+                        "binary": true,
+                    }),
+                }
+            })
+            .collect()
+    };
+    match ctx.hub.history(channel, limit, since) {
+        HistoryReply::None => {
+            json!({"ok": false, "error": format!("channel `{channel}` keeps no history (see [history])")})
+        }
+        HistoryReply::Publications(top, list) => json!({
+            "ok": true,
+            "epoch": &*top.epoch,
+            "offset": top.offset,
+            "publications": publications(&list),
+        }),
+        HistoryReply::Lost(top) => json!({
+            "ok": true,
+            "lost": true,
+            "epoch": &*top.epoch,
+            "offset": top.offset,
+            "publications": [],
+        }),
     }
 }
 
@@ -236,7 +302,7 @@ pub fn run_request(ctx: &Context, op: Op) -> Outcome {
             payload,
         } => {
             let ids: Vec<ConnId> = conns.iter().filter_map(|c| parse(c)).collect();
-            let delivered = hub.send(&ids, &frame::data(kind, &payload));
+            let delivered = hub.send(&ids, kind, &payload);
             Outcome::Count(u32::try_from(delivered).unwrap_or(u32::MAX))
         }
         Op::Join { conn, channel } => {

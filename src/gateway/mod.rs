@@ -61,6 +61,7 @@ use crate::listen::{self, Listener};
 use crate::php::{self, EventError};
 use crate::proxy::{self, Origin};
 use crate::response::PhpResponse;
+use crate::v1;
 use refusal::RefusalLog;
 
 /// Longest pause between retries after `accept` fails (EMFILE and the like).
@@ -173,8 +174,8 @@ async fn serve_http<I>(
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(text.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -293,6 +294,24 @@ async fn handshake(
         );
         return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
+    // A client that offers ws2fcgi.v1 may give its positions; a malformed
+    // token is refused here, before PHP.
+    let (offers_v1, since) = v1::offer(
+        parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let since = match since.map(v1::parse_since) {
+        None => Vec::new(),
+        Some(Ok(positions)) => positions,
+        Some(Err(e)) => {
+            ctx.metrics.refused("since");
+            tracing::info!(error = %e, "handshake refused: bad ws2fcgi.since token");
+            return Ok(plain(StatusCode::BAD_REQUEST, format!("{e}\n")));
+        }
+    };
     let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
     if let Err(refusal) = slot.claim_client(client.remote_ip) {
         ctx.metrics.refused(refusal.kind());
@@ -351,18 +370,23 @@ async fn handshake(
     if let Ok(value) = HeaderValue::from_str(&accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    if let Some(chosen) = answer.header("sec-websocket-protocol") {
-        if offered(&parts.headers, chosen) {
-            if let Ok(value) = HeaderValue::from_bytes(chosen) {
-                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-            }
+    let mut chosen = None;
+    if let Some(choice) = answer.header("sec-websocket-protocol") {
+        if offered(&parts.headers, choice) {
+            chosen = Some(choice);
         } else {
             tracing::warn!(
                 conn = %id,
-                protocol = %String::from_utf8_lossy(chosen),
+                protocol = %String::from_utf8_lossy(choice),
                 "php chose a subprotocol the client did not offer; none selected"
             );
         }
+    }
+    // PHP chose none: a client that offered ws2fcgi.v1 gets it.
+    let chosen = chosen.or(offers_v1.then_some(v1::PROTOCOL.as_bytes()));
+    let speaks_v1 = chosen == Some(v1::PROTOCOL.as_bytes());
+    if let Some(value) = chosen.and_then(|c| HeaderValue::from_bytes(c).ok()) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
     for (name, value) in &answer.headers {
         if name == "set-cookie"
@@ -372,7 +396,14 @@ async fn handshake(
         }
     }
 
-    let close_after_open = connection::apply_answer(&ctx, &handle, &answer);
+    let open_v1 = speaks_v1.then(|| {
+        handle.set_v1();
+        connection::OpenV1 {
+            public_id: &id,
+            since: &since,
+        }
+    });
+    let close_after_open = connection::apply_answer(&ctx, &handle, &answer, open_v1);
     let close_due = ctx.books.owe();
     let accepted = Accepted {
         ctx,

@@ -25,9 +25,14 @@
   const BACKOFF_FIRST_MS = 500;
   const BACKOFF_MAX_MS = 30000;
   const CLOSE_REPLACED = 4001; // ws.php: the nickname was opened in another window
+  // A reload, or a phone changing networks, is a leave then a join of the
+  // same nickname a moment later. "bob left" waits this long, hidden, and a
+  // join of bob meanwhile takes it back: no "bob left" + "bob joined".
+  const LEAVE_GRACE_MS = 5000;
 
   const present = new Map(); // connection id -> nickname
   const shown = new Set(); // ids of the messages on screen
+  const leaving = new Map(); // nickname -> { li, timer }: a "left" notice within its grace
   let newest = 0; // highest message id on screen
   let socket = null;
   let failures = 0; // connects in a row that did not reach the welcome
@@ -58,6 +63,7 @@
   function addMessage(m) {
     if (shown.has(m.id)) return; // already here: history after a reconnect
     shown.add(m.id);
+    byId('empty')?.remove(); // the empty room's hint
     const li = el('li', m.nick === nick ? 'msg mine' : 'msg');
     li.dataset.id = m.id;
     li.append(stamp(m.ts), el('b', 'nick', m.nick), el('span', 'text', m.text));
@@ -75,6 +81,29 @@
     const li = el('li', kind);
     li.append(stamp(ts), el('span', 'text', text));
     place(li);
+    return li;
+  }
+
+  // The nickname's last connection is gone: "left", once the grace is over.
+  function leaveLater(name, ts) {
+    if (leaving.has(name)) return;
+    const li = addNotice(`${name} left`, 'notice', ts);
+    li.hidden = true; // in its place in the log, shown if nobody takes it back
+    const timer = setTimeout(() => {
+      leaving.delete(name);
+      li.hidden = false;
+    }, LEAVE_GRACE_MS);
+    leaving.set(name, { li, timer });
+  }
+
+  // The nickname is back within the grace: it never left, as far as the room is concerned.
+  function takeBackLeave(name) {
+    const pending = leaving.get(name);
+    if (!pending) return false;
+    clearTimeout(pending.timer);
+    pending.li.remove();
+    leaving.delete(name);
+    return true;
   }
 
   function isPresent(name) {
@@ -103,7 +132,10 @@
     welcome(m) {
       failures = 0;
       present.clear();
-      for (const p of m.members) present.set(p.id, p.nick);
+      for (const p of m.members) {
+        present.set(p.id, p.nick);
+        takeBackLeave(p.nick);
+      }
       renderMembers();
       for (const h of m.history) addMessage(h);
       setStatus('connected', 'ok');
@@ -114,12 +146,12 @@
       const known = isPresent(m.nick);
       present.set(m.id, m.nick);
       renderMembers();
-      if (!known) addNotice(`${m.nick} joined`, 'notice', m.ts);
+      if (!takeBackLeave(m.nick) && !known) addNotice(`${m.nick} joined`, 'notice', m.ts);
     },
     leave(m) {
       present.delete(m.id);
       renderMembers();
-      if (!isPresent(m.nick)) addNotice(`${m.nick} left`, 'notice', m.ts);
+      if (!isPresent(m.nick)) leaveLater(m.nick, m.ts);
     },
     error(m) {
       addNotice(m.error, 'error');

@@ -77,6 +77,11 @@ header('Referrer-Policy: same-origin');
   <div id="error" class="error banner" role="alert" hidden></div>
   <div class="body">
     <ol id="log" class="log" aria-live="polite">
+      <?php if ($history === []): ?>
+      <li id="empty" class="empty"><b>No messages in #<?= e($room) ?> yet.</b>
+        Say hello, or invite someone with <a href="/?room=<?= e(rawurlencode($room)) ?>">the link to this room</a>:
+        they pick a nickname and join you here.</li>
+      <?php endif ?>
       <?php foreach ($history as $m): ?>
       <li class="msg" data-id="<?= $m['id'] ?>"><time data-ts="<?= $m['ts'] ?>"><?= e(gmdate('H:i', intdiv($m['ts'], 1000))) ?></time><b class="nick"><?= e($m['nick']) ?></b><span class="text"><?= e($m['text']) ?></span></li>
       <?php endforeach ?>

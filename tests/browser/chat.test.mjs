@@ -22,6 +22,10 @@ const START_TIMEOUT_MS = Number(process.env.CHAT_START_TIMEOUT_MS ?? 600_000);
 const STOP_TIMEOUT_MS = 40_000;
 const STEP_TIMEOUT_MS = 10_000;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+// chat.js's LEAVE_GRACE_MS: a "left" notice shows this long after the leave.
+const LEAVE_GRACE_MS = 5000;
+// A phone held upright: the narrowest width the page is made for.
+const PHONE = { viewport: { width: 360, height: 640 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
 const room = 'lobby'; // the run directory's history is removed first, so it starts empty
 let stack; // { child, url, output(), exited }
@@ -114,8 +118,8 @@ process.once('exit', () => {
 });
 
 /** A new person: own browser context (cookies), one page, errors and dialogs recorded. */
-async function person(name) {
-  const context = await browser.newContext({ viewport: { width: 920, height: 480 } });
+async function person(name, device = { viewport: { width: 920, height: 480 } }) {
+  const context = await browser.newContext(device);
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = await context.newPage();
   const record = { page, context, errors: [], dialogs: [] };
@@ -131,8 +135,8 @@ async function person(name) {
   return record;
 }
 
-function chatUrl(nick) {
-  return `${stack.url}?${new URLSearchParams({ room, nick })}`;
+function chatUrl(nick, inRoom = room) {
+  return `${stack.url}?${new URLSearchParams({ room: inRoom, nick })}`;
 }
 
 async function waitConnected(page) {
@@ -154,6 +158,24 @@ function message(page, nick, text) {
 
 function notice(page, text) {
   return page.locator('#log li.notice', { hasText: text });
+}
+
+/** Nothing on the page is wider than the window (a phone would zoom out or scroll sideways). */
+async function assertNoHorizontalOverflow(page) {
+  const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+  }));
+  assert.ok(scrollWidth <= innerWidth, `the page is ${scrollWidth} px wide in a ${innerWidth} px window`);
+}
+
+/** The element is visible and wholly inside the window, not cut off or off-screen. */
+async function assertOnScreen(page, selector) {
+  const locator = page.locator(selector);
+  assert.equal(await locator.isVisible(), true, `${selector} is not visible`);
+  const box = await locator.boundingBox();
+  const width = await page.evaluate(() => window.innerWidth);
+  assert.ok(box.x >= 0 && box.x + box.width <= width, `${selector} is at x ${box.x}..${box.x + box.width}, the window is ${width} px`);
 }
 
 async function say(page, text) {
@@ -271,11 +293,27 @@ step('a taken nickname is refused with a visible error', async () => {
   await pages.impostor.context.close();
 });
 
-step('closing a page shows a leave notice in the other', async () => {
+step('a reload shows neither "bob left" nor "bob joined" to the others', async () => {
+  const alice = pages.alice.page;
+  const bob = pages.bob.page;
+  const joined = await notice(alice, 'bob joined').count();
+  await bob.reload();
+  await waitConnected(bob);
+  // bob's join notice went to the room before his message: once alice has the
+  // message, she has handled the join (and the old connection's leave, unless
+  // it comes later, when bob is present again and it means nothing).
+  await say(bob, 'back after a reload');
+  await message(alice, 'bob', 'back after a reload').waitFor();
+  await waitMembers(alice, ['alice', 'bob']);
+  assert.equal(await notice(alice, 'bob joined').count(), joined, 'a second "bob joined"');
+  assert.equal(await notice(alice, 'bob left').count(), 0, '"bob left" (shown or pending) for a reload');
+});
+
+step('closing a page shows a leave notice in the other, after the grace', async () => {
   await pages.bob.context.close();
   const alice = pages.alice.page;
-  await notice(alice, 'bob left').waitFor();
   await waitMembers(alice, ['alice']);
+  await notice(alice, 'bob left').waitFor({ timeout: LEAVE_GRACE_MS + STEP_TIMEOUT_MS });
 });
 
 step('a reload shows the history, markup still as text', async () => {
@@ -294,7 +332,39 @@ step('a reload shows the history, markup still as text', async () => {
   assert.deepEqual(pages.alice.dialogs, []);
 });
 
+step('on a 360 px phone: nothing overflows, status, Leave and people are on screen, an empty room says so', async () => {
+  const phoneRoom = 'weekend-plans-2026';
+  const { page: phone } = await person('phone', PHONE);
+  await phone.goto(chatUrl('Maria Fernanda', phoneRoom));
+  await waitConnected(phone);
+  await waitMembers(phone, ['Maria Fernanda']);
+  await phone.locator('#empty', { hasText: 'No messages' }).waitFor();
+  await assertNoHorizontalOverflow(phone);
+  for (const selector of ['#status', 'a.out', '#members', '#empty', '#text', '#say button']) {
+    await assertOnScreen(phone, selector);
+  }
+
+  // The longest nickname there is, and a word longer than the screen.
+  const long = 'a_very_long_nickname_for_phones_';
+  const { page: desk } = await person('long');
+  await desk.goto(chatUrl(long, phoneRoom));
+  await waitConnected(desk);
+  await waitMembers(phone, ['Maria Fernanda', long]);
+  const word = 'x'.repeat(300);
+  await say(desk, word);
+  await message(phone, long, word).waitFor();
+  assert.equal(await phone.locator('#empty').count(), 0, 'the empty-room hint stays after a message');
+  await say(phone, 'typed on a phone');
+  await message(desk, 'Maria Fernanda', 'typed on a phone').waitFor();
+  await assertNoHorizontalOverflow(phone);
+  for (const selector of ['#status', 'a.out', '#members', '#text']) {
+    await assertOnScreen(phone, selector);
+  }
+  await phone.screenshot({ path: path.join(runDir, 'chat-phone.png') });
+});
+
 step('no script errors in the pages that were accepted', () => {
-  assert.deepEqual(pages.alice.errors, []);
-  assert.deepEqual(pages.bob.errors, []);
+  for (const name of ['alice', 'bob', 'phone', 'long']) {
+    assert.deepEqual(pages[name]?.errors, [], `${name}'s page`);
+  }
 });

@@ -298,6 +298,56 @@ final class Client
     }
 
     /**
+     * The channel's history ([history] in the daemon's config): the newest
+     * $limit publications, or, with $since, at most $limit of those after
+     * that position, oldest first. Renders a page's last messages without a
+     * database.
+     *
+     * JSON: {"op":"history","channel":..,"limit":..,"since":{"offset":..,"epoch":..}}
+     *
+     * @param array{offset: int, epoch: string}|null $since a position, as a
+     *        publication or a previous history() gave it
+     *
+     * @return array{epoch: string, offset: int, lost: bool,
+     *               publications: list<array{offset: int, data: string, binary: bool}>}
+     *         where the channel stands (epoch, offset of its last publication);
+     *         lost is true when $since is no longer covered (or names another
+     *         epoch): reload from your own storage. Binary data is decoded.
+     *
+     * @throws Exception also when the channel keeps no history
+     */
+    public function history(string $channel, int $limit = 100, ?array $since = null): array
+    {
+        $req = ['op' => 'history', 'channel' => $channel, 'limit' => $limit];
+        if ($since !== null) {
+            $req['since'] = ['offset' => (int) ($since['offset'] ?? 0), 'epoch' => (string) ($since['epoch'] ?? '')];
+        }
+        $reply = $this->request($req);
+        $list = $reply['publications'] ?? null;
+        if (!\is_array($list) || !isset($reply['epoch'], $reply['offset'])) {
+            throw new Exception('ws2fcgi: malformed history reply', 0, null, $reply);
+        }
+        $publications = [];
+        foreach ($list as $p) {
+            if (!\is_array($p) || !isset($p['offset'], $p['data'])) {
+                throw new Exception('ws2fcgi: malformed history reply: a publication has no offset or data', 0, null, $reply);
+            }
+            $binary = ($p['binary'] ?? false) === true;
+            $data = $binary ? \base64_decode((string) $p['data'], true) : (string) $p['data'];
+            if ($data === false) {
+                throw new Exception('ws2fcgi: malformed history reply: invalid base64', 0, null, $reply);
+            }
+            $publications[] = ['offset' => (int) $p['offset'], 'data' => $data, 'binary' => $binary];
+        }
+        return [
+            'epoch' => (string) $reply['epoch'],
+            'offset' => (int) $reply['offset'],
+            'lost' => ($reply['lost'] ?? false) === true,
+            'publications' => $publications,
+        ];
+    }
+
+    /**
      * The daemon's counters (connections, channels, ...), exactly as it
      * reports them.
      *

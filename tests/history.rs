@@ -372,3 +372,49 @@ async fn a_v1_client_sees_a_heartbeat_every_ping_interval() {
         assert_eq!(next(&mut ws).await.header, json!({"t": "hb"}));
     }
 }
+
+#[tokio::test]
+async fn php_reads_the_history_through_its_client() {
+    let setup = Setup::start(2, with_history(10)).await;
+    let mut control = setup.control().await;
+    control
+        .ok(&json!({"op": "publish", "channel": "room", "data": "first"}))
+        .await;
+    control
+        .ok(&json!({"op": "publish", "channel": "room", "data": "Ymlu", "binary": true}))
+        .await;
+    let (mut ws, _id) = setup.member("").await;
+    let answer =
+        control_support::php_call(&mut ws, "history", json!({"channel": "room", "limit": 5})).await;
+    let result = &answer["result"];
+    assert_eq!(result["offset"], 2, "{answer}");
+    assert_eq!(result["lost"], false);
+    assert_eq!(
+        result["publications"][0],
+        json!({"offset": 1, "data": "first", "binary": false})
+    );
+    assert_eq!(
+        result["publications"][1],
+        json!({"offset": 2, "data": "bin", "binary": true}),
+        "decoded for PHP"
+    );
+    let epoch = result["epoch"].clone();
+    let answer = control_support::php_call(
+        &mut ws,
+        "history",
+        json!({"channel": "room", "since": {"offset": 1, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["publications"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let answer = control_support::php_call(&mut ws, "history", json!({"channel": "plain:x"})).await;
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("keeps no history"),
+        "{answer}"
+    );
+}

@@ -1,0 +1,272 @@
+// What the integration tests share: the real ws2fcgi daemon with its managed
+// php-fpm running app.php, a control-socket client, a TCP proxy that can cut
+// or freeze connections, and polling with a deadline.
+//
+// The binary: $WS2FCGI_BIN when set; else `cargo build` (with --release when
+// WS2FCGI_PROFILE=release) and target/<profile>/ws2fcgi, $CARGO_TARGET_DIR
+// honoured. scripts/test exports WS2FCGI_PROFILE=debug, so its cargo test
+// build is reused.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = path.resolve(here, '../..');
+
+/** Generous: the machine may be loaded. */
+export const DEADLINE_MS = 20_000;
+
+let binary;
+
+/** The ws2fcgi binary, built once per test file when needed. */
+export function ws2fcgiBinary() {
+  if (binary) return binary;
+  if (process.env.WS2FCGI_BIN) return (binary = process.env.WS2FCGI_BIN);
+  const profile = process.env.WS2FCGI_PROFILE ?? 'debug';
+  if (profile !== 'debug' && profile !== 'release') throw new Error('WS2FCGI_PROFILE must be debug or release');
+  const args = ['build', '--quiet', '--bin', 'ws2fcgi', ...(profile === 'release' ? ['--release'] : [])];
+  const built = spawnSync('cargo', args, { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (built.status !== 0) throw new Error(`cargo ${args.join(' ')} failed (${built.status ?? built.signal})`);
+  const target = process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target');
+  return (binary = path.join(target, profile, 'ws2fcgi'));
+}
+
+/** Polls `check` (which may be async) until it returns a truthy value; throws after `ms`. */
+export async function until(what, check, ms = DEADLINE_MS) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A running daemon in a temporary directory. `history` is the TOML of the
+ * [history] table (lines after the header; null: none), `pingInterval` the
+ * websocket.ping_interval (the heartbeat).
+ */
+export class Daemon {
+  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir } = {}) {
+    const daemon = new Daemon();
+    daemon.dir = dir ?? mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-'));
+    daemon.ownsDir = !dir;
+    daemon.control = path.join(daemon.dir, 'control.sock');
+    const config = path.join(daemon.dir, 'ws2fcgi.toml');
+    writeFileSync(
+      config,
+      [
+        'listen = ["127.0.0.1:0"]',
+        `script = ${JSON.stringify(path.join(here, 'app.php'))}`,
+        '[fpm]',
+        'address = "managed"',
+        'pool_size = 4',
+        '[fpm.managed]',
+        `run_dir = ${JSON.stringify(path.join(daemon.dir, 'fpm'))}`,
+        '[control]',
+        `socket = ${JSON.stringify(daemon.control)}`,
+        '[websocket]',
+        `ping_interval = ${JSON.stringify(pingInterval)}`,
+        'idle_timeout = "120s"',
+        '[shutdown]',
+        'drain_timeout = "5s"',
+        ...(history === null ? [] : ['[history]', history]),
+        '',
+      ].join('\n'),
+    );
+    // stderr to a file: php-fpm (its log is on ws2fcgi's stderr) cannot open
+    // /proc/self/fd/2 when it is a socket, which is what node's 'pipe' is.
+    daemon.logFile = path.join(daemon.dir, 'ws2fcgi.log');
+    const logFd = openSync(daemon.logFile, 'a');
+    const child = spawn(ws2fcgiBinary(), ['--config', config], {
+      env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+      stdio: ['ignore', 'ignore', logFd],
+    });
+    closeSync(logFd);
+    daemon.child = child;
+    daemon.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    running.add(daemon);
+    try {
+      const port = await until('the daemon to listen', () => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`ws2fcgi exited at start (${child.exitCode ?? child.signalCode}):\n${daemon.log}`);
+        }
+        return daemon.log.match(/accepting WebSocket clients.*address=127\.0\.0\.1:(\d+)/)?.[1];
+      });
+      daemon.port = Number(port);
+      daemon.url = `ws://127.0.0.1:${port}`;
+    } catch (error) {
+      await daemon.stop();
+      throw error;
+    }
+    return daemon;
+  }
+
+  /** What it logged so far. */
+  get log() {
+    try {
+      return readFileSync(this.logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  /** One control request, on a connection of its own; its reply. */
+  async request(object) {
+    const client = await ControlClient.connect(this.control);
+    try {
+      return await client.request(object);
+    } finally {
+      client.close();
+    }
+  }
+
+  /** SIGTERM, SIGKILL if it is not gone within the deadline; removes its directory. */
+  async stop({ keepDir = false } = {}) {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      let timer;
+      const result = await Promise.race([this.exited, new Promise((resolve) => (timer = setTimeout(resolve, DEADLINE_MS)))]);
+      clearTimeout(timer);
+      if (!result) {
+        this.child.kill('SIGKILL');
+        await this.exited;
+      }
+    }
+    running.delete(this);
+    if (this.ownsDir && !keepDir) rmSync(this.dir, { recursive: true, force: true });
+    return this.exited;
+  }
+}
+
+const running = new Set();
+// A last resort when node exits before a test's after() ran.
+process.once('exit', () => {
+  for (const daemon of running) daemon.child.kill('SIGKILL');
+});
+
+/** A connection to the control socket: JSON lines out, replies in order. */
+export class ControlClient {
+  static connect(socketPath) {
+    return new Promise((resolve, reject) => {
+      const socket = net.createConnection(socketPath);
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new ControlClient(socket));
+      });
+    });
+  }
+
+  constructor(socket) {
+    this.socket = socket;
+    this.waiting = []; // {resolve, reject} per request in flight, in order
+    this.buffer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk) => {
+      this.buffer += chunk;
+      let newline;
+      while ((newline = this.buffer.indexOf('\n')) >= 0) {
+        const line = this.buffer.slice(0, newline);
+        this.buffer = this.buffer.slice(newline + 1);
+        this.waiting.shift()?.resolve(JSON.parse(line));
+      }
+    });
+    const fail = (error) => {
+      for (const w of this.waiting.splice(0)) w.reject(error ?? new Error('control socket closed'));
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail());
+  }
+
+  /** Writes one request (without waiting for earlier replies); resolves with its reply. */
+  request(object) {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.socket.write(`${JSON.stringify(object)}\n`);
+    });
+  }
+
+  close() {
+    this.socket.end();
+  }
+}
+
+/**
+ * A TCP proxy between clients and the daemon, to do to a connection what a
+ * network does: `cut()` drops every connection without a close frame (both
+ * sockets reset), `freeze()` stops forwarding without closing anything (a
+ * half-open connection), `refuse` drops new connections at once.
+ */
+export class Proxy {
+  static async start(targetPort) {
+    const proxy = new Proxy();
+    proxy.targetPort = targetPort;
+    proxy.pairs = new Set();
+    proxy.accepted = 0;
+    proxy.refuse = false;
+    proxy.server = net.createServer((client) => proxy.#accept(client));
+    await new Promise((resolve) => proxy.server.listen(0, '127.0.0.1', resolve));
+    proxy.url = `ws://127.0.0.1:${proxy.server.address().port}`;
+    return proxy;
+  }
+
+  #accept(client) {
+    this.accepted += 1;
+    client.on('error', () => {});
+    if (this.refuse) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.createConnection(this.targetPort, '127.0.0.1');
+    upstream.on('error', () => {});
+    const pair = { client, upstream, frozen: false };
+    this.pairs.add(pair);
+    const drop = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', drop);
+    upstream.on('close', drop);
+    client.on('data', (chunk) => pair.frozen || upstream.write(chunk));
+    upstream.on('data', (chunk) => pair.frozen || client.write(chunk));
+  }
+
+  /** Drops every connection now: both sides see a reset, neither a close frame. */
+  cut() {
+    for (const pair of this.pairs) {
+      pair.client.resetAndDestroy();
+      pair.upstream.resetAndDestroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Stops forwarding on the connections open now, and closes nothing. */
+  freeze() {
+    for (const pair of this.pairs) pair.frozen = true;
+  }
+
+  async stop() {
+    this.cut();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+}
+
+/** Records a client's events in order: `events` [{event, value, at}]. */
+export function record(client) {
+  const events = [];
+  for (const event of ['connected', 'disconnected', 'message', 'publication', 'lost']) {
+    client.on(event, (value) => events.push({ event, value, at: Date.now() }));
+  }
+  return events;
+}
+
+export const of = (events, name) => events.filter((e) => e.event === name).map((e) => e.value);

@@ -17,6 +17,14 @@ export const SINCE_PREFIX = 'ws2fcgi.since.';
 const CONNECT_TIMEOUT_MS = 20_000;
 /** Added to twice the heartbeat interval before a silent connection counts as dead. */
 const HEARTBEAT_SLACK_MS = 1_000;
+/**
+ * Positions offered in one handshake at most: the daemon takes 256 channels,
+ * and the header must fit nginx's default 8 KiB header line and leave room
+ * for cookies in the daemon's handshake limit (16 KiB by default). Channels
+ * past these are reported lost after the reconnect.
+ */
+const MAX_SINCE_CHANNELS = 256;
+const MAX_SINCE_JSON_BYTES = 5632; // a token of at most 7.5 KB
 /** A Retry-After longer than this (seconds) is taken as this. */
 const MAX_RETRY_AFTER_S = 3_600;
 /** The page must have been hidden this long for a return to check the connection at once. */
@@ -92,6 +100,8 @@ export class Ws2fcgi {
   #listeners = new Map(EVENTS.map((name) => [name, new Set()]));
   /** channel -> {offset, epoch}: how far this client got in each channel with history. */
   #positions = new Map();
+  /** Channels with a position the last handshake had no room to offer. */
+  #unoffered = new Set();
   #ws = null;
   /** True once close() was called or a final close came: nothing reconnects. */
   #stopped = false;
@@ -134,11 +144,11 @@ export class Ws2fcgi {
     this.#WebSocket = WebSocket;
     this.#minDelay = minDelay;
     this.#maxDelay = maxDelay;
+    this.#open(true); // a bad URL throws here, from the constructor
     if (typeof globalThis.addEventListener === 'function') {
       globalThis.addEventListener('online', this.#onWake);
       globalThis.document?.addEventListener?.('visibilitychange', this.#onVisibility);
     }
-    this.#open(true); // a bad URL throws here, from the constructor
   }
 
   /** Adds a listener for `event`; returns this. */
@@ -172,7 +182,6 @@ export class Ws2fcgi {
   /** Closes the connection (code 1000) and stops reconnecting, for good. */
   close() {
     if (this.#stopped) return;
-    const wasConnected = this.#connected;
     this.#stop();
     const ws = this.#detach();
     if (ws) {
@@ -182,9 +191,7 @@ export class Ws2fcgi {
         // already closing
       }
     }
-    if (ws || wasConnected) {
-      this.#emit('disconnected', { code: 1000, reason: 'closed by the client', willReconnect: false });
-    }
+    this.#emit('disconnected', { code: 1000, reason: 'closed by the client', willReconnect: false });
   }
 
   #set(event) {
@@ -211,7 +218,7 @@ export class Ws2fcgi {
     this.#connected = false;
     this.#refused = null;
     const protocols = [PROTOCOL];
-    const since = sinceToken(this.#positions);
+    const since = sinceToken(this.#offer());
     if (since) protocols.push(since);
     let ws;
     try {
@@ -238,6 +245,24 @@ export class Ws2fcgi {
     }
     this.#silenceLimit = CONNECT_TIMEOUT_MS;
     this.#arm(ws);
+  }
+
+  /** The positions the next handshake offers: as many as fit; the others are remembered as unoffered. */
+  #offer() {
+    const offered = new Map();
+    this.#unoffered.clear();
+    const encoder = new TextEncoder();
+    let bytes = 2;
+    for (const [channel, position] of this.#positions) {
+      bytes += encoder.encode(JSON.stringify(channel)).length + String(position.offset).length;
+      bytes += encoder.encode(JSON.stringify(position.epoch)).length + 4;
+      if (offered.size < MAX_SINCE_CHANNELS && bytes <= MAX_SINCE_JSON_BYTES) {
+        offered.set(channel, position);
+      } else {
+        this.#unoffered.add(channel);
+      }
+    }
+    return offered;
   }
 
   #opened(ws) {
@@ -297,17 +322,18 @@ export class Ws2fcgi {
     switch (header.t) {
       case 'connected': {
         const channels = header.channels && typeof header.channels === 'object' ? header.channels : {};
+        const lost = new Set(Array.isArray(header.lost) ? header.lost.filter((c) => typeof c === 'string') : []);
+        for (const channel of this.#unoffered) {
+          if (Object.hasOwn(channels, channel)) lost.add(channel); // joined again, but nothing was asked for it
+        }
+        this.#unoffered.clear();
         this.#positions.clear();
         for (const [channel, at] of Object.entries(channels)) this.#remember(channel, at);
         const hb = Number(header.hb);
         this.#silenceLimit = hb > 0 ? hb * 2000 + HEARTBEAT_SLACK_MS : Infinity;
         this.#arm(ws);
-        this.#up(typeof header.id === 'string' ? header.id : null, header.recovered === true);
-        if (Array.isArray(header.lost)) {
-          for (const channel of header.lost) {
-            if (typeof channel === 'string') this.#emit('lost', { channel });
-          }
-        }
+        this.#up(typeof header.id === 'string' ? header.id : null, header.recovered === true && lost.size === 0);
+        for (const channel of lost) this.#emit('lost', { channel });
         break;
       }
       case 'joined':
@@ -393,10 +419,11 @@ export class Ws2fcgi {
   /** Gives up on a silent connection at once, without waiting for a close handshake it would never finish. */
   #dead(ws) {
     if (ws !== this.#ws) return;
-    this.#closed(ws, 1006, 'heartbeat timeout'); // forgets ws and schedules the next attempt
+    const reason = this.#connected ? 'heartbeat timeout' : 'connect timeout';
+    this.#closed(ws, 1006, reason); // forgets ws and schedules the next attempt
     try {
       if (typeof ws.terminate === 'function') ws.terminate(); // ws: drops the socket
-      else ws.close(4408, 'heartbeat timeout');
+      else ws.close(4408, reason);
     } catch {
       // nothing left to close
     }

@@ -277,10 +277,11 @@ test('a handshake refused with 403 is final; 503 with Retry-After waits that lon
   busy.server.on('connection', () => times.push(Date.now()));
   const { client: c, events } = client(busy.url, { refuse: '503', retry_after: '1' });
   await until('a second attempt', () => times.length >= 2, 10_000);
-  c.close();
   assert.ok(times[1] - times[0] >= 1000, `Retry-After: 1 honoured (waited ${times[1] - times[0]} ms)`);
   assert.deepEqual(of(events, 'connected'), []);
   assert.deepEqual(of(events, 'disconnected'), [], 'failed attempts are not disconnections');
+  c.close();
+  assert.deepEqual(of(events, 'disconnected'), [{ code: 1000, reason: 'closed by the client', willReconnect: false }]);
 });
 
 test('a connection that goes silent is dropped within 2 × heartbeat and replaced', async () => {
@@ -302,21 +303,29 @@ test('a connection that goes silent is dropped within 2 × heartbeat and replace
   await until('a publication on the new connection', () => of(events, 'publication').at(-1)?.offset === reply.offset);
 });
 
-test('a client without the subprotocol gets raw frames, as before', async () => {
-  const ws = new WebSocket(`${daemon.url}/?join=room:raw`);
-  later(() => ws.terminate());
-  const received = [];
-  ws.on('message', (data, isBinary) => received.push(isBinary ? [...data] : data.toString()));
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  assert.equal(ws.protocol, '');
-  ws.send('echo me');
-  await until('the echo', () => received.length === 1);
-  const reply = await publish('room:raw', 'published');
-  assert.ok(reply.offset >= 1, 'the channel keeps history all the same');
-  await publish('room:raw', Buffer.from([1, 2]).toString('base64'), { binary: true });
-  await until('the publications', () => received.length === 3);
-  assert.deepEqual(received, ['echo me', 'published', [1, 2]]);
+test('more positions than one handshake carries: each channel recovered or lost, none silently', async () => {
+  const channels = Array.from({ length: 300 }, (_, i) => `many:${String(i).padStart(3, '0')}`);
+  const proxy = await proxyTo(daemon.port);
+  const { events } = client(proxy.url, { join: channels.join(',') });
+  await until('connected', () => of(events, 'connected').length === 1);
+  const control = await ControlClient.connect(daemon.control);
+  later(() => control.close());
+  const publishAll = (data) => Promise.all(channels.map((channel) => control.request({ op: 'publish', channel, data })));
+  await publishAll('before');
+  await until('300 publications', () => of(events, 'publication').length === 300);
+
+  proxy.refuse = true;
+  proxy.cut();
+  await until('disconnected', () => of(events, 'disconnected').length === 1);
+  await publishAll('while away');
+  proxy.refuse = false;
+
+  await until('reconnected', () => of(events, 'connected').length === 2);
+  const caughtUp = () => new Set(of(events, 'publication').filter((p) => p.data === 'while away').map((p) => p.channel));
+  const lost = () => new Set(of(events, 'lost').map((l) => l.channel));
+  await until('every channel caught up or lost', () => channels.every((c) => caughtUp().has(c) || lost().has(c)));
+  assert.equal(of(events, 'connected')[1].recovered, false, 'not every channel was recovered');
+  assert.ok(lost().size > 0 && caughtUp().size > 0, `lost ${lost().size}, caught up ${caughtUp().size}`);
+  assert.deepEqual(channels.filter((c) => caughtUp().has(c) && lost().has(c)), [], 'never both');
+  assert.ok(!/since/.test(daemon.log.split('\n').filter((l) => l.includes('refused')).join('\n')), 'the token was accepted');
 });

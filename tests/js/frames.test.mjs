@@ -1,8 +1,10 @@
 // The pure parts of ws2fcgi.js: the since token of a reconnect and the
-// parsing of one ws2fcgi.v1 message. No daemon needed.
+// parsing of one ws2fcgi.v1 message, argument errors, the package metadata.
+// No daemon needed.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
 import { PROTOCOL, SINCE_PREFIX, Ws2fcgi, parseFrame, sinceToken } from '../../js/ws2fcgi.js';
 
 function decodeToken(token) {
@@ -81,4 +83,15 @@ test('bad arguments get clear errors', () => {
   assert.throws(() => new Ws2fcgi('ws://x/', { WebSocket: Never, minDelay: 0 }), /minDelay/);
   assert.throws(() => new Ws2fcgi('ws://x/', { WebSocket: Never, minDelay: 500, maxDelay: 100 }), /maxDelay/);
   assert.throws(() => new Ws2fcgi('ws://x/', { WebSocket: Never }), /not called/, 'the first connect throws from the constructor');
+});
+
+test("the package's version is the daemon's, and its entry points exist", () => {
+  const root = new URL('../../', import.meta.url);
+  const cargo = readFileSync(new URL('Cargo.toml', root), 'utf8').match(/^version = "([^"]+)"/m)[1];
+  const pkg = JSON.parse(readFileSync(new URL('js/package.json', root), 'utf8'));
+  assert.equal(pkg.name, 'ws2fcgi');
+  assert.equal(pkg.version, cargo, 'js/package.json follows Cargo.toml');
+  for (const file of [pkg.exports['.'].default, pkg.exports['.'].types, ...pkg.files]) {
+    assert.ok(existsSync(new URL(file, new URL('js/', root))), file);
+  }
 });

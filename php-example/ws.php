@@ -7,6 +7,8 @@
 //   open     ?room=&nick=   2xx accepts the handshake, 4xx refuses it; the
 //                           body is the first message (the welcome)
 //   message  {"type":"say","text":"..."}   stored, then published to the room
+//            {"type":"backlog","after":41}  the messages after id 41 (a page
+//                           that could not catch up from the channel's history)
 //   close                   the leave notice for the others
 //
 // Lives outside public/: nginx never serves it, only ws2fcgi runs it.
@@ -66,9 +68,8 @@ function on_open(): void
         return;
     }
 
-    // Everything that can fail comes before anything the others see.
-    $history = Chat::history()->recent($room);
     $channel = Chat::channel($room);
+    $people = Chat::peopleChannel($room);
 
     // Same nickname, same browser: a reload or another tab takes over.
     foreach ($admission['replace'] as $old) {
@@ -82,11 +83,11 @@ function on_open(): void
     if ($owner !== '') {
         header('X-WS-Meta-Owner: ' . $owner);
     }
-    header('X-WS-Join: ' . $channel);
+    header("X-WS-Join: $channel, $people");
 
     try {
         $join = ['type' => 'join', 'id' => $me, 'nick' => $nick, 'ts' => Chat::nowMs()];
-        $ws->publish($channel, Chat::json($join), except: $me); // the welcome tells this one
+        $ws->publish($people, Chat::json($join), except: $me); // the welcome tells this one
     } catch (Ws2fcgi\Exception $e) {
         error_log('chat: join notice not sent: ' . $e->getMessage());
     }
@@ -97,12 +98,15 @@ function on_open(): void
             $members[] = ['id' => $member['id'], 'nick' => $member['nick']];
         }
     }
+    // No messages here: the page has those it rendered, the channel's history
+    // sends what a reconnecting page missed, and a page that could not catch
+    // up asks for the rest ("backlog") once it is in the channel, so that
+    // nothing published between a read here and the join is missed.
     echo Chat::json([
         'type' => 'welcome',
         'room' => $room,
         'you' => ['id' => $me, 'nick' => $nick],
         'members' => $members,
-        'history' => $history,
     ]);
 }
 
@@ -121,6 +125,11 @@ function on_message(): void
     }
     // One byte over the limit is enough to know it is too large.
     $raw = (string) file_get_contents('php://input', false, null, 0, Rules::MAX_RAW_BYTES + 1);
+    $after = Rules::parseBacklog($raw);
+    if ($after !== null) {
+        reply_backlog($room, $after);
+        return;
+    }
     [$text, $problem] = Rules::parseSay($raw);
     if ($problem !== null) {
         reply_error($problem);
@@ -143,6 +152,23 @@ function on_message(): void
     }
 }
 
+/**
+ * The messages after id $after, to the sender alone. The page asks once it
+ * is in the room's channel, so what this misses arrives live; a message in
+ * both is shown once (chat.js keys messages by id).
+ */
+function reply_backlog(string $room, int $after): void
+{
+    try {
+        $backlog = Chat::history()->after($room, $after);
+    } catch (RuntimeException $e) { // PDOException included
+        error_log('chat: backlog unavailable: ' . $e->getMessage());
+        reply_error('the history could not be read; reload the page to see what you missed');
+        return;
+    }
+    echo Chat::json(['type' => 'backlog'] + $backlog);
+}
+
 function on_close(): void
 {
     $nick = $_SERVER['WS_META_NICK'] ?? '';
@@ -153,7 +179,7 @@ function on_close(): void
     // ws2fcgi has already taken this connection out of the room.
     $leave = ['type' => 'leave', 'id' => $_SERVER['WS_CONNECTION_ID'], 'nick' => $nick, 'ts' => Chat::nowMs()];
     try {
-        (new Ws2fcgi\Client())->publish(Chat::channel($room), Chat::json($leave));
+        (new Ws2fcgi\Client())->publish(Chat::peopleChannel($room), Chat::json($leave));
     } catch (Ws2fcgi\Exception $e) {
         error_log('chat: leave notice not sent: ' . $e->getMessage());
     }

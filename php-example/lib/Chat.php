@@ -36,10 +36,24 @@ final class Chat
         return History::open(self::setting('WS_CHAT_DB', dirname(__DIR__, 2) . '/run/chat/chat.sqlite'));
     }
 
-    /** The ws2fcgi channel of a room; the prefix keeps rooms apart from other channels. */
+    /**
+     * The ws2fcgi channel of a room's messages; the prefix keeps rooms apart
+     * from other channels. It keeps history (scripts/chat: `[[history.channel]]
+     * pattern = "room:*"`), so a page that reconnects is sent what it missed.
+     */
     public static function channel(string $room): string
     {
         return 'room:' . $room;
+    }
+
+    /**
+     * The channel of a room's join and leave notices: live only, no history.
+     * They are not worth catching up on (the welcome lists who is here now),
+     * and a replayed "join" of someone gone since would be a lie.
+     */
+    public static function peopleChannel(string $room): string
+    {
+        return 'people:' . $room;
     }
 
     /**

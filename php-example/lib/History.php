@@ -14,6 +14,8 @@ final class History
 {
     /** How many messages a room shows on entry. */
     public const RECENT = 50;
+    /** Most messages one catch-up (after()) returns. */
+    public const CATCH_UP = 200;
 
     private function __construct(private \PDO $db)
     {
@@ -77,5 +79,28 @@ final class History
             $select->fetchAll()
         );
         return array_reverse($rows);
+    }
+
+    /**
+     * The messages of $room after the one with id $afterId, oldest first: at
+     * most $limit, the newest ones when there are more ($more is then true).
+     *
+     * @return array{messages: list<array{id: int, nick: string, text: string, ts: int}>, more: bool}
+     */
+    public function after(string $room, int $afterId, int $limit = self::CATCH_UP): array
+    {
+        $select = $this->db->prepare(
+            'SELECT id, nick, text, ts FROM messages WHERE room = ? AND id > ? ORDER BY id DESC LIMIT ?'
+        );
+        $select->bindValue(1, $room);
+        $select->bindValue(2, $afterId, \PDO::PARAM_INT);
+        $select->bindValue(3, $limit + 1, \PDO::PARAM_INT);
+        $select->execute();
+        $rows = array_map(
+            fn (array $r) => ['id' => (int) $r['id'], 'nick' => $r['nick'], 'text' => $r['text'], 'ts' => (int) $r['ts']],
+            $select->fetchAll()
+        );
+        $more = count($rows) > $limit;
+        return ['messages' => array_reverse(array_slice($rows, 0, $limit)), 'more' => $more];
     }
 }

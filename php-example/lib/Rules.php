@@ -99,6 +99,33 @@ final class Rules
     }
 
     /**
+     * The id after which a page asks for the messages it may have missed:
+     * $raw is exactly {"type":"backlog","after":<id, 0 or more>}; null for
+     * anything else (which parseSay() then judges).
+     */
+    public static function parseBacklog(string $raw): ?int
+    {
+        if (strlen($raw) > 100) {
+            return null;
+        }
+        try {
+            $data = json_decode($raw, true, 2, JSON_THROW_ON_ERROR);
+        } catch (\JsonException) {
+            return null;
+        }
+        if (!is_array($data) || ($data['type'] ?? null) !== 'backlog') {
+            return null;
+        }
+        $keys = array_keys($data);
+        sort($keys);
+        if ($keys !== ['after', 'type']) {
+            return null;
+        }
+        $after = $data['after'];
+        return is_int($after) && $after >= 0 ? $after : null;
+    }
+
+    /**
      * Parses one client message; it must be {"type":"say","text":"..."}.
      *
      * @return array{0: ?string, 1: ?string} [the text, null] or [null, why not]

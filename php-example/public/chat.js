@@ -1,16 +1,24 @@
-// The chat client: one WebSocket to /ws on this origin, no framework.
+// The chat client: ws2fcgi.js (served as /ws2fcgi.js) to /ws on this origin,
+// no framework.
+//
+// ws2fcgi.js reconnects by itself (jittered backoff, at once when the browser
+// is back online) and catches up: when it reconnects, the daemon sends the
+// room's messages it missed from the channel's history, in order, before any
+// live one. When the history no longer covers the gap (or on the first
+// connection, or without ws2fcgi.v1) the page asks PHP for the messages after
+// the newest it has ("backlog", from SQLite). Messages are keyed by their
+// SQLite id, so one that comes both ways is shown once, and in id order.
 //
 // Everything that comes from the network is rendered with textContent, never
-// innerHTML, so a message like <script>…</script> shows as text. A dropped
-// connection is retried with capped exponential backoff and jitter; a refused
-// handshake is explained by asking /check.php, because browsers hide the
-// HTTP status of a refused WebSocket handshake (the page only sees 1006).
-'use strict';
+// innerHTML, so a message like <script>…</script> shows as text. A refused
+// handshake is explained by asking /check.php, because browsers hide the HTTP
+// status of a refused WebSocket handshake (the page only sees 1006).
+import { Ws2fcgi } from '/ws2fcgi.js';
 
-(() => {
-  const root = document.getElementById('chat');
-  if (!root) return; // the form page
+const root = document.getElementById('chat');
+if (root) start(root); // else the form page
 
+function start(root) {
   const { room, nick } = root.dataset;
   const byId = (id) => document.getElementById(id);
   const log = byId('log');
@@ -22,8 +30,6 @@
   const button = form.querySelector('button');
 
   const MAX_TEXT_BYTES = 2000; // Rules::MAX_TEXT_BYTES
-  const BACKOFF_FIRST_MS = 500;
-  const BACKOFF_MAX_MS = 30000;
   const CLOSE_REPLACED = 4001; // ws.php: the nickname was opened in another window
   // A reload, or a phone changing networks, is a leave then a join of the
   // same nickname a moment later. "bob left" waits this long, hidden, and a
@@ -34,9 +40,8 @@
   const shown = new Set(); // ids of the messages on screen
   const leaving = new Map(); // nickname -> { li, timer }: a "left" notice within its grace
   let newest = 0; // highest message id on screen
-  let socket = null;
-  let failures = 0; // connects in a row that did not reach the welcome
-  let retryTimer = 0;
+  let online = false; // between the welcome and the next disconnect
+  let catchUp = false; // this connection did not recover: ask for the backlog
   let stopped = false;
 
   const clock = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
@@ -61,7 +66,7 @@
   }
 
   function addMessage(m) {
-    if (shown.has(m.id)) return; // already here: history after a reconnect
+    if (shown.has(m.id)) return; // already here: from the page, the backlog or the channel
     shown.add(m.id);
     byId('empty')?.remove(); // the empty room's hint
     const li = el('li', m.nick === nick ? 'msg mine' : 'msg');
@@ -71,7 +76,7 @@
       newest = m.id;
       place(li);
     } else {
-      // Older than what is on screen (filled in after a reconnect): keep id order.
+      // Older than what is on screen (two senders at once, or a backlog): keep id order.
       const later = [...log.querySelectorAll('li[data-id]')].find((x) => Number(x.dataset.id) > m.id);
       place(li, later ?? null);
     }
@@ -120,26 +125,36 @@
     status.dataset.state = state;
   }
 
-  function setOnline(online) {
-    input.disabled = !online;
-    button.disabled = !online;
-    if (online) input.focus();
+  function setOnline(on) {
+    online = on;
+    input.disabled = !on;
+    button.disabled = !on;
+    if (on) input.focus();
+  }
+
+  function askBacklog() {
+    catchUp = false;
+    client.send(JSON.stringify({ type: 'backlog', after: newest }));
   }
 
   // Presence is kept per connection id, so a reload (new id in, old id out)
   // never shows a nickname as gone while it is still here.
   const handlers = {
     welcome(m) {
-      failures = 0;
       present.clear();
       for (const p of m.members) {
         present.set(p.id, p.nick);
         takeBackLeave(p.nick);
       }
       renderMembers();
-      for (const h of m.history) addMessage(h);
       setStatus('connected', 'ok');
       setOnline(true);
+      // Now in the room's channel: what the backlog misses arrives live.
+      if (catchUp) askBacklog();
+    },
+    backlog(m) {
+      for (const message of m.messages) addMessage(message);
+      if (m.more) addNotice('Some earlier messages are not shown: reload the page to see the latest 50.');
     },
     message: addMessage,
     join(m) {
@@ -158,69 +173,85 @@
     },
   };
 
-  function connect() {
-    clearTimeout(retryTimer);
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${scheme}//${location.host}/ws?${new URLSearchParams({ room, nick })}`);
-    let opened = false;
-    socket = ws;
-    setStatus('connecting…');
-    ws.onopen = () => {
-      opened = true;
-    };
-    ws.onmessage = (event) => {
-      let m;
-      try {
-        m = JSON.parse(event.data);
-      } catch {
-        return;
-      }
-      if (Object.hasOwn(handlers, m?.type)) handlers[m.type](m);
-    };
-    ws.onclose = (event) => {
-      if (socket !== ws) return;
-      socket = null;
-      setOnline(false);
-      if (stopped) return;
-      if (event.code === CLOSE_REPLACED) {
-        stop(event.reason || 'this nickname was opened in another window', false);
-      } else if (!opened) {
-        explainRefusal();
-      } else {
-        retry();
-      }
-    };
+  function handle(data) {
+    if (typeof data !== 'string') return;
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (Object.hasOwn(handlers, m?.type)) handlers[m.type](m);
   }
 
-  // "Equal jitter": half the capped exponential delay, plus up to as much again at random,
-  // so clients dropped together do not all come back in the same instant.
-  function retry() {
-    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** failures);
-    const delay = cap / 2 + Math.random() * (cap / 2);
-    failures += 1;
-    setStatus(`offline, retrying in ${Math.ceil(delay / 1000)} s…`, 'down');
-    retryTimer = setTimeout(connect, delay);
+  // The browser's WebSocket, watched for an attempt that closes before it
+  // opened: a refused handshake (or a server that is down). ws2fcgi.js
+  // retries those by itself; the page asks /check.php whether to stop.
+  class WatchedWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols);
+      let opened = false;
+      this.addEventListener('open', () => (opened = true));
+      this.addEventListener('close', () => {
+        if (!opened && !stopped) explainRefusal();
+      });
+    }
   }
 
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const client = new Ws2fcgi(`${scheme}//${location.host}/ws?${new URLSearchParams({ room, nick })}`, {
+    WebSocket: WatchedWebSocket,
+    minDelay: 500,
+    maxDelay: 10000,
+  });
+
+  client.on('connected', ({ recovered }) => {
+    // Recovered: the daemon sends what this page missed, then the welcome.
+    // Not (first connection, history gone, or no ws2fcgi.v1): ask PHP.
+    catchUp = !recovered;
+    status.dataset.recovered = String(recovered); // how the last connection caught up (the browser test reads it)
+  });
+  client.on('lost', () => {
+    if (online) askBacklog();
+    else catchUp = true; // the welcome asks
+  });
+  client.on('message', handle); // for this page only: welcome, backlog, error
+  client.on('publication', ({ data }) => handle(data)); // the room's messages, joins and leaves
+  client.on('disconnected', ({ code, reason, willReconnect }) => {
+    setOnline(false);
+    if (code === CLOSE_REPLACED) {
+      stop(reason || 'this nickname was opened in another window', false);
+    } else if (willReconnect) {
+      setStatus('offline, reconnecting…', 'down');
+    } else if (!stopped) {
+      stop(reason || 'the chat closed the connection', false);
+    }
+  });
+
+  let checking = false;
   async function explainRefusal() {
+    if (checking) return;
+    checking = true;
     setStatus('checking…', 'down');
     let answer = null;
     try {
       const response = await fetch(`/check.php?${new URLSearchParams({ room, nick })}`, { cache: 'no-store' });
       answer = await response.json();
     } catch {
-      // The page's server is unreachable too: treat it as a dropped connection.
+      // The page's server is unreachable too: ws2fcgi.js keeps trying.
     }
+    checking = false;
     if (answer && !answer.ok && answer.status >= 400 && answer.status < 500) {
       stop(answer.error, true);
-    } else {
-      retry(); // not refused for a reason of ours (the daemon is restarting, …)
+    } else if (!online && !stopped) {
+      setStatus('offline, reconnecting…', 'down');
     }
   }
 
   function stop(reason, chooseAgain) {
     stopped = true;
-    clearTimeout(retryTimer);
+    client.close();
+    setOnline(false);
     setStatus('disconnected', 'down');
     const text = reason.charAt(0).toUpperCase() + reason.slice(1) + '.';
     banner.replaceChildren(el('span', '', text));
@@ -235,18 +266,12 @@
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     const text = input.value.trim();
-    if (text === '' || socket?.readyState !== WebSocket.OPEN) return;
+    if (text === '' || !online) return;
     if (new TextEncoder().encode(text).length > MAX_TEXT_BYTES) {
       addNotice(`A message has at most ${MAX_TEXT_BYTES} bytes.`, 'error');
       return;
     }
-    socket.send(JSON.stringify({ type: 'say', text }));
-    input.value = '';
-  });
-
-  // Back online: no need to wait for the backoff timer.
-  window.addEventListener('online', () => {
-    if (!socket && !stopped) connect();
+    if (client.send(JSON.stringify({ type: 'say', text }))) input.value = '';
   });
 
   // The history index.php rendered: local times, and the ids already shown.
@@ -258,5 +283,4 @@
     time.textContent = clock.format(Number(time.dataset.ts));
   }
   log.scrollTop = log.scrollHeight;
-  connect();
-})();
+}

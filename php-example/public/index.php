@@ -2,7 +2,7 @@
 // The chat page, served by PHP-FPM through nginx. Without ?room=&nick= (or
 // with ones that break the rules) it shows the form; with them, the chat view:
 // the room's last 50 messages rendered here from SQLite, then chat.js takes
-// over through the WebSocket (/ws). Every user-provided string goes through
+// over through ws2fcgi.js and the WebSocket (/ws). Every user-provided string goes through
 // e() (htmlspecialchars) here and textContent in chat.js.
 
 declare(strict_types=1);
@@ -96,7 +96,7 @@ header('Referrer-Policy: same-origin');
     <button type="submit" disabled>Send</button>
   </form>
 </div>
-<script src="/chat.js" defer></script>
+<script type="module" src="/chat.js"></script>
 <?php endif ?>
 </body>
 </html>

@@ -124,6 +124,32 @@ foreach ($bad as $what => [$raw, $why]) {
     check("message refused: $what", $text === null && $problem !== null && str_contains($problem, $why), var_export($problem, true));
 }
 
+// --- the backlog request --------------------------------------------------------
+
+same('backlog: after an id', 41, Rules::parseBacklog('{"type":"backlog","after":41}'));
+same('backlog: after 0 (the page has none)', 0, Rules::parseBacklog('{"type":"backlog","after":0}'));
+same('backlog: keys in any order', 7, Rules::parseBacklog('{"after":7,"type":"backlog"}'));
+foreach ([
+    'a say' => '{"type":"say","text":"hi"}',
+    'no after' => '{"type":"backlog"}',
+    'a negative id' => '{"type":"backlog","after":-1}',
+    'a string id' => '{"type":"backlog","after":"41"}',
+    'a float id' => '{"type":"backlog","after":4.5}',
+    'an extra key' => '{"type":"backlog","after":1,"room":"other"}',
+    'not JSON' => 'backlog',
+    'a list' => '["backlog",1]',
+    'too long' => '{"type":"backlog","after":1' . str_repeat(' ', 100) . '}',
+] as $what => $raw) {
+    same("backlog: not $what", null, Rules::parseBacklog($raw));
+}
+[, $problem] = Rules::parseSay('{"type":"backlog","after":-1}');
+check('a bad backlog request is answered with an error (parseSay judges it)', $problem !== null);
+
+// --- channels -------------------------------------------------------------------
+
+same('messages go to the room channel (it keeps history)', 'room:lobby', Chat::channel('lobby'));
+same('notices go to a channel of their own (no history)', 'people:lobby', Chat::peopleChannel('lobby'));
+
 // --- history ------------------------------------------------------------------
 
 $dir = sys_get_temp_dir() . '/chat-test-' . bin2hex(random_bytes(4));
@@ -158,6 +184,17 @@ try {
     $text = "multi\nline é 👋 \"quotes\" 'single' \\ back";
     $again->add('lobby', 'bob', $text, 4000);
     same('text is read back byte-exact', $text, $history->recent('lobby', 1)[0]['text']);
+
+    $busy = array_column($history->recent('busy', 60), 'id'); // messages 1..60, oldest first
+    $after = $history->after('busy', $busy[56]);
+    same('after: the messages after the id, oldest first', ['message 58', 'message 59', 'message 60'], array_column($after['messages'], 'text'));
+    same('after: no more', false, $after['more']);
+    same('after the newest: nothing', ['messages' => [], 'more' => false], $history->after('busy', $busy[59]));
+    $capped = $history->after('busy', 0, 10);
+    same('after, over the limit: the newest ones', 'message 51', $capped['messages'][0]['text']);
+    same('after, over the limit: as many as the limit', 10, count($capped['messages']));
+    same('after, over the limit: more', true, $capped['more']);
+    same('after: this room only', ['elsewhere'], array_column($history->after('other', 0)['messages'], 'text'));
 } catch (Throwable $e) {
     check('history', false, get_class($e) . ': ' . $e->getMessage());
 } finally {

@@ -7,7 +7,8 @@
 // 1. joins ROOM as "probe" and expects the welcome;
 // 2. joins ROOM as "probe" again (another browser: no cookie) and expects the
 //    handshake to be refused with 409;
-// 3. sends {"type":"say","text":TEXT} and expects it back from the room;
+// 3. sends {"type":"say","text":TEXT} and expects it back from the room,
+//    then {"type":"backlog","after":<its id - 1>} and expects it in the answer;
 // 4. sends a message that is not JSON and expects an error answer;
 // 5. closes with 1000 and expects the server's close frame.
 // Prints what it saw and "OK", exit 0; or the reason on stderr, exit 1.
@@ -172,8 +173,7 @@ $welcome = read_json($sock, $buffer);
 if ($welcome['type'] !== 'welcome' || ($welcome['you']['nick'] ?? null) !== NICK) {
     fail('expected the welcome, got: ' . json_encode($welcome));
 }
-printf("joined:   #%s as %s (%d in the room, %d messages of history)\n",
-    $room, NICK, count($welcome['members']), count($welcome['history']));
+printf("joined:   #%s as %s (%d in the room)\n", $room, NICK, count($welcome['members']));
 
 // 2. The same nickname from another browser is refused.
 [$other, $status, $headers, $rest] = handshake($host, $port, $target);
@@ -193,6 +193,15 @@ if ($event['type'] !== 'message' || $event['text'] !== $text || $event['nick'] !
     fail('expected my message back, got: ' . json_encode($event));
 }
 echo "message:  id {$event['id']} came back from the room\n";
+
+// 3b. The backlog after the message before it holds it (what a page asks
+// for when it could not catch up from the channel's history).
+fwrite($sock, frame(0x1, json_encode(['type' => 'backlog', 'after' => $event['id'] - 1])));
+$backlog = read_json($sock, $buffer);
+if ($backlog['type'] !== 'backlog' || array_column($backlog['messages'] ?? [], 'id') !== [$event['id']]) {
+    fail('expected a backlog of my message alone, got: ' . json_encode($backlog));
+}
+echo "backlog:  after id " . ($event['id'] - 1) . " holds id {$event['id']}\n";
 
 // 4. Not JSON: an error for the sender, the connection stays open.
 fwrite($sock, frame(0x1, 'hello?'));

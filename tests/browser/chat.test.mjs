@@ -11,6 +11,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -24,6 +25,9 @@ const STEP_TIMEOUT_MS = 10_000;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // chat.js's LEAVE_GRACE_MS: a "left" notice shows this long after the leave.
 const LEAVE_GRACE_MS = 5000;
+// What each room's channel keeps for a page that reconnects (CHAT_HISTORY_SIZE):
+// small, so that a test can outrun it.
+const HISTORY_SIZE = 8;
 // A phone held upright: the narrowest width the page is made for.
 const PHONE = { viewport: { width: 360, height: 640 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
 
@@ -54,7 +58,7 @@ function step(name, fn) {
 async function startStack() {
   const child = spawn(path.join(repo, 'scripts/chat'), [], {
     cwd: repo,
-    env: { ...process.env, PORT: 'auto', CHAT_RUN_DIR: runDir },
+    env: { ...process.env, PORT: 'auto', CHAT_RUN_DIR: runDir, CHAT_HISTORY_SIZE: String(HISTORY_SIZE) },
     detached: true, // its own process group, so the whole of it can be signalled
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -158,6 +162,46 @@ function message(page, nick, text) {
 
 function notice(page, text) {
   return page.locator('#log li.notice', { hasText: text });
+}
+
+/** One request to the stack's ws2fcgi control socket; its reply. */
+function control(command) {
+  return new Promise((resolve, reject) => {
+    const socket = net.createConnection(path.join(runDir, 'control.sock'));
+    let reply = '';
+    socket.setEncoding('utf8');
+    socket.setTimeout(STEP_TIMEOUT_MS, () => socket.destroy(new Error(`no reply to ${JSON.stringify(command)}`)));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\n')) {
+        socket.end();
+        resolve(JSON.parse(reply));
+      }
+    });
+    socket.on('error', reject);
+    socket.write(`${JSON.stringify(command)}\n`);
+  });
+}
+
+/**
+ * Cuts a page off: its browser goes offline (so its reconnects fail, as on a
+ * train in a tunnel) and ws2fcgi closes its connection with 1012, as a
+ * restarting server would. Chromium's offline mode alone leaves an open
+ * WebSocket open, so the close is what ends it. Waits until the page knows.
+ */
+async function cutOff(record, nick, inRoom) {
+  await record.context.setOffline(true);
+  const { members } = await control({ op: 'presence', channel: `room:${inRoom}` });
+  const mine = members.filter((member) => member.meta.nick === nick);
+  assert.equal(mine.length, 1, `${nick} has one connection in ${inRoom}`);
+  const closed = await control({ op: 'close', conn: mine[0].id, code: 1012, reason: 'cut off by the test' });
+  assert.equal(closed.closed, true, JSON.stringify(closed));
+  await record.page.locator('#status[data-state="down"]').waitFor();
+}
+
+/** The texts of the messages on a page, in the order shown. */
+function texts(page) {
+  return page.locator('#log li.msg .text').allTextContents();
 }
 
 /** Nothing on the page is wider than the window (a phone would zoom out or scroll sideways). */
@@ -363,8 +407,64 @@ step('on a 360 px phone: nothing overflows, status, Leave and people are on scre
   await phone.screenshot({ path: path.join(runDir, 'chat-phone.png') });
 });
 
+step('cut off while another posts, a page catches up from the channel history: each message once, in order, no reload', async () => {
+  const inRoom = 'catch-up';
+  const dana = await person('dana');
+  await dana.page.goto(chatUrl('dana', inRoom));
+  await waitConnected(dana.page);
+  const { page: eve } = await person('eve');
+  await eve.goto(chatUrl('eve', inRoom));
+  await waitConnected(eve);
+  await waitMembers(dana.page, ['dana', 'eve']);
+  await say(eve, 'before the cut');
+  await message(dana.page, 'eve', 'before the cut').waitFor();
+  await dana.page.evaluate(() => (window.sameDocument = true)); // gone if the page reloads
+
+  await cutOff(dana, 'dana', inRoom);
+  const missed = Array.from({ length: HISTORY_SIZE - 2 }, (_, i) => `while dana was away ${i + 1}`);
+  for (const text of missed) {
+    await say(eve, text);
+    await message(eve, 'eve', text).waitFor(); // published: dana's page missed it
+  }
+  assert.equal(await message(dana.page, 'eve', missed[0]).count(), 0, 'dana was not cut off');
+  await dana.context.setOffline(false); // ws2fcgi.js reconnects at once ("online")
+
+  await waitConnected(dana.page);
+  await message(dana.page, 'eve', missed.at(-1)).waitFor();
+  assert.deepEqual(await texts(dana.page), ['before the cut', ...missed]);
+  assert.equal(await dana.page.locator('#status').getAttribute('data-recovered'), 'true', 'caught up from the channel history');
+  assert.equal(await dana.page.evaluate(() => window.sameDocument), true, 'the page was reloaded');
+  await say(dana.page, 'back');
+  await message(eve, 'dana', 'back').waitFor();
+});
+
+step('when the history no longer covers the gap, the page is told and reloads what it missed from SQLite', async () => {
+  const inRoom = 'catch-up';
+  const dana = pages.dana;
+  const eve = pages.eve.page;
+  const before = await texts(dana.page);
+
+  await cutOff(dana, 'dana', inRoom);
+  // More than the channel keeps: the oldest of these are gone from its history.
+  const missed = Array.from({ length: HISTORY_SIZE + 2 }, (_, i) => `too many while away ${i + 1}`);
+  for (const text of missed) {
+    await say(eve, text);
+    await message(eve, 'eve', text).waitFor();
+  }
+  await dana.context.setOffline(false);
+
+  await waitConnected(dana.page);
+  await message(dana.page, 'eve', missed.at(-1)).waitFor();
+  assert.deepEqual(await texts(dana.page), [...before, ...missed]);
+  assert.equal(await dana.page.locator('#status').getAttribute('data-recovered'), 'false', 'the channel was not lost');
+  assert.equal(await dana.page.evaluate(() => window.sameDocument), true, 'the page was reloaded');
+});
+
 step('no script errors in the pages that were accepted', () => {
-  for (const name of ['alice', 'bob', 'phone', 'long']) {
+  for (const name of ['alice', 'bob', 'phone', 'long', 'eve']) {
     assert.deepEqual(pages[name]?.errors, [], `${name}'s page`);
   }
+  // dana was offline on purpose: chromium logs each failed attempt, and nothing else.
+  const offline = /ERR_INTERNET_DISCONNECTED/;
+  assert.deepEqual(pages.dana.errors.filter((error) => !offline.test(error)), [], "dana's page");
 });

@@ -25,6 +25,9 @@ const STEP_TIMEOUT_MS = 10_000;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // chat.js's LEAVE_GRACE_MS: a "left" notice shows this long after the leave.
 const LEAVE_GRACE_MS = 5000;
+// ws2fcgi.js's longest backoff (chat.js: maxDelay): a reconnect attempt that
+// was already under way when the page came back online may wait this long.
+const MAX_RECONNECT_DELAY_MS = 10_000;
 // What each room's channel keeps for a page that reconnects (CHAT_HISTORY_SIZE):
 // small, so that a test can outrun it.
 const HISTORY_SIZE = 8;
@@ -143,8 +146,8 @@ function chatUrl(nick, inRoom = room) {
   return `${stack.url}?${new URLSearchParams({ room: inRoom, nick })}`;
 }
 
-async function waitConnected(page) {
-  await page.locator('#status[data-state="ok"]').waitFor();
+async function waitConnected(page, timeout = STEP_TIMEOUT_MS) {
+  await page.locator('#status[data-state="ok"]').waitFor({ timeout });
 }
 
 /** The nicknames in the "Here now" list, sorted. */
@@ -429,7 +432,7 @@ step('cut off while another posts, a page catches up from the channel history: e
   assert.equal(await message(dana.page, 'eve', missed[0]).count(), 0, 'dana was not cut off');
   await dana.context.setOffline(false); // ws2fcgi.js reconnects at once ("online")
 
-  await waitConnected(dana.page);
+  await waitConnected(dana.page, MAX_RECONNECT_DELAY_MS + STEP_TIMEOUT_MS);
   await message(dana.page, 'eve', missed.at(-1)).waitFor();
   assert.deepEqual(await texts(dana.page), ['before the cut', ...missed]);
   assert.equal(await dana.page.locator('#status').getAttribute('data-recovered'), 'true', 'caught up from the channel history');
@@ -453,7 +456,7 @@ step('when the history no longer covers the gap, the page is told and reloads wh
   }
   await dana.context.setOffline(false);
 
-  await waitConnected(dana.page);
+  await waitConnected(dana.page, MAX_RECONNECT_DELAY_MS + STEP_TIMEOUT_MS);
   await message(dana.page, 'eve', missed.at(-1)).waitFor();
   assert.deepEqual(await texts(dana.page), [...before, ...missed]);
   assert.equal(await dana.page.locator('#status').getAttribute('data-recovered'), 'false', 'the channel was not lost');

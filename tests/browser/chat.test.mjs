@@ -356,6 +356,23 @@ step('a reload shows neither "bob left" nor "bob joined" to the others', async (
   assert.equal(await notice(alice, 'bob left').count(), 0, '"bob left" (shown or pending) for a reload');
 });
 
+step('a second tab of bob takes over: the first says why and stops, alice sees no notice', async () => {
+  const alice = pages.alice.page;
+  const first = pages.bob.page;
+  const joined = await notice(alice, 'bob joined').count();
+  const second = await pages.bob.context.newPage(); // same browser, same cookie: the same person
+  second.on('pageerror', (error) => pages.bob.errors.push(`pageerror: ${error.message}`));
+  await second.goto(chatUrl('bob'));
+  await waitConnected(second);
+  await first.locator('#error', { hasText: 'opened in another window' }).waitFor();
+  assert.equal(await first.locator('#status').getAttribute('data-state'), 'down');
+  await say(second, 'from my second tab');
+  await message(alice, 'bob', 'from my second tab').waitFor();
+  await waitMembers(alice, ['alice', 'bob']);
+  assert.equal(await notice(alice, 'bob joined').count(), joined, 'a second "bob joined"');
+  assert.equal(await notice(alice, 'bob left').count(), 0, '"bob left" (shown or pending) for a takeover');
+});
+
 step('closing a page shows a leave notice in the other, after the grace', async () => {
   await pages.bob.context.close();
   const alice = pages.alice.page;

@@ -245,6 +245,15 @@ pub struct Recovery {
     pub replayed: usize,
 }
 
+/// The positions a `ws2fcgi.v1` client gave in its handshake.
+#[derive(Clone, Copy)]
+pub enum Positions<'a> {
+    /// Read from its `ws2fcgi.since.` token (maybe none).
+    Given(&'a [(String, Position)]),
+    /// It gave a token that could not be read: every channel is lost.
+    Unreadable,
+}
+
 /// The history's answer to a `history` request.
 pub enum HistoryReply {
     /// The channel keeps no history (or none is kept on this node).
@@ -386,8 +395,12 @@ impl Hub {
         public_id: &str,
         heartbeat_secs: u64,
         channels: &[String],
-        since: &[(String, Position)],
+        positions: Positions<'_>,
     ) -> Recovery {
+        let (since, unreadable) = match positions {
+            Positions::Given(since) => (since, false),
+            Positions::Unreadable => (&[][..], true),
+        };
         let mut reg = self.lock();
         let reg = &mut *reg;
         let now = Instant::now();
@@ -403,6 +416,15 @@ impl Hub {
             }
             let given = since.iter().find(|(c, _)| c == channel).map(|(_, p)| p);
             let history = reg.history.as_mut();
+            if unreadable {
+                recovery.lost.push(channel.clone());
+                let top = history.and_then(|h| h.position(channel, now));
+                joined.push(v1::Joined {
+                    channel: channel.as_str(),
+                    position: top,
+                });
+                continue;
+            }
             let position = match (history, given) {
                 (None, Some(_)) => {
                     recovery.lost.push(channel.clone());

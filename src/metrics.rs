@@ -89,7 +89,8 @@ pub struct Metrics {
     /// `connection` share or the whole `budget`.
     pub inbound_paused: Family<KindLabel, Counter>,
     /// Handshakes of `ws2fcgi.v1` clients that gave positions, by outcome:
-    /// `recovered` (every channel caught up) or `lost` (one or more not).
+    /// `recovered` (every channel caught up), `lost` (one or more not) or
+    /// `unreadable` (a token that could not be read: all lost).
     pub recoveries: Family<OutcomeLabel, Counter>,
     /// Publications sent to clients because they had missed them.
     pub recovered_publications: Counter,
@@ -288,7 +289,7 @@ impl Metrics {
         r.register("fpm_busy", "FastCGI pool slots in use", m.fpm_busy.clone());
         r.register(
             "recoveries",
-            "Handshakes of ws2fcgi.v1 clients that gave positions, by outcome (recovered, lost)",
+            "Handshakes of ws2fcgi.v1 clients that gave positions, by outcome (recovered, lost, unreadable)",
             m.recoveries.clone(),
         );
         r.register(
@@ -346,6 +347,15 @@ impl Metrics {
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
         self.recovered_publications.inc_by(replayed as u64);
+    }
+
+    /// Counts a handshake whose `ws2fcgi.since.` token could not be read.
+    pub fn recovery_unreadable(&self) {
+        self.recoveries
+            .get_or_create(&OutcomeLabel {
+                outcome: "unreadable",
+            })
+            .inc();
     }
 
     /// Counts a connection the daemon closed for `kind`.

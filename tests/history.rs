@@ -343,7 +343,7 @@ async fn the_history_op_returns_the_newest_or_what_follows_a_position() {
 }
 
 #[tokio::test]
-async fn a_malformed_since_token_is_refused_before_php() {
+async fn an_unreadable_since_token_reports_every_channel_joined_lost() {
     let setup = Setup::start(2, with_history(10)).await;
     for token in ["!!!", &URL_SAFE_NO_PAD.encode(r#"{"room":"x"}"#)] {
         let protocols = format!("ws2fcgi.v1, ws2fcgi.since.{token}");
@@ -351,12 +351,24 @@ async fn a_malformed_since_token_is_refused_before_php() {
             &setup.url("join=room"),
             &[("Sec-WebSocket-Protocol", &protocols)],
         );
-        let response = support::refused(request).await;
-        assert_eq!(response.status(), 400);
-        let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
-        assert!(body.contains("ws2fcgi.since"), "{body}");
+        // Accepted: refusing would have the client retry the same token forever.
+        let (mut ws, _) = support::connect_with(request).await;
+        let connected = next(&mut ws).await.header;
+        assert_eq!(connected["recovered"], false, "{connected}");
+        assert_eq!(connected["lost"], json!(["room"]), "no silent gap");
     }
-    assert!(setup.log.events().is_empty(), "php never saw them");
+    let metrics = setup
+        .daemon
+        .ctx
+        .metrics
+        .render(&setup.daemon.ctx.snapshot());
+    assert_eq!(
+        support::metric(
+            &metrics,
+            r#"ws2fcgi_recoveries_total{outcome="unreadable"}"#
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]

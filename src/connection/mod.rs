@@ -197,6 +197,9 @@ pub struct OpenV1<'a> {
     pub public_id: &'a str,
     /// The positions the client gave in its handshake.
     pub since: &'a [(String, crate::v1::Position)],
+    /// The client gave positions that could not be read: every channel
+    /// joined is reported lost.
+    pub since_invalid: bool,
 }
 
 /// Applies an accepted answer: directives, then the body as one message.
@@ -217,14 +220,17 @@ pub fn apply_answer(
     match open_v1 {
         Some(open) => {
             let heartbeat = ctx.config().websocket.ping_interval.as_secs_f64().ceil() as u64;
-            let recovery = ctx.hub.open_joins(
-                handle,
-                open.public_id,
-                heartbeat.max(1),
-                &d.join,
-                open.since,
-            );
-            if !open.since.is_empty() {
+            let positions = if open.since_invalid {
+                crate::hub::Positions::Unreadable
+            } else {
+                crate::hub::Positions::Given(open.since)
+            };
+            let recovery =
+                ctx.hub
+                    .open_joins(handle, open.public_id, heartbeat.max(1), &d.join, positions);
+            if open.since_invalid {
+                ctx.metrics.recovery_unreadable();
+            } else if !open.since.is_empty() {
                 ctx.metrics
                     .recovery(recovery.lost.is_empty(), recovery.replayed);
                 if !recovery.lost.is_empty() {

@@ -294,8 +294,9 @@ async fn handshake(
         );
         return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
-    // A client that offers ws2fcgi.v1 may give its positions; a malformed
-    // token is refused here, before PHP.
+    // A client that offers ws2fcgi.v1 may give its positions. A token that
+    // cannot be read is not refused (the client would retry it forever):
+    // the channels PHP joins are reported lost instead, so no gap is silent.
     let (offers_v1, since) = v1::offer(
         parts
             .headers
@@ -303,13 +304,12 @@ async fn handshake(
             .iter()
             .filter_map(|v| v.to_str().ok()),
     );
-    let since = match since.map(v1::parse_since) {
-        None => Vec::new(),
-        Some(Ok(positions)) => positions,
+    let (since, since_invalid) = match since.map(v1::parse_since) {
+        None => (Vec::new(), false),
+        Some(Ok(positions)) => (positions, false),
         Some(Err(e)) => {
-            ctx.metrics.refused("since");
-            tracing::info!(error = %e, "handshake refused: bad ws2fcgi.since token");
-            return Ok(plain(StatusCode::BAD_REQUEST, format!("{e}\n")));
+            tracing::info!(error = %e, "unreadable ws2fcgi.since token: the channels joined are reported lost");
+            (Vec::new(), true)
         }
     };
     let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
@@ -401,6 +401,7 @@ async fn handshake(
         connection::OpenV1 {
             public_id: &id,
             since: &since,
+            since_invalid,
         }
     });
     let close_after_open = connection::apply_answer(&ctx, &handle, &answer, open_v1);

@@ -404,7 +404,9 @@ impl Member {
                             break;
                         }
                     };
-                    if text.as_str() == SYNC {
+                    // A ws2fcgi.v1 member's messages start with a header line.
+                    let data = text.split_once('\n').map_or(text.as_str(), |(_, d)| d);
+                    if data == SYNC {
                         if !synced {
                             synced = true;
                             self.live.synced.fetch_add(1, Ordering::Relaxed);

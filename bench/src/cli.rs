@@ -59,6 +59,10 @@ pub struct WsArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub connect_timeout: Duration,
+    /// Offer this subprotocol in every handshake (e.g. ws2fcgi.v1, whose
+    /// header lines the receivers skip).
+    #[arg(long)]
+    pub subprotocol: Option<String>,
 }
 
 /// `idle` parameters.

@@ -46,8 +46,10 @@ pub fn write(out: &mut String, stamp: Stamp, size: usize) {
     }
 }
 
-/// Reads a stamp back; `None` for anything else (greetings, sync probes, errors).
+/// Reads a stamp back; `None` for anything else (greetings, sync probes,
+/// errors). A `ws2fcgi.v1` header line before it is skipped.
 pub fn parse(text: &str) -> Option<Stamp> {
+    let text = text.split_once('\n').map_or(text, |(_, data)| data);
     let mut fields = text.splitn(4, ';');
     let mut field = |name: &str| fields.next()?.strip_prefix(name)?.parse::<u64>().ok();
     let sent_ns = field("t=")?;

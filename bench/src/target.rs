@@ -36,6 +36,7 @@ pub struct WsTarget {
     sources: u8,
     read_buffer: usize,
     connect_timeout: Duration,
+    subprotocol: Option<String>,
 }
 
 impl WsTarget {
@@ -59,6 +60,7 @@ impl WsTarget {
             sources: args.sources,
             read_buffer: args.read_buffer as usize,
             connect_timeout: args.connect_timeout,
+            subprotocol: args.subprotocol.clone(),
         })
     }
 
@@ -111,8 +113,21 @@ impl WsTarget {
             .read_buffer_size(self.read_buffer)
             // Write each message at once: we flush after every send anyway.
             .write_buffer_size(0);
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(ConnectError::Handshake)?;
+        if let Some(protocol) = &self.subprotocol
+            && let Ok(value) = protocol.parse()
+        {
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", value);
+        }
         let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(config))
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(ConnectError::Handshake)?;
         Ok(ws)
@@ -225,6 +240,7 @@ mod tests {
             sources: 250,
             read_buffer: 4096,
             connect_timeout: Duration::from_secs(1),
+            subprotocol: None,
         }
     }
 

@@ -342,6 +342,10 @@ export class Ws2fcgi {
       case 'left':
         if (typeof header.c === 'string') this.#positions.delete(header.c);
         break;
+      case 'skip':
+        // A publication this connection was left out of (`except`): only the position moves.
+        if (typeof header.c === 'string' && this.#positions.has(header.c)) this.#remember(header.c, header);
+        break;
       default:
         // 'hb', and kinds a later daemon may add: receiving it was the point.
         break;

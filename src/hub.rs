@@ -532,9 +532,16 @@ impl Hub {
             // One recipient: write at once (see outbox.rs). Many: queue, and
             // let the members' tasks write, spread over the runtime's threads.
             let direct = members.len() == 1;
+            let mut skip = None;
             for &index in members {
                 let handle = &reg.conns[index].handle;
                 if except.contains(&handle.id) {
+                    // A v1 client left out still learns the offset went by,
+                    // or it would take the next one for a gap.
+                    if let (true, Some(position)) = (handle.is_v1(), &publication.position) {
+                        let frame = skip.get_or_insert_with(|| v1::skip(channel, position));
+                        self.deliver(handle, frame, direct);
+                    }
                     continue;
                 }
                 let frame = if handle.is_v1() {

@@ -13,6 +13,7 @@
 //! {"t":"connected","id":…,"hb":30,"recovered":…,"channels":{…},"lost":[…]}\n   first message
 //! {"t":"joined","c":"room","o":13,"e":"…"}\n    joined after the open
 //! {"t":"left","c":"room"}\n                     left
+//! {"t":"skip","c":"room","o":13,"e":"…"}\n      left out of publication 13 (`except`)
 //! {"t":"hb"}\n                                  heartbeat
 //! ```
 //!
@@ -179,6 +180,12 @@ pub fn joined(channel: &str, position: Option<&Position>) -> Bytes {
     control(&header)
 }
 
+/// A publication at `position` that this connection was left out of
+/// (`except`): its position moves on, so the next one is no gap.
+pub fn skip(channel: &str, position: &Position) -> Bytes {
+    control(&json!({"t": "skip", "c": channel, "o": position.offset, "e": &*position.epoch}))
+}
+
 /// The connection left `channel`.
 pub fn left(channel: &str) -> Bytes {
     control(&json!({"t": "left", "c": channel}))
@@ -333,6 +340,10 @@ hi"#
             b"{\"t\":\"joined\",\"c\":\"room\",\"o\":4,\"e\":\"e1\"}\n"
         );
         assert_eq!(payload(&left("room")), b"{\"t\":\"left\",\"c\":\"room\"}\n");
+        assert_eq!(
+            payload(&skip("room", &pos)),
+            b"{\"t\":\"skip\",\"c\":\"room\",\"o\":4,\"e\":\"e1\"}\n"
+        );
         assert_eq!(payload(&heartbeat()), b"{\"t\":\"hb\"}\n");
     }
 

@@ -430,3 +430,28 @@ async fn php_reads_the_history_through_its_client() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_v1_member_left_out_by_except_is_told_the_offset_went_by() {
+    let setup = Setup::start(2, with_history(10)).await;
+    let (mut ws, connected) = connect_v1(&setup, "join=room,plain:x", None).await;
+    open_answer(&mut ws, &connected).await;
+    let (_, epoch) = position(&connected, "room");
+    let id = connected["id"].as_str().unwrap();
+    let mut control = setup.control().await;
+    for channel in ["plain:x", "room"] {
+        control
+            .ok(&json!({"op": "publish", "channel": channel, "data": "x", "except": id}))
+            .await;
+    }
+    control
+        .ok(&json!({"op": "publish", "channel": "room", "data": "y"}))
+        .await;
+    // No history in plain:x, nothing to skip there.
+    assert_eq!(
+        next(&mut ws).await.header,
+        json!({"t": "skip", "c": "room", "o": 1, "e": epoch})
+    );
+    let p = next(&mut ws).await;
+    assert_eq!((p.header["o"].as_u64(), p.data), (Some(2), b"y".to_vec()));
+}

@@ -329,3 +329,15 @@ test('more positions than one handshake carries: each channel recovered or lost,
   assert.deepEqual(channels.filter((c) => caughtUp().has(c) && lost().has(c)), [], 'never both');
   assert.ok(!/since/.test(daemon.log.split('\n').filter((l) => l.includes('refused')).join('\n')), 'the token was accepted');
 });
+
+test('a publication the client was left out of (`except`) moves its position: no `lost` after it', async () => {
+  const { events } = client(daemon.url, { join: 'room:except' });
+  await until('connected', () => of(events, 'connected').length === 1);
+  const [{ connectionId }] = of(events, 'connected');
+  await publish('room:except', 'not for you', { except: connectionId });
+  await publish('room:except', 'for you');
+  await until('one publication', () => of(events, 'publication').length === 1);
+  const [p] = of(events, 'publication');
+  assert.equal(p.data, 'for you');
+  assert.deepEqual(of(events, 'lost'), [], 'the skipped offset is no gap');
+});

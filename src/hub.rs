@@ -100,6 +100,9 @@ pub struct ConnHandle {
     /// The client speaks `ws2fcgi.v1`: set once, in the open, before any
     /// join (the registry lock orders it before every fan-out).
     v1: AtomicBool,
+    /// Its open reads what it missed from Redis ([`Hub::open_hold`]): what
+    /// is for it meanwhile is held aside. Changed under the registry lock.
+    holding: AtomicBool,
 }
 
 impl ConnHandle {
@@ -180,6 +183,92 @@ struct Registry {
     channels: HashMap<Arc<str>, HashSet<usize>>,
     /// The channels' history, on a single node with `[history]`.
     history: Option<History>,
+    /// The connections holding ([`Hub::open_hold`]), by slot.
+    held: HashMap<usize, Holding>,
+    /// The last position delivered of each channel with members whose
+    /// history is kept elsewhere (Redis): where this node's bus stands.
+    tops: HashMap<Arc<str>, Position>,
+}
+
+/// A connection whose open reads what it missed from Redis.
+#[derive(Default)]
+struct Holding {
+    /// What is for it while the open reads, kept aside; `None` once sent.
+    frames: Option<Vec<Held>>,
+    /// Per channel, the position it was read at: publications up to it were
+    /// sent from what was read, so they are dropped when the bus brings
+    /// them (this node's subscriber may lag behind the read). A channel's
+    /// floor goes with the first publication past it; the connection stops
+    /// holding when none is left.
+    floors: Vec<(Arc<str>, Position)>,
+}
+
+impl Holding {
+    /// Is the publication at `at` one the connection was already sent?
+    /// Forgets a floor the publication is past.
+    fn seen(&mut self, at: Option<(&str, &Position)>) -> bool {
+        let Some((channel, p)) = at else {
+            return false;
+        };
+        let Some(i) = self.floors.iter().position(|(c, _)| **c == *channel) else {
+            return false;
+        };
+        let floor = &self.floors[i].1;
+        if floor.epoch == p.epoch && p.offset <= floor.offset {
+            return true;
+        }
+        self.floors.swap_remove(i);
+        false
+    }
+}
+
+/// A frame kept aside for a holding connection, and its place in its
+/// channel's history if it is a publication with one.
+struct Held {
+    frame: Bytes,
+    at: Option<(Arc<str>, Position)>,
+}
+
+/// Sends `frame` to `handle` (slot `index`), keeps it aside while the
+/// connection holds, or drops it if the connection was sent it from what
+/// its open read. Returns the deliveries (1 or 0).
+fn push_or_hold(
+    held: &mut HashMap<usize, Holding>,
+    index: usize,
+    handle: &ConnHandle,
+    frame: &Bytes,
+    at: Option<(&str, &Position)>,
+    direct: bool,
+) -> usize {
+    if handle.holding.load(Ordering::Relaxed)
+        && let Some(holding) = held.get_mut(&index)
+    {
+        if holding.seen(at) {
+            return 0;
+        }
+        if let Some(frames) = holding.frames.as_mut() {
+            frames.push(Held {
+                frame: frame.clone(),
+                at: at.map(|(c, p)| (Arc::from(c), p.clone())),
+            });
+            return 1;
+        }
+        if holding.floors.is_empty() {
+            handle.holding.store(false, Ordering::Relaxed);
+            held.remove(&index);
+        }
+    }
+    let push = if direct {
+        handle.outbox.push(frame.clone())
+    } else {
+        handle.outbox.push_queued(frame.clone())
+    };
+    match push {
+        Push::Queued => 1,
+        Push::Closed => 0,
+        // Counted once, when the connection acts on it (connection/task.rs).
+        Push::Overflow => 0,
+    }
 }
 
 impl Registry {
@@ -336,6 +425,7 @@ impl Hub {
             meta: Mutex::new(Vec::new()),
             observer: self.observer.clone(),
             v1: AtomicBool::new(false),
+            holding: AtomicBool::new(false),
         });
         slot.insert(Entry {
             handle: handle.clone(),
@@ -347,13 +437,15 @@ impl Hub {
     /// Removes a connection and its channel memberships; no-op when already gone.
     pub fn unregister(&self, id: &ConnId) {
         let mut reg = self.lock();
+        let reg = &mut *reg;
         if reg.entry(id).is_none() {
             return;
         }
         let index = id.index as usize;
         let entry = reg.conns.remove(index);
+        reg.held.remove(&index);
         for channel in entry.channels {
-            remove_member(&mut reg.channels, &channel, index);
+            remove_member(&mut reg.channels, &mut reg.tops, &channel, index);
             if let Some(observer) = &self.observer {
                 observer.left(*id, &channel);
             }
@@ -377,7 +469,15 @@ impl Hub {
                 if handle.is_v1() {
                     let now = Instant::now();
                     let position = reg.history.as_mut().and_then(|h| h.position(channel, now));
-                    handle.outbox.push(v1::joined(channel, position.as_ref()));
+                    let frame = v1::joined(channel, position.as_ref());
+                    push_or_hold(
+                        &mut reg.held,
+                        id.index as usize,
+                        &handle,
+                        &frame,
+                        None,
+                        true,
+                    );
                 }
                 true
             }
@@ -478,6 +578,81 @@ impl Hub {
         recovery
     }
 
+    /// The first step of a `ws2fcgi.v1` client's open in a cluster, where
+    /// what it missed is read from Redis (async, so not under the lock):
+    /// joins `channels` with the connection holding, so what is for it
+    /// from now on is kept aside until [`Hub::open_release`].
+    pub fn open_hold(&self, handle: &ConnHandle, channels: &[String]) {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let index = handle.id.index as usize;
+        if reg.entry(&handle.id).is_none() {
+            return;
+        }
+        handle.holding.store(true, Ordering::Relaxed);
+        reg.held.insert(
+            index,
+            Holding {
+                frames: Some(Vec::new()),
+                floors: Vec::new(),
+            },
+        );
+        for channel in channels {
+            add_member(reg, &handle.id, channel, self.observer.as_deref());
+        }
+    }
+
+    /// The last step: sends `connected`, then `replay` (what the client
+    /// missed, read after [`Hub::open_hold`]), then what was held, but the
+    /// publications at or before the position each channel was read at
+    /// (`read`: they were in the replay or before the client's position);
+    /// those are dropped too when they come later (see `Holding`).
+    /// Returns the publications replayed.
+    pub fn open_release(
+        &self,
+        handle: &ConnHandle,
+        connected: Bytes,
+        replay: Vec<Bytes>,
+        read: &[(String, Position)],
+    ) -> usize {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let index = handle.id.index as usize;
+        let Some(mut holding) = reg.held.remove(&index) else {
+            handle.holding.store(false, Ordering::Relaxed);
+            return 0;
+        };
+        handle.outbox.push(connected);
+        let mut sent = 0;
+        for frame in &replay {
+            sent += self.deliver(handle, frame, false);
+        }
+        self.stats.messages_out.inc_by(sent as u64);
+        holding.floors = read
+            .iter()
+            .map(|(c, p)| (Arc::from(c.as_str()), p.clone()))
+            .collect();
+        // Held frames were counted when they were held.
+        for h in holding.frames.take().unwrap_or_default() {
+            let at = h.at.as_ref().map(|(c, p)| (&**c, p));
+            if !holding.seen(at) {
+                self.deliver(handle, &h.frame, false);
+            }
+        }
+        // A floor this node's bus already passed can go.
+        let tops = &reg.tops;
+        holding.floors.retain(|(c, floor)| {
+            tops.get(c)
+                .is_none_or(|top| top.epoch != floor.epoch || top.offset < floor.offset)
+        });
+        if holding.floors.is_empty() {
+            handle.holding.store(false, Ordering::Relaxed);
+        } else {
+            reg.held.insert(index, holding);
+        }
+        sent
+    }
+
     /// Removes a connection from a channel; false when the connection is gone.
     /// A `ws2fcgi.v1` client that was a member is told (`left`).
     pub fn leave(&self, id: &ConnId, channel: &str) -> bool {
@@ -490,9 +665,10 @@ impl Hub {
                 if let Some(at) = entry.channels.iter().position(|c| **c == *channel) {
                     let name = entry.channels.swap_remove(at);
                     if entry.handle.is_v1() {
-                        entry.handle.outbox.push(v1::left(channel));
+                        let frame = v1::left(channel);
+                        push_or_hold(&mut reg.held, index, &entry.handle, &frame, None, true);
                     }
-                    remove_member(&mut reg.channels, channel, index);
+                    remove_member(&mut reg.channels, &mut reg.tops, channel, index);
                     if let Some(observer) = &self.observer {
                         observer.left(*id, &name);
                     }
@@ -522,6 +698,11 @@ impl Hub {
         let mut reg = self.lock();
         let reg = &mut *reg;
         let now = Instant::now();
+        if let Some(p) = &position
+            && let Some((name, _)) = reg.channels.get_key_value(channel)
+        {
+            reg.tops.insert(name.clone(), p.clone());
+        }
         let position = position.or_else(|| reg.history.as_mut()?.next(channel, now));
         let publication = Publication::new(channel, kind, data, position);
         if let Some(history) = reg.history.as_mut() {
@@ -533,6 +714,7 @@ impl Hub {
             // let the members' tasks write, spread over the runtime's threads.
             let direct = members.len() == 1;
             let mut skip = None;
+            let at = publication.position.as_ref().map(|p| (channel, p));
             for &index in members {
                 let handle = &reg.conns[index].handle;
                 if except.contains(&handle.id) {
@@ -540,7 +722,7 @@ impl Hub {
                     // or it would take the next one for a gap.
                     if let (true, Some(position)) = (handle.is_v1(), &publication.position) {
                         let frame = skip.get_or_insert_with(|| v1::skip(channel, position));
-                        self.deliver(handle, frame, direct);
+                        push_or_hold(&mut reg.held, index, handle, frame, at, direct);
                     }
                     continue;
                 }
@@ -549,7 +731,7 @@ impl Hub {
                 } else {
                     publication.raw()
                 };
-                delivered += self.deliver(handle, frame, direct);
+                delivered += push_or_hold(&mut reg.held, index, handle, frame, at, direct);
             }
         }
         self.stats.messages_out.inc_by(delivered as u64);
@@ -562,7 +744,8 @@ impl Hub {
     /// Sends `data` once to each listed live connection (an id listed
     /// twice still gets one copy); returns how many connections.
     pub fn send(&self, ids: &[ConnId], kind: Kind, data: &[u8]) -> usize {
-        let reg = self.lock();
+        let mut reg = self.lock();
+        let reg = &mut *reg;
         let direct = ids.len() == 1;
         let mut seen = HashSet::with_capacity(ids.len());
         let mut raw = None;
@@ -570,17 +753,27 @@ impl Hub {
         let delivered = ids
             .iter()
             .filter(|id| seen.insert(**id))
-            .filter_map(|id| reg.entry(id))
-            .map(|e| {
+            .filter_map(|id| {
+                let e = reg
+                    .conns
+                    .get(id.index as usize)
+                    .filter(|e| e.handle.id == *id)?;
                 let frame = if e.handle.is_v1() {
                     framed.get_or_insert_with(|| v1::direct(kind, data))
                 } else {
                     raw.get_or_insert_with(|| crate::frame::data(kind, data))
                 };
-                self.deliver(&e.handle, frame, direct)
+                let index = id.index as usize;
+                Some(push_or_hold(
+                    &mut reg.held,
+                    index,
+                    &e.handle,
+                    frame,
+                    None,
+                    direct,
+                ))
             })
             .sum::<usize>();
-        drop(reg);
         self.stats.messages_out.inc_by(delivered as u64);
         delivered
     }
@@ -730,11 +923,17 @@ fn add_member(
     Some(Added::New(entry.handle.clone()))
 }
 
-fn remove_member(channels: &mut HashMap<Arc<str>, HashSet<usize>>, channel: &str, index: usize) {
+fn remove_member(
+    channels: &mut HashMap<Arc<str>, HashSet<usize>>,
+    tops: &mut HashMap<Arc<str>, Position>,
+    channel: &str,
+    index: usize,
+) {
     if let Some(members) = channels.get_mut(channel) {
         members.remove(&index);
         if members.is_empty() {
             channels.remove(channel);
+            tops.remove(channel);
         }
     }
 }
@@ -849,6 +1048,76 @@ mod tests {
             *recorder.0.lock().unwrap(),
             ["1 +x", "1 +y", "1 -x", "1 meta", "1 -y"]
         );
+    }
+
+    /// The data of each frame queued to `handle` (payload after the header line).
+    fn drained(handle: &ConnHandle) -> Vec<String> {
+        let mut batch = std::collections::VecDeque::new();
+        handle.outbox.drain_into(&mut batch, 1000, 0);
+        batch
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_holding_open_sends_each_publication_once_in_order() {
+        let hub = Hub::default();
+        let a = hub.register(1 << 20);
+        a.set_v1();
+        let at = |offset| Position {
+            offset,
+            epoch: Arc::from("e"),
+        };
+        hub.open_hold(&a, &["room".to_string()]);
+        for (offset, data) in [(1, "p1"), (2, "p2"), (3, "p3")] {
+            hub.publish_at("room", Kind::Text, data.as_bytes(), Some(at(offset)), &[]);
+        }
+        hub.send(&[a.id], Kind::Text, b"direct");
+        assert!(drained(&a).is_empty(), "all held");
+        // Read at 2 (the replay holds 2); the bus here has reached 3.
+        let replay = vec![
+            Publication::new("room", Kind::Text, b"p2", Some(at(2)))
+                .framed()
+                .clone(),
+        ];
+        hub.open_release(
+            &a,
+            Bytes::from_static(b"..connected"),
+            replay,
+            &[("room".into(), at(2))],
+        );
+        let sent = drained(&a);
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(sent[0].starts_with("connected"));
+        assert!(
+            sent[1].ends_with("\np2") && sent[2].ends_with("\np3"),
+            "{sent:?}"
+        );
+        assert!(sent[3].ends_with("\ndirect"), "{sent:?}");
+        assert!(
+            !a.holding.load(Ordering::Relaxed),
+            "the bus passed the read"
+        );
+
+        // Read ahead of this node's bus: what the bus brings late is dropped.
+        let b = hub.register(1 << 20);
+        b.set_v1();
+        hub.open_hold(&b, &["room".to_string()]);
+        hub.open_release(
+            &b,
+            Bytes::from_static(b"..connected"),
+            vec![],
+            &[("room".into(), at(5))],
+        );
+        for (offset, data) in [(4, "p4"), (5, "p5"), (6, "p6")] {
+            hub.publish_at("room", Kind::Text, data.as_bytes(), Some(at(offset)), &[]);
+        }
+        let sent = drained(&b);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[1].ends_with("\np6"), "{sent:?}");
+        assert!(!b.holding.load(Ordering::Relaxed), "past the floor");
+        assert!(hub.lock().held.is_empty());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use redis::RedisResult;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use tokio::sync::mpsc;
 
+use super::history::{self, Delivered};
 use super::link::{CONNECT_TIMEOUT, FIRST_BACKOFF, Link, MAX_BACKOFF, RESPONSE_TIMEOUT, Role};
 use super::seal::{self, Replay, SealError, Sequence};
 use super::wire::{self, Body, Envelope};
@@ -207,6 +208,7 @@ impl Link {
                     },
                     _ = ping.tick() => {
                         inbound.replay.prune(seal::now_ns());
+                        inbound.history.prune(seal::now_ns());
                         match tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<redis::Value>()).await {
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) => break e.to_string(),
@@ -242,6 +244,9 @@ impl Link {
     /// or a reply to one of ours. Returns the deliveries it queued.
     fn receive(&self, channel: &str, bytes: &[u8], inbound: &mut Inbound) -> u64 {
         let cluster = &self.cluster;
+        if channel == &*cluster.bus && bytes.starts_with(history::BUS_MAGIC) {
+            return self.receive_history(channel, bytes, inbound);
+        }
         // This node's own publishes come back on the bus: skipped unopened.
         // A forgery naming this node as origin is skipped too.
         match wire::peek_origin(bytes) {
@@ -321,6 +326,51 @@ impl Link {
         0
     }
 
+    /// A publication to a channel with history, PUBLISHed by the script that
+    /// gave its offset (`history.rs`): delivered by every node, this node's
+    /// own too, so each node sends a channel's publications in offset order.
+    fn receive_history(&self, channel: &str, bytes: &[u8], inbound: &mut Inbound) -> u64 {
+        let cluster = &self.cluster;
+        let incoming = match history::open_bus(&cluster.key, &cluster.prefix, bytes) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                self.reject(channel, "unauthenticated", &e, inbound);
+                return 0;
+            }
+        };
+        let Body::Publish {
+            channel: name,
+            except,
+            kind,
+            payload,
+        } = incoming.envelope.body
+        else {
+            return 0;
+        };
+        let now = seal::now_ns();
+        if !inbound.history.first_time(&name, &incoming.position, now) {
+            let e = "a history publication already delivered";
+            self.reject(channel, "replayed", &e, inbound);
+            return 0;
+        }
+        cluster.counters.inbound.inc();
+        let except: Vec<ConnId> = except
+            .iter()
+            .filter_map(|id| split_public_id(id))
+            .filter(|(node, _)| *node == cluster.node_id)
+            .map(|(_, id)| id)
+            .collect();
+        let delivered = self
+            .ctx
+            .hub
+            .publish_at(&name, kind, &payload, Some(incoming.position), &except)
+            .delivered;
+        if incoming.envelope.origin == cluster.node_id {
+            cluster.history.delivered(incoming.seq, delivered);
+        }
+        delivered as u64
+    }
+
     /// Counts a refused message by `kind` and logs it, as a warning at most
     /// once per [`REJECT_LOG_INTERVAL`].
     fn reject(
@@ -363,6 +413,8 @@ impl Link {
 struct Inbound {
     /// The last sequence accepted from each node.
     replay: Replay,
+    /// The last offset delivered of each channel with history.
+    history: Delivered,
     /// When the last warning about a refused message was logged.
     warned: Option<Instant>,
     /// Messages refused since then.

@@ -26,12 +26,15 @@
 //! - `presence.rs` notes local membership changes for the presence task,
 //! - with the `cluster` feature only: `link.rs` starts and stops the Redis
 //!   tasks, `bus.rs` is the publisher and subscriber, `presence_sync.rs` the
-//!   presence task.
+//!   presence task, `history.rs` the channels' history (`[history]`), kept
+//!   in Redis.
 // Without the feature nothing reads the queues: a Cluster is never built then.
 #![cfg_attr(not(feature = "cluster"), allow(dead_code))]
 
 #[cfg(feature = "cluster")]
 mod bus;
+#[cfg(feature = "cluster")]
+pub mod history;
 #[cfg(feature = "cluster")]
 mod link;
 pub mod presence;
@@ -197,6 +200,9 @@ pub struct Cluster {
     tracker: Arc<Tracker>,
     counters: Counters,
     receivers: Mutex<Option<Receivers>>,
+    /// The channels' history in Redis, and its connection.
+    #[cfg(feature = "cluster")]
+    history: history::Store,
 }
 
 impl Cluster {
@@ -211,7 +217,6 @@ impl Cluster {
             node_id: config.node_id.clone().unwrap_or_else(default_node_id),
             bus: format!("{prefix}:bus").into(),
             prefix,
-            url,
             node_ttl: config.node_ttl,
             request_timeout: config.request_timeout,
             key: seal::Key::new(
@@ -239,6 +244,9 @@ impl Cluster {
                 outgoing: outgoing_rx,
                 queries: queries_rx,
             })),
+            #[cfg(feature = "cluster")]
+            history: history::Store::new(&url),
+            url,
         }))
     }
 

@@ -18,6 +18,8 @@
 //! at the end.
 
 mod finish;
+#[cfg(feature = "cluster")]
+mod recover;
 mod task;
 
 use std::collections::VecDeque;
@@ -45,6 +47,8 @@ use crate::response::PhpResponse;
 use crate::transport::{self, ReadSide, Writer};
 
 use finish::{Queued, finish};
+#[cfg(feature = "cluster")]
+pub use recover::open_in_cluster;
 use task::Conn;
 
 type Answer = Pin<Box<dyn Future<Output = Result<PhpResponse, EventError>> + Send>>;
@@ -219,15 +223,18 @@ pub fn apply_answer(
     }
     match open_v1 {
         Some(open) => {
-            let heartbeat = ctx.config().websocket.ping_interval.as_secs_f64().ceil() as u64;
             let positions = if open.since_invalid {
                 crate::hub::Positions::Unreadable
             } else {
                 crate::hub::Positions::Given(open.since)
             };
-            let recovery =
-                ctx.hub
-                    .open_joins(handle, open.public_id, heartbeat.max(1), &d.join, positions);
+            let recovery = ctx.hub.open_joins(
+                handle,
+                open.public_id,
+                heartbeat_secs(ctx),
+                &d.join,
+                positions,
+            );
             if open.since_invalid {
                 ctx.metrics.recovery_unreadable();
             } else if !open.since.is_empty() {
@@ -244,6 +251,19 @@ pub fn apply_answer(
             }
         }
     }
+    apply_rest(ctx, handle, answer)
+}
+
+/// The heartbeat interval a `ws2fcgi.v1` client is told, in whole seconds.
+fn heartbeat_secs(ctx: &Context) -> u64 {
+    let secs = ctx.config().websocket.ping_interval.as_secs_f64().ceil() as u64;
+    secs.max(1)
+}
+
+/// What follows the joins in an answer: metadata, then the body as one
+/// message; returns the close PHP asked for.
+fn apply_rest(ctx: &Context, handle: &ConnHandle, answer: &PhpResponse) -> Option<(u16, String)> {
+    let d = &answer.directives;
     if !d.meta.is_empty()
         && let Err(problem) = handle.update_meta(&d.meta)
     {

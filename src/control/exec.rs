@@ -60,6 +60,12 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
             payload,
             except,
         } => {
+            #[cfg(feature = "cluster")]
+            if let Some(cluster) = &ctx.cluster
+                && let Some(policy) = ctx.config().history.policy(&channel)
+            {
+                return publish_history(ctx, cluster, &channel, &payload, &except, policy).await;
+            }
             let mut local = Vec::new();
             let mut remote = Vec::new();
             for target in &except {
@@ -237,46 +243,140 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
     }
 }
 
+/// A publish to a channel with history in a cluster: Redis gives the offset
+/// and puts the publication on the bus, from where every node, this one
+/// too, delivers it (`cluster/history.rs`). `delivered` counts this node's
+/// members when its own copy came back from the bus.
+#[cfg(feature = "cluster")]
+async fn publish_history(
+    ctx: &Context,
+    cluster: &Cluster,
+    channel: &str,
+    payload: &super::command::Payload,
+    except: &[Target],
+    policy: crate::config::Policy,
+) -> Value {
+    let except = except
+        .iter()
+        .filter_map(|target| match route(ctx, target) {
+            Route::Local(id) => Some(cluster.public_id(&id)),
+            Route::Remote(..) => Some(target.text.clone()),
+            Route::Nowhere => None,
+        })
+        .collect();
+    ctx.hub.stats.publishes.inc();
+    match cluster
+        .publish_history(channel, payload.kind, &payload.data, except, policy)
+        .await
+    {
+        Ok((position, delivered)) => json!({
+            "ok": true,
+            "delivered": delivered,
+            "offset": position.offset,
+            "epoch": &*position.epoch,
+        }),
+        Err(e) => json!({"ok": false, "error": format!("not published: {e}")}),
+    }
+}
+
+/// A publication as the `history` op lists it.
+fn publication_value(offset: u64, kind: crate::frame::Kind, data: &[u8]) -> Value {
+    match kind {
+        crate::frame::Kind::Text => {
+            json!({"offset": offset, "data": String::from_utf8_lossy(data)})
+        }
+        crate::frame::Kind::Binary => json!({
+            "offset": offset,
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "binary": true,
+        }),
+    }
+}
+
+fn no_history(channel: &str) -> Value {
+    json!({"ok": false, "error": format!("channel `{channel}` keeps no history (see [history])")})
+}
+
+fn history_value(top: &crate::v1::Position, publications: Vec<Value>) -> Value {
+    json!({
+        "ok": true,
+        "epoch": &*top.epoch,
+        "offset": top.offset,
+        "publications": publications,
+    })
+}
+
+fn lost_value(top: &crate::v1::Position) -> Value {
+    json!({
+        "ok": true,
+        "lost": true,
+        "epoch": &*top.epoch,
+        "offset": top.offset,
+        "publications": [],
+    })
+}
+
 async fn history_reply(
     ctx: &Context,
     channel: &str,
     limit: usize,
     since: Option<&crate::v1::Position>,
 ) -> Value {
-    let publications = |list: &[crate::history::Stored]| -> Vec<Value> {
-        list.iter()
-            .map(|p| {
-                let data = p.data();
-                match p.kind {
-                    crate::frame::Kind::Text => {
-                        json!({"offset": p.offset, "data": String::from_utf8_lossy(&data)})
-                    }
-                    crate::frame::Kind::Binary => json!({
-                        "offset": p.offset,
-                        "data": base64::engine::general_purpose::STANDARD.encode(&data),
-                        "binary": true,
-                    }),
-                }
-            })
-            .collect()
-    };
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = &ctx.cluster {
+        return cluster_history(ctx, cluster, channel, limit, since).await;
+    }
     match ctx.hub.history(channel, limit, since) {
-        HistoryReply::None => {
-            json!({"ok": false, "error": format!("channel `{channel}` keeps no history (see [history])")})
+        HistoryReply::None => no_history(channel),
+        HistoryReply::Publications(top, list) => {
+            let list = list
+                .iter()
+                .map(|p| publication_value(p.offset, p.kind, &p.data()))
+                .collect();
+            history_value(&top, list)
         }
-        HistoryReply::Publications(top, list) => json!({
-            "ok": true,
-            "epoch": &*top.epoch,
-            "offset": top.offset,
-            "publications": publications(&list),
-        }),
-        HistoryReply::Lost(top) => json!({
-            "ok": true,
-            "lost": true,
-            "epoch": &*top.epoch,
-            "offset": top.offset,
-            "publications": [],
-        }),
+        HistoryReply::Lost(top) => lost_value(&top),
+    }
+}
+
+/// The `history` op in a cluster: read from Redis.
+#[cfg(feature = "cluster")]
+async fn cluster_history(
+    ctx: &Context,
+    cluster: &Cluster,
+    channel: &str,
+    limit: usize,
+    since: Option<&crate::v1::Position>,
+) -> Value {
+    let Some(policy) = ctx.config().history.policy(channel) else {
+        return no_history(channel);
+    };
+    let (from, latest) = match since {
+        Some(since) => (since.offset.saturating_add(1), 0),
+        None => (0, limit),
+    };
+    let read = match cluster.read_history(channel, policy, from, latest).await {
+        Ok(read) => read,
+        Err(e) => return json!({"ok": false, "error": e.to_string()}),
+    };
+    let now = crate::cluster::history::now_ms();
+    let entries = match since {
+        Some(since) => read.since(since, policy.ttl, now),
+        None => read.entries.as_deref(),
+    };
+    match entries {
+        Some(list) => {
+            let oldest = now.saturating_sub(u64::try_from(policy.ttl.as_millis()).unwrap_or(0));
+            let list = list
+                .iter()
+                .zip(read.times())
+                .filter(|(_, at)| **at >= oldest)
+                .take(limit)
+                .map(|(e, _)| publication_value(e.offset, e.kind, &e.data))
+                .collect();
+            history_value(&read.top, list)
+        }
+        None => lost_value(&read.top),
     }
 }
 

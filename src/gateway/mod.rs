@@ -404,7 +404,14 @@ async fn handshake(
             since_invalid,
         }
     });
-    let close_after_open = connection::apply_answer(&ctx, &handle, &answer, open_v1);
+    let close_after_open = match open_v1 {
+        // In a cluster what the client missed is read from Redis.
+        #[cfg(feature = "cluster")]
+        Some(open) if ctx.cluster.is_some() => {
+            connection::open_in_cluster(&ctx, &handle, &answer, open).await
+        }
+        open_v1 => connection::apply_answer(&ctx, &handle, &answer, open_v1),
+    };
     let close_due = ctx.books.owe();
     let accepted = Accepted {
         ctx,

@@ -81,6 +81,17 @@ pub trait Observer: Send + Sync {
     fn meta_changed(&self, id: ConnId);
 }
 
+/// Where the channels' history is kept elsewhere (Redis, in a cluster): a
+/// `ws2fcgi.v1` client that joins such a channel after its open is told the
+/// channel's position in its `joined` message, which may need a read.
+pub trait TopReader: Send + Sync {
+    /// Does `channel` keep history?
+    fn keeps_history(&self, channel: &str) -> bool;
+    /// Reads where `channel` stands, without blocking, then calls
+    /// [`Hub::join_release`] for `id` (called with the registry lock held).
+    fn read_top(&self, id: ConnId, channel: &str);
+}
+
 /// A task that queued this many deliveries with [`Hub::publish`] or
 /// [`Hub::send`] yields before queueing more, so the members' writers run
 /// first and a publisher cannot outrun them (a control connection, the
@@ -190,16 +201,20 @@ struct Registry {
     tops: HashMap<Arc<str>, Position>,
 }
 
-/// A connection whose open reads what it missed from Redis.
+/// A connection waiting for reads from Redis: its open's (what it missed)
+/// or a join's (where the channel stands), see [`Hub::open_hold`].
 #[derive(Default)]
 struct Holding {
-    /// What is for it while the open reads, kept aside; `None` once sent.
+    /// What is for it meanwhile, in order, with a slot for what each read
+    /// brings; `None` once sent.
     frames: Option<Vec<Held>>,
+    /// Reads not answered yet; the frames go out when none is left.
+    pending: u32,
     /// Per channel, the position it was read at: publications up to it were
-    /// sent from what was read, so they are dropped when the bus brings
-    /// them (this node's subscriber may lag behind the read). A channel's
-    /// floor goes with the first publication past it; the connection stops
-    /// holding when none is left.
+    /// sent from what was read (or precede the client's position), so they
+    /// are dropped, also when this node's bus brings them after the read (it
+    /// may lag behind). A channel's floor goes with the first publication
+    /// past it; the connection stops holding when none is left.
     floors: Vec<(Arc<str>, Position)>,
 }
 
@@ -222,11 +237,29 @@ impl Holding {
     }
 }
 
-/// A frame kept aside for a holding connection, and its place in its
-/// channel's history if it is a publication with one.
-struct Held {
-    frame: Bytes,
-    at: Option<(Arc<str>, Position)>,
+/// What a holding connection has kept aside.
+enum Held {
+    /// A frame, and its place in its channel's history if it is a
+    /// publication with one.
+    Frame(Bytes, Option<(Arc<str>, Position)>),
+    /// Where the open's `connected` and replay go.
+    Open,
+    /// Where the `joined` of this channel goes.
+    Join(Arc<str>),
+}
+
+impl Holding {
+    /// Puts `items` in place of the first `slot`.
+    fn fill(&mut self, slot: impl Fn(&Held) -> bool, items: Vec<Held>) {
+        let frames = self.frames.get_or_insert_with(Vec::new);
+        match frames.iter().position(slot) {
+            Some(at) => {
+                frames.splice(at..=at, items);
+            }
+            None => frames.extend(items),
+        }
+        self.pending = self.pending.saturating_sub(1);
+    }
 }
 
 /// Sends `frame` to `handle` (slot `index`), keeps it aside while the
@@ -247,10 +280,8 @@ fn push_or_hold(
             return 0;
         }
         if let Some(frames) = holding.frames.as_mut() {
-            frames.push(Held {
-                frame: frame.clone(),
-                at: at.map(|(c, p)| (Arc::from(c), p.clone())),
-            });
+            let at = at.map(|(c, p)| (Arc::from(c), p.clone()));
+            frames.push(Held::Frame(frame.clone(), at));
             return 1;
         }
         if holding.floors.is_empty() {
@@ -359,6 +390,8 @@ pub struct Hub {
     id_key: std::collections::hash_map::RandomState,
     serial: AtomicU64,
     observer: Option<Arc<dyn Observer>>,
+    /// Reads a channel's position for a join, in a cluster with history.
+    top_reader: std::sync::OnceLock<Arc<dyn TopReader>>,
     /// Counters.
     pub stats: Stats,
 }
@@ -396,8 +429,14 @@ impl Hub {
             id_key: std::collections::hash_map::RandomState::new(),
             serial: AtomicU64::new(1),
             observer,
+            top_reader: std::sync::OnceLock::new(),
             stats,
         }
+    }
+
+    /// Reads channels' positions for joins from now on (once; later calls are ignored).
+    pub fn set_top_reader(&self, reader: Arc<dyn TopReader>) {
+        let _ = self.top_reader.set(reader);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -468,7 +507,29 @@ impl Hub {
             Some(Added::New(handle)) => {
                 if handle.is_v1() {
                     let now = Instant::now();
-                    let position = reg.history.as_mut().and_then(|h| h.position(channel, now));
+                    let mut position = reg.history.as_mut().and_then(|h| h.position(channel, now));
+                    if let Some(reader) = self.top_reader.get()
+                        && reader.keeps_history(channel)
+                    {
+                        // In a cluster: where this node's bus stands, when
+                        // it delivered to the channel; else read from Redis.
+                        match reg.tops.get(channel) {
+                            Some(top) => position = Some(top.clone()),
+                            None => {
+                                let index = id.index as usize;
+                                let holding = reg.held.entry(index).or_default();
+                                let name = Arc::from(channel);
+                                holding
+                                    .frames
+                                    .get_or_insert_with(Vec::new)
+                                    .push(Held::Join(name));
+                                holding.pending += 1;
+                                handle.holding.store(true, Ordering::Relaxed);
+                                reader.read_top(*id, channel);
+                                return true;
+                            }
+                        }
+                    }
                     let frame = v1::joined(channel, position.as_ref());
                     push_or_hold(
                         &mut reg.held,
@@ -590,13 +651,9 @@ impl Hub {
             return;
         }
         handle.holding.store(true, Ordering::Relaxed);
-        reg.held.insert(
-            index,
-            Holding {
-                frames: Some(Vec::new()),
-                floors: Vec::new(),
-            },
-        );
+        let holding = reg.held.entry(index).or_default();
+        holding.frames.get_or_insert_with(Vec::new).push(Held::Open);
+        holding.pending += 1;
         for channel in channels {
             add_member(reg, &handle.id, channel, self.observer.as_deref());
         }
@@ -618,25 +675,65 @@ impl Hub {
         let mut reg = self.lock();
         let reg = &mut *reg;
         let index = handle.id.index as usize;
-        let Some(mut holding) = reg.held.remove(&index) else {
+        let Some(holding) = reg.held.get_mut(&index) else {
             handle.holding.store(false, Ordering::Relaxed);
             return 0;
         };
-        handle.outbox.push(connected);
-        let mut sent = 0;
-        for frame in &replay {
-            sent += self.deliver(handle, frame, false);
-        }
-        self.stats.messages_out.inc_by(sent as u64);
-        holding.floors = read
-            .iter()
-            .map(|(c, p)| (Arc::from(c.as_str()), p.clone()))
+        let replayed = replay.len();
+        self.stats.messages_out.inc_by(replayed as u64);
+        let items = std::iter::once(connected)
+            .chain(replay)
+            .map(|frame| Held::Frame(frame, None))
             .collect();
+        holding.fill(|h| matches!(h, Held::Open), items);
+        holding
+            .floors
+            .extend(read.iter().map(|(c, p)| (Arc::from(c.as_str()), p.clone())));
+        self.settle(reg, index, handle);
+        replayed
+    }
+
+    /// The read a join started (see [`TopReader`]) found `channel` at `top`
+    /// (`None`: it could not be read): the `joined` message takes its slot,
+    /// and the connection's frames go out if no other read is pending.
+    pub fn join_release(&self, id: &ConnId, channel: &str, top: Option<Position>) {
+        let mut reg = self.lock();
+        let reg = &mut *reg;
+        let index = id.index as usize;
+        let Some(handle) = reg.entry(id).map(|e| e.handle.clone()) else {
+            return;
+        };
+        let Some(holding) = reg.held.get_mut(&index) else {
+            return;
+        };
+        let joined = v1::joined(channel, top.as_ref());
+        holding.fill(
+            |h| matches!(h, Held::Join(c) if **c == *channel),
+            vec![Held::Frame(joined, None)],
+        );
+        if let Some(top) = top {
+            holding.floors.push((Arc::from(channel), top));
+        }
+        self.settle(reg, index, &handle);
+    }
+
+    /// Sends what a holding connection kept aside once no read is pending
+    /// (but the publications its reads covered), and stops holding when no
+    /// floor is left that this node's bus has not passed yet.
+    fn settle(&self, reg: &mut Registry, index: usize, handle: &ConnHandle) {
+        let Some(holding) = reg.held.get_mut(&index) else {
+            return;
+        };
+        if holding.pending > 0 {
+            return;
+        }
         // Held frames were counted when they were held.
-        for h in holding.frames.take().unwrap_or_default() {
-            let at = h.at.as_ref().map(|(c, p)| (&**c, p));
-            if !holding.seen(at) {
-                self.deliver(handle, &h.frame, false);
+        for held in holding.frames.take().unwrap_or_default() {
+            if let Held::Frame(frame, at) = held {
+                let at = at.as_ref().map(|(c, p)| (&**c, p));
+                if !holding.seen(at) {
+                    self.deliver(handle, &frame, false);
+                }
             }
         }
         // A floor this node's bus already passed can go.
@@ -647,10 +744,8 @@ impl Hub {
         });
         if holding.floors.is_empty() {
             handle.holding.store(false, Ordering::Relaxed);
-        } else {
-            reg.held.insert(index, holding);
+            reg.held.remove(&index);
         }
-        sent
     }
 
     /// Removes a connection from a channel; false when the connection is gone.
@@ -1118,6 +1213,64 @@ mod tests {
         assert!(sent[1].ends_with("\np6"), "{sent:?}");
         assert!(!b.holding.load(Ordering::Relaxed), "past the floor");
         assert!(hub.lock().held.is_empty());
+    }
+
+    /// Every channel keeps history; reads are recorded, answered by the test.
+    #[derive(Default)]
+    struct Reads(Mutex<Vec<String>>);
+
+    impl TopReader for Reads {
+        fn keeps_history(&self, _: &str) -> bool {
+            true
+        }
+        fn read_top(&self, _: ConnId, channel: &str) {
+            self.0.lock().unwrap().push(channel.to_owned());
+        }
+    }
+
+    #[test]
+    fn a_join_waits_for_its_read_and_keeps_the_order() {
+        let hub = Hub::default();
+        let reads = Arc::new(Reads::default());
+        hub.set_top_reader(reads.clone());
+        let at = |offset| Position {
+            offset,
+            epoch: Arc::from("e"),
+        };
+        let a = hub.register(1 << 20);
+        a.set_v1();
+        assert!(hub.join(&a.id, "x"));
+        assert!(hub.join(&a.id, "y"));
+        assert_eq!(*reads.0.lock().unwrap(), ["x", "y"]);
+        hub.publish_at("x", Kind::Text, b"x1", Some(at(1)), &[]);
+        // y's read saw y1 before this node's bus brought it; x's saw nothing.
+        hub.join_release(&a.id, "y", Some(at(1)));
+        hub.publish_at("y", Kind::Text, b"y1", Some(at(1)), &[]);
+        hub.publish_at("x", Kind::Text, b"x2", Some(at(2)), &[]);
+        assert!(drained(&a).is_empty(), "x's read is pending");
+        hub.join_release(&a.id, "x", Some(at(0)));
+        let sent = drained(&a);
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(
+            sent[0].contains(r#""t":"joined","c":"x","o":0"#),
+            "{sent:?}"
+        );
+        assert!(
+            sent[1].contains(r#""t":"joined","c":"y","o":1"#),
+            "{sent:?}"
+        );
+        assert!(
+            sent[2].ends_with("\nx1") && sent[3].ends_with("\nx2"),
+            "{sent:?}"
+        );
+        hub.publish_at("y", Kind::Text, b"y2", Some(at(2)), &[]);
+        assert!(drained(&a)[0].ends_with("\ny2"));
+        assert!(!a.holding.load(Ordering::Relaxed));
+        let b = hub.register(1 << 20);
+        b.set_v1();
+        assert!(hub.join(&b.id, "x"));
+        assert_eq!(reads.0.lock().unwrap().len(), 2, "no read needed");
+        assert!(drained(&b)[0].contains(r#""o":2"#));
     }
 
     #[test]

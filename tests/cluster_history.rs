@@ -449,3 +449,51 @@ async fn recovery_while_publishing_has_no_gap_and_no_duplicate() {
     publisher.await.expect("publisher");
     assert!(round >= 10, "{round} reconnects");
 }
+
+/// A `ws2fcgi.v1` client joined to a channel after its open (control `join`,
+/// here from another node) is told where the channel stands, read from
+/// Redis when its node has not delivered to that channel, so it can come
+/// back with a position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_after_the_open_is_told_the_position() {
+    let redis = Redis::start();
+    let fpm = Fpm::start(WORKERS);
+    let log = EventLog::new();
+    let a = Node::start_with(&fpm, &redis, "node-a", with_history(100)).await;
+    let b = Node::start_with(&fpm, &redis, "node-b", with_history(100)).await;
+    let mut control = a.control().await;
+    let mut epoch = String::new();
+    for i in 1..=3 {
+        epoch = publish(&mut control, "room", &format!("m{i}")).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let mut clients = Vec::new();
+    for expected in [3, 4] {
+        let (mut ws, connected) = connect_v1(&b.url(&log, "join=lobby"), None).await;
+        let id = connected["id"].as_str().unwrap().to_owned();
+        open_answer(&mut ws).await;
+        let reply = control
+            .ok(&json!({"op": "join", "conn": id, "channel": "room"}))
+            .await;
+        assert_eq!(reply["found"], true, "{reply}");
+        let joined = next(&mut ws).await.header;
+        assert_eq!(
+            joined,
+            json!({"t": "joined", "c": "room", "o": expected, "e": epoch})
+        );
+        clients.push(ws);
+        if expected == 3 {
+            publish(&mut control, "room", "m4").await;
+            assert_eq!(publication(&mut clients[0]).await.1, 4);
+        }
+    }
+    publish(&mut control, "room", "m5").await;
+    for ws in &mut clients {
+        assert_eq!(
+            publication(ws).await,
+            ("room".into(), 5, epoch.clone(), "m5".into())
+        );
+    }
+}

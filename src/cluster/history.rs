@@ -472,6 +472,59 @@ impl Cluster {
     }
 }
 
+/// Reads a channel's position for a `ws2fcgi.v1` client's join after its
+/// open ([`crate::hub::TopReader`]), in a task of its own.
+pub struct TopReader {
+    ctx: std::sync::Weak<crate::context::Context>,
+}
+
+impl TopReader {
+    /// The reader of `ctx`'s cluster (weak: the hub it is given to is `ctx`'s).
+    pub fn new(ctx: &Arc<crate::context::Context>) -> Self {
+        Self {
+            ctx: Arc::downgrade(ctx),
+        }
+    }
+}
+
+impl crate::hub::TopReader for TopReader {
+    fn keeps_history(&self, channel: &str) -> bool {
+        self.ctx
+            .upgrade()
+            .is_some_and(|ctx| ctx.config().history.policy(channel).is_some())
+    }
+
+    fn read_top(&self, id: crate::hub::ConnId, channel: &str) {
+        let ctx = self.ctx.clone();
+        let name = channel.to_owned();
+        let read = async move {
+            let channel = name;
+            let Some(ctx) = ctx.upgrade() else {
+                return;
+            };
+            let policy = ctx.config().history.policy(&channel);
+            let top = match (&ctx.cluster, policy) {
+                (Some(cluster), Some(policy)) => cluster
+                    .read_history(&channel, policy, 0, 0)
+                    .await
+                    .map(|read| read.top)
+                    .map_err(
+                        |e| tracing::debug!(channel, error = %e, "position not read for a join"),
+                    )
+                    .ok(),
+                _ => None,
+            };
+            ctx.hub.join_release(&id, &channel, top);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(read);
+            }
+            Err(_) => tracing::error!(channel, "no runtime to read a channel's position"),
+        }
+    }
+}
+
 /// A history publication from the bus, opened: its position, origin, the
 /// seal's `seq` and the envelope.
 pub struct Incoming {

@@ -65,6 +65,10 @@ impl Running {
 pub fn start(ctx: Arc<Context>) -> Option<Running> {
     let cluster = ctx.cluster.clone()?;
     let receivers = lock(&cluster.receivers).take()?;
+    if ctx.config().history.enabled() {
+        let reader = super::history::TopReader::new(&ctx);
+        ctx.hub.set_top_reader(Arc::new(reader));
+    }
     let client = match Client::open(cluster.url.as_str()) {
         Ok(client) => client,
         Err(e) => {

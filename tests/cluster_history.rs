@@ -397,6 +397,12 @@ async fn the_history_op_reads_redis_and_redis_gone_fails_the_publish() {
         reply["error"].as_str().unwrap().contains("history"),
         "{reply}"
     );
+    // Recovery cannot read: the channel is reported lost, not a silent gap.
+    let log = EventLog::new();
+    let since = json!({"room": [3, epoch]});
+    let (_ws, connected) = connect_v1(&a.url(&log, "join=room"), Some(since)).await;
+    assert_eq!(connected["lost"], json!(["room"]), "{connected}");
+    assert_eq!(connected["recovered"], false);
 }
 
 /// Clients reconnect with their positions, to one node then the other,

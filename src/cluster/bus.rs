@@ -353,7 +353,9 @@ impl Link {
             self.reject(channel, "replayed", &e, inbound);
             return 0;
         }
-        cluster.counters.inbound.inc();
+        if incoming.envelope.origin != cluster.node_id {
+            cluster.counters.inbound.inc();
+        }
         let except: Vec<ConnId> = except
             .iter()
             .filter_map(|id| split_public_id(id))

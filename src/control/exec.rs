@@ -264,7 +264,7 @@ async fn publish_history(
             Route::Nowhere => None,
         })
         .collect();
-    ctx.hub.stats.publishes.inc();
+    // Counted in `publishes` when it comes back from the bus, as on other nodes.
     match cluster
         .publish_history(channel, payload.kind, &payload.data, except, policy)
         .await

@@ -348,10 +348,16 @@ impl Link {
             return 0;
         };
         let now = seal::now_ns();
-        if !inbound.history.first_time(&name, &incoming.position, now) {
+        let Some(missed) = inbound.history.first_time(&name, &incoming.position, now) else {
             let e = "a history publication already delivered";
             self.reject(channel, "replayed", &e, inbound);
             return 0;
+        };
+        if missed > 0 {
+            // Lost while the subscription was down: members see the gap
+            // (ws2fcgi.js reports the channel lost), reconnecting recovers.
+            tracing::warn!(channel = %name, missed, offset = incoming.position.offset,
+                "history publications never reached this node");
         }
         if incoming.envelope.origin != cluster.node_id {
             cluster.counters.inbound.inc();

@@ -586,13 +586,16 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    /// Is `position` of `channel` new (and remembered now)?
-    pub fn first_time(&mut self, channel: &str, position: &Position, now_ns: u64) -> bool {
+    /// Remembers `position` of `channel` if it is new, and says how many
+    /// offsets before it never came (`Some(0)`: none); `None`: not new.
+    pub fn first_time(&mut self, channel: &str, position: &Position, now_ns: u64) -> Option<u64> {
+        let mut missed = 0;
         match self.last.get_mut(channel) {
             Some((epoch, last, seen)) if *epoch == position.epoch => {
                 if position.offset <= *last {
-                    return false;
+                    return None;
                 }
+                missed = position.offset - *last - 1;
                 *last = position.offset;
                 *seen = now_ns;
             }
@@ -604,7 +607,7 @@ impl Delivered {
                 );
             }
         }
-        true
+        Some(missed)
     }
 
     /// Forgets channels without a publication for [`MAX_AGE`] (a replay that
@@ -704,10 +707,19 @@ mod tests {
             offset,
             epoch: Arc::from(epoch),
         };
-        assert!(d.first_time("c", &at(1, "e"), 0));
-        assert!(!d.first_time("c", &at(1, "e"), 0));
-        assert!(d.first_time("c", &at(2, "e"), 0));
-        assert!(d.first_time("c", &at(1, "f"), 0), "a new epoch starts over");
+        assert_eq!(d.first_time("c", &at(1, "e"), 0), Some(0));
+        assert_eq!(d.first_time("c", &at(1, "e"), 0), None);
+        assert_eq!(d.first_time("c", &at(2, "e"), 0), Some(0));
+        assert_eq!(
+            d.first_time("c", &at(5, "e"), 0),
+            Some(2),
+            "3 and 4 never came"
+        );
+        assert_eq!(
+            d.first_time("c", &at(1, "f"), 0),
+            Some(0),
+            "a new epoch starts over"
+        );
         let age = MAX_AGE.as_nanos() as u64;
         d.prune(age + 1);
         assert!(d.last.is_empty());

@@ -40,6 +40,8 @@ pub struct Context {
     pub drain: drain::Clock,
     /// `allowed_origins`, compiled.
     origins: ArcSwap<OriginPolicy>,
+    /// The Pusher apps (`[[pusher.app]]`), by key and by id.
+    pusher_apps: ArcSwap<crate::pusher::Apps>,
     started: std::time::Instant,
 }
 
@@ -64,6 +66,7 @@ const RESTART_ONLY: &[&str] = &[
     "cluster",
     "limits.inbound_bytes",
     "history",
+    "pusher.api_listen",
 ];
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             inbound: crate::inbound::Budget::new(config.limits.inbound_bytes, &metrics),
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
+            pusher_apps: ArcSwap::from_pointee(crate::pusher::Apps::new(&config.pusher)),
             fpm: FpmPool::new(&config.fpm, drain.clone()),
             books: drain::Books::new(&metrics),
             drain,
@@ -104,6 +108,11 @@ impl Context {
     /// `allowed_origins` in force.
     pub fn origins(&self) -> Arc<OriginPolicy> {
         self.origins.load_full()
+    }
+
+    /// The Pusher apps in force (a reload replaces them; connections keep theirs).
+    pub fn pusher_apps(&self) -> Arc<crate::pusher::Apps> {
+        self.pusher_apps.load_full()
     }
 
     /// tungstenite's settings for a new client, from the configuration in force.
@@ -155,10 +164,13 @@ impl Context {
         keep!("cluster", cluster);
         keep!("limits.inbound_bytes", limits.inbound_bytes);
         keep!("history", history);
+        keep!("pusher.api_listen", pusher.api_listen);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
         next.validate()?;
         self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));
+        self.pusher_apps
+            .store(Arc::new(crate::pusher::Apps::new(&next.pusher)));
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
         Ok(kept)

@@ -54,6 +54,15 @@ impl fmt::Display for ConnId {
     }
 }
 
+impl ConnId {
+    /// The slot and the serial number, without the keyed tag: unique in the
+    /// daemon's life but guessable, so only for ids that are public by
+    /// design (a Pusher `socket_id`, see `pusher/socket_id.rs`).
+    pub fn slot_serial(&self) -> (u32, u64) {
+        (self.index, self.serial)
+    }
+}
+
 impl FromStr for ConnId {
     type Err = ();
 
@@ -494,6 +503,16 @@ impl Hub {
     /// The handle of a live connection.
     pub fn get(&self, id: &ConnId) -> Option<Arc<ConnHandle>> {
         self.lock().entry(id).map(|e| e.handle.clone())
+    }
+
+    /// The id of a live connection from its slot and serial number (see
+    /// [`ConnId::slot_serial`]); `None` when that connection is gone.
+    pub fn find(&self, index: u32, serial: u64) -> Option<ConnId> {
+        self.lock()
+            .conns
+            .get(index as usize)
+            .map(|e| e.handle.id)
+            .filter(|id| id.serial == serial)
     }
 
     /// Adds a connection to a channel; false when the connection is gone.
@@ -1057,6 +1076,9 @@ mod tests {
             ..b.id
         };
         assert!(hub.get(&forged).is_none());
+        let (index, serial) = b.id.slot_serial();
+        assert_eq!(hub.find(index, serial), Some(b.id));
+        assert_eq!(hub.find(index, a_id.serial), None, "the old serial is gone");
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod php;
 pub mod proxy;
+pub mod pusher;
 pub mod reload;
 pub mod response;
 pub mod secret;

@@ -123,6 +123,7 @@ fn settings_in_code() -> BTreeMap<String, Vec<String>> {
         let name = match (depth, tables.last().map(String::as_str), name) {
             (1, _, "routes") => "route",
             (2, Some("history"), "channels") => "channel",
+            (2, Some("pusher"), "apps") => "app",
             _ => name,
         };
         let opens_table = value
@@ -265,6 +266,8 @@ fn every_commented_example_is_valid() {
     assert!(managed.binary.is_some() && managed.run_dir.is_some() && managed.user.is_some());
     assert_eq!(managed.php_admin_value.len(), 2, "php_admin_value");
     assert_eq!(managed.env.len(), 2, "env");
+    assert_eq!(config.pusher.apps.len(), 1, "[[pusher.app]]");
+    assert!(config.pusher.api_listen.is_some(), "pusher.api_listen");
 }
 
 fn check_config(path: &Path) -> Output {

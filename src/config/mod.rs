@@ -9,7 +9,7 @@
 //! This file holds [`Config`] (the top-level settings, `[log]`, `[shutdown]`,
 //! `[[route]]`) and its loading; each other table has a file of its own:
 //! `websocket.rs`, `limits.rs`, `fpm.rs` (with `[fpm.managed]`),
-//! `control.rs`, `cluster.rs`, `history.rs`; `address.rs` parses the address settings,
+//! `control.rs`, `cluster.rs`, `history.rs`, `pusher.rs`; `address.rs` parses the address settings,
 //! `validate.rs` checks a whole configuration, and `toml_error.rs` words a
 //! file's TOML errors.
 
@@ -26,6 +26,7 @@ mod control;
 mod fpm;
 mod history;
 mod limits;
+mod pusher;
 pub mod toml_error;
 mod validate;
 mod websocket;
@@ -38,6 +39,7 @@ pub use history::{
     ChannelHistory, HistoryConfig, Policy, matches as pattern_matches, parse_byte_size,
 };
 pub use limits::LimitsConfig;
+pub use pusher::{AuthMode, PusherApp, PusherConfig};
 pub use validate::{MAX_DURATION, MAX_WORKER_THREADS};
 pub use websocket::{RateLimitAction, RateLimitConfig, WebSocketConfig};
 
@@ -151,6 +153,9 @@ pub struct Config {
     /// Channel history, for clients that reconnect; off by default. Needs a restart.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// The Pusher Channels protocol at `/app/{key}`; off without apps.
+    #[serde(default)]
+    pub pusher: PusherConfig,
 }
 
 /// One WebSocket path served by its own script.

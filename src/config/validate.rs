@@ -34,10 +34,10 @@ impl Config {
                 "PHP-FPM's address is required (--fpm unix:/path or host:port)",
             ));
         }
-        if self.script.is_none() && self.routes.is_empty() {
+        if self.script.is_none() && self.routes.is_empty() && self.pusher.apps.is_empty() {
             return Err(invalid(
                 "script",
-                "give a script for every path (--script) or at least one [[route]]",
+                "give a script for every path (--script), at least one [[route]] or a [[pusher.app]]",
             ));
         }
         for script in self
@@ -227,6 +227,9 @@ impl Config {
             ));
         }
         if let Err((setting, message)) = self.history.check() {
+            return Err(invalid(setting, message));
+        }
+        if let Err((setting, message)) = self.pusher.check() {
             return Err(invalid(setting, message));
         }
         self.cluster.validate()

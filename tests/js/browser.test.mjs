@@ -11,7 +11,7 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { ControlClient, Daemon, Proxy, repo, sleep } from './support.mjs';
+import { ControlClient, Daemon, Proxy, Redis, publishAcrossRestart, repo, sleep } from './support.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const STEP_MS = 20_000;
@@ -64,14 +64,34 @@ after(async () => {
   await daemon?.stop();
 });
 
-test('Chromium, cut mid-stream at 1,000 publications/s: every publication once, in order', async () => {
-  const channel = 'room:chromium';
+/** A page of ws2fcgi.js connected (once) through `proxyUrl` to `channel`. */
+async function openPage(proxyUrl, channel, errors) {
   const page = await browser.newPage();
-  const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  const ws = `${proxy.url}/?${new URLSearchParams({ join: channel })}`;
+  const ws = `${proxyUrl}/?${new URLSearchParams({ join: channel })}`;
   await page.goto(`http://127.0.0.1:${server.address().port}/?${new URLSearchParams({ ws })}`);
   await page.waitForFunction(() => window.log?.connected.length === 1, null, { timeout: STEP_MS });
+  return page;
+}
+
+/** Waits for publication `total`, then checks the page saw "1".."total" once each, in order. */
+async function expectAll(page, total) {
+  await page.waitForFunction((n) => window.log.publications.at(-1)?.[0] === String(n), total, {
+    timeout: STEP_MS,
+  });
+  const log = await page.evaluate(() => window.log);
+  const data = log.publications.map(([d]) => d);
+  const expected = Array.from({ length: total }, (_, i) => String(i + 1));
+  assert.equal(new Set(data).size, data.length, 'no duplicates');
+  assert.deepEqual(expected.filter((d) => !data.includes(d)), [], 'nothing missing');
+  assert.deepEqual(data, expected, 'in order');
+  return log;
+}
+
+test('Chromium, cut mid-stream at 1,000 publications/s: every publication once, in order', async () => {
+  const channel = 'room:chromium';
+  const errors = [];
+  const page = await openPage(proxy.url, channel, errors);
 
   const total = 3000;
   const cuts = new Set([1000, 2000]);
@@ -86,15 +106,7 @@ test('Chromium, cut mid-stream at 1,000 publications/s: every publication once, 
     }
     const answered = await Promise.all(replies);
     assert.ok(answered.every((r) => r.ok), 'every publish accepted');
-    await page.waitForFunction((n) => window.log.publications.at(-1)?.[0] === String(n), total, {
-      timeout: STEP_MS,
-    });
-    const log = await page.evaluate(() => window.log);
-    const data = log.publications.map(([d]) => d);
-    const expected = Array.from({ length: total }, (_, i) => String(i + 1));
-    assert.equal(new Set(data).size, data.length, 'no duplicates');
-    assert.deepEqual(expected.filter((d) => !data.includes(d)), [], 'nothing missing');
-    assert.deepEqual(data, expected, 'in order');
+    const log = await expectAll(page, total);
     assert.deepEqual(
       log.publications.map(([, offset]) => offset),
       answered.map((r) => r.offset),
@@ -107,5 +119,34 @@ test('Chromium, cut mid-stream at 1,000 publications/s: every publication once, 
   } finally {
     control.close();
     await page.close();
+  }
+});
+
+test('Chromium, the daemon restarted with Redis at 1,000 publications/s: every publication once, in order', async () => {
+  const redis = await Redis.start();
+  const cluster = ['[cluster]', `redis = ${JSON.stringify(redis.url)}`, 'node_id = "chromium-1"'];
+  const start = () => Daemon.start({ pingInterval: '1s', extra: cluster });
+  let current = await start();
+  const restartProxy = await Proxy.start(current.port);
+  const errors = [];
+  const channel = 'room:chromium-restart';
+  const page = await openPage(restartProxy.url, channel, errors);
+  try {
+    const { answered, daemon } = await publishAcrossRestart({
+      daemon: current, proxy: restartProxy, channel, total: 3000, restartAt: 1000, restart: start,
+    });
+    current = daemon;
+    assert.ok(answered.every((r) => r.ok && r.epoch === answered[0].epoch), 'one epoch across the restart');
+    const log = await expectAll(page, 3000);
+    assert.ok(log.connected.length >= 2, 'reconnected by itself');
+    assert.ok(log.connected.slice(1).every((e) => e.recovered), 'every reconnect recovered');
+    assert.equal(log.disconnected[0].code, 1001);
+    assert.deepEqual(log.lost, []);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+    await restartProxy.stop();
+    await current.stop();
+    await redis.stop();
   }
 });

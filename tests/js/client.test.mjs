@@ -9,7 +9,7 @@ import { after, afterEach, before, test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Ws2fcgi } from '../../js/ws2fcgi.js';
-import { ControlClient, Daemon, Proxy, of, record, sleep, until } from './support.mjs';
+import { ControlClient, Daemon, Proxy, Redis, of, publishAcrossRestart, record, sleep, until } from './support.mjs';
 
 // Short heartbeat (hb = 1 s): a silent connection is noticed within 3 s.
 const HB_SECONDS = 1;
@@ -340,4 +340,38 @@ test('a publication the client was left out of (`except`) moves its position: no
   const [p] = of(events, 'publication');
   assert.equal(p.data, 'for you');
   assert.deepEqual(of(events, 'lost'), [], 'the skipped offset is no gap');
+});
+
+test('the daemon restarted with Redis at 1,000 publications/s: every publication once, in order', async () => {
+  const redis = await Redis.start();
+  const cluster = ['[cluster]', `redis = ${JSON.stringify(redis.url)}`, 'node_id = "js-1"'];
+  const start = () => Daemon.start({ pingInterval: `${HB_SECONDS}s`, extra: cluster });
+  let current = await start();
+  later(async () => {
+    await current.stop();
+    await redis.stop();
+  });
+  const proxy = await proxyTo(current.port);
+  const channel = 'room:redis-restart';
+  const { events } = client(proxy.url, { join: channel });
+  await until('connected', () => of(events, 'connected').length === 1);
+
+  const total = 3000;
+  const { answered, daemon } = await publishAcrossRestart({
+    daemon: current, proxy, channel, total, restartAt: 1000, restart: start,
+  });
+  current = daemon;
+  answered.forEach((reply, i) => {
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.equal(reply.offset, i + 1, 'offsets go on across the restart');
+    assert.equal(reply.epoch, answered[0].epoch, 'the epoch survives a restart: the history is in Redis');
+  });
+  await until(`publication ${total}`, () => of(events, 'publication').at(-1)?.data === String(total));
+  const data = of(events, 'publication').map((p) => p.data);
+  assert.deepEqual(data, Array.from({ length: total }, (_, i) => String(i + 1)), 'complete, in order, no duplicate');
+  const connected = of(events, 'connected');
+  assert.ok(connected.length >= 2, 'reconnected by itself');
+  assert.ok(connected.slice(1).every((e) => e.recovered), 'every reconnect recovered');
+  assert.deepEqual(of(events, 'disconnected')[0], { code: 1001, reason: 'server shutdown', willReconnect: true });
+  assert.deepEqual(of(events, 'lost'), []);
 });

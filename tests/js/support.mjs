@@ -54,7 +54,7 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * websocket.ping_interval (the heartbeat).
  */
 export class Daemon {
-  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir } = {}) {
+  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir, extra = [] } = {}) {
     const daemon = new Daemon();
     daemon.dir = dir ?? mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-'));
     daemon.ownsDir = !dir;
@@ -78,6 +78,7 @@ export class Daemon {
         '[shutdown]',
         'drain_timeout = "5s"',
         ...(history === null ? [] : ['[history]', history]),
+        ...extra,
         '',
       ].join('\n'),
     );
@@ -143,6 +144,46 @@ export class Daemon {
     running.delete(this);
     if (this.ownsDir && !keepDir) rmSync(this.dir, { recursive: true, force: true });
     return this.exited;
+  }
+}
+
+/** A redis-server of the test's own on a Unix socket in a temporary directory: no port to pick, no persistence. */
+export class Redis {
+  static async start() {
+    const redis = new Redis();
+    redis.dir = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-redis-'));
+    redis.socket = path.join(redis.dir, 'redis.sock');
+    redis.url = `unix://${redis.socket}`;
+    redis.child = spawn(
+      'redis-server',
+      ['--port', '0', '--unixsocket', redis.socket, '--save', '', '--appendonly', 'no', '--dir', redis.dir],
+      { stdio: 'ignore' },
+    );
+    redis.exited = new Promise((resolve) => redis.child.once('exit', resolve));
+    redis.child.once('error', () => {});
+    running.add(redis);
+    await until('redis-server to answer PING', async () => {
+      if (redis.child.exitCode !== null) throw new Error('redis-server exited at start (is it installed?)');
+      return new Promise((resolve) => {
+        const probe = net.createConnection(redis.socket);
+        probe.once('error', () => resolve(false));
+        probe.once('data', (data) => {
+          probe.destroy();
+          resolve(String(data).startsWith('+PONG'));
+        });
+        probe.write('PING\r\n');
+      });
+    });
+    return redis;
+  }
+
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    running.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -270,3 +311,34 @@ export function record(client) {
 }
 
 export const of = (events, name) => events.filter((e) => e.event === name).map((e) => e.value);
+
+/**
+ * Publishes `total` publications (data "1", "2", …) into `channel` at 1,000 a
+ * second through the control socket; after number `restartAt` the daemon is
+ * restarted behind `proxy`: SIGTERM (its clients get 1001), `restart()` starts
+ * the next one, the proxy turns to it. Returns every reply and the daemon
+ * running at the end.
+ */
+export async function publishAcrossRestart({ daemon, proxy, channel, total, restartAt, restart }) {
+  let control = await ControlClient.connect(daemon.control);
+  const replies = [];
+  let started = Date.now();
+  for (let i = 1; i <= total; i++) {
+    replies.push(control.request({ op: 'publish', channel, data: String(i) }));
+    if (i === restartAt) {
+      await Promise.all(replies); // the first daemon answered all of its own
+      control.close();
+      proxy.refuse = true;
+      await daemon.stop();
+      daemon = await restart();
+      proxy.targetPort = daemon.port;
+      proxy.refuse = false;
+      control = await ControlClient.connect(daemon.control);
+      started = Date.now() - i;
+    }
+    if (i % 10 === 0) await sleep(Math.max(0, started + i - Date.now()));
+  }
+  const answered = await Promise.all(replies);
+  control.close();
+  return { answered, daemon };
+}

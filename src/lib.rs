@@ -9,11 +9,13 @@
 //! and `main` alike can choose the addresses; [`run`] serves until the
 //! `shutdown` future resolves, then closes every client with 1001, lets PHP
 //! see each close event (bounded by `shutdown.drain_timeout`), and returns.
-// `deny`, not `forbid`: one audited exception, the parent-death signal of the
-// managed php-fpm (`managed/child.rs`), which has no safe API.
+// `deny`, not `forbid`: two audited exceptions, each without a safe API: the
+// parent-death signal of the managed php-fpm (`managed/child.rs`) and taking
+// ownership of sockets passed by systemd (`activation.rs`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod admin;
 pub mod cli;
 pub mod cluster;
@@ -38,6 +40,7 @@ pub mod listen;
 pub mod local_http;
 pub mod managed;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod php;
 pub mod proxy;

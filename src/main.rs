@@ -1,5 +1,6 @@
 //! The `ws2fcgi` binary: parse flags, load and validate the configuration,
-//! set up logging, bind, and serve until SIGTERM or SIGINT; SIGHUP reloads.
+//! set up logging, bind (or take the sockets systemd passed), and serve until
+//! SIGTERM or SIGINT; SIGHUP reloads. systemd is told how it goes (`notify`).
 //!
 //! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for a bad
 //! configuration or flag, 1 when a socket cannot be bound or serving fails.
@@ -15,11 +16,13 @@ use std::sync::Arc;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
+use ws2fcgi::activation;
 use ws2fcgi::cli::{Cli, Command};
 use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
 use ws2fcgi::error_line::one_line;
 use ws2fcgi::listen::{SocketFile, UnixPermissions};
 use ws2fcgi::managed::ManagedFpm;
+use ws2fcgi::notify::Notifier;
 use ws2fcgi::secret::Secret;
 use ws2fcgi::{Context, Listener, Listeners};
 
@@ -154,29 +157,33 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     );
     let open_files = raise_open_files_limit();
     tracing::info!(open_files, "open-files limit (each client uses one)");
+    let notify = Notifier::from_env().context("cannot notify the service manager")?;
+    let mut passed = Passed::sort(activation::take()?)?;
     let mut listeners = Listeners::default();
     let mut unix_files = Vec::new();
-    let permissions = if config
-        .listen
-        .iter()
-        .any(|a| matches!(a, ListenAddr::Unix(_)))
-    {
-        let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
-        UnixPermissions::resolve(mode, None, config.listen_group.as_deref())
-            .map_err(|e| anyhow::anyhow!("`listen_group`: {e}"))?
+    if passed.websocket.is_empty() {
+        bind_websocket(&config, &mut listeners, &mut unix_files).await?;
     } else {
-        UnixPermissions::default()
-    };
-    for addr in &config.listen {
-        let listener = Listener::bind_with(addr, &permissions)
-            .await
-            .with_context(|| format!("`listen`: cannot listen on {addr}"))?;
-        if let ListenAddr::Unix(path) = addr {
-            unix_files.extend(SocketFile::at(path).ok());
-        }
-        listeners.websocket.push(listener);
+        tracing::info!(
+            sockets = passed.websocket.len(),
+            "socket activation: WebSocket listeners passed in; `listen` is not bound"
+        );
+        listeners.websocket = std::mem::take(&mut passed.websocket);
     }
-    if let Some(path) = &config.control.socket {
+    if let Some((listener, path)) = passed.control.take() {
+        match &config.control.socket {
+            Some(configured) if *configured == path => {}
+            configured => anyhow::bail!(
+                "socket activation: the control socket passed in is {}, but `control.socket` is {}; \
+                 set control.socket to the socket unit's path (PHP is told this path)",
+                path.display(),
+                configured
+                    .as_ref()
+                    .map_or_else(|| "unset".into(), |c| c.display().to_string()),
+            ),
+        }
+        listeners.control = Some(listener);
+    } else if let Some(path) = &config.control.socket {
         listeners.control = Some(
             ws2fcgi::control::bind(path, &config.control)
                 .await
@@ -184,7 +191,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         );
         unix_files.extend(SocketFile::at(path).ok());
     }
-    if let Some(admin) = config.admin {
+    if let Some(listener) = passed.admin.take() {
+        listeners.admin = Some(listener);
+    } else if let Some(admin) = config.admin {
         let listener = tokio::net::TcpListener::bind(admin.0)
             .await
             .with_context(|| format!("`admin`: cannot listen for admin on {}", admin.0))?;
@@ -193,7 +202,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         }
         listeners.admin = Some(listener);
     }
-    if let Some(addr) = config.control.http {
+    if let Some(listener) = passed.http_control.take() {
+        listeners.http_control = Some(listener);
+    } else if let Some(addr) = config.control.http {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("`control.http`: cannot listen for HTTP control on {addr}"))?;
@@ -210,6 +221,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
             started = ManagedFpm::start(&config.fpm.managed, config.fpm.pool_size) => started,
             // Dropping the start stops the php-fpm it started.
             () = stop.requested() => {
+                notify.stopping("stopping before it served");
                 remove_files(unix_files);
                 return Ok(());
             }
@@ -232,14 +244,147 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         ctx.clone(),
         hangup,
         log_level_setter(log_filter),
+        notify.clone(),
     ));
-    let result = ws2fcgi::serve(listeners, ctx, async move { stop.requested().await }).await;
+    let watchdog = tokio::spawn(notify.clone().keep_alive());
+    if let Some(every) = notify.watchdog_interval() {
+        tracing::info!(every = ?every, "sending the service manager's watchdog keep-alives");
+    }
+    let status = format!("serving: {}", describe(&listeners));
+    let drain_ctx = ctx.clone();
+    let shutdown = async move {
+        // First polled once serve() has spawned every accept loop: serving.
+        notify.ready(&status);
+        stop.requested().await;
+        notify.stopping(&format!(
+            "draining {} connections",
+            drain_ctx.hub.connection_count()
+        ));
+    };
+    let result = ws2fcgi::serve(listeners, ctx, shutdown).await;
+    watchdog.abort();
     reloader.abort();
     if let Some(fpm) = managed {
         fpm.stop().await;
     }
     remove_files(unix_files);
     result
+}
+
+/// Binds every `listen` address (the daemon was not passed WebSocket
+/// listeners by its service manager).
+async fn bind_websocket(
+    config: &Config,
+    listeners: &mut Listeners,
+    unix_files: &mut Vec<SocketFile>,
+) -> anyhow::Result<()> {
+    let permissions = if config
+        .listen
+        .iter()
+        .any(|a| matches!(a, ListenAddr::Unix(_)))
+    {
+        let mode = ws2fcgi::config::parse_mode("listen_mode", &config.listen_mode)?;
+        UnixPermissions::resolve(mode, None, config.listen_group.as_deref())
+            .map_err(|e| anyhow::anyhow!("`listen_group`: {e}"))?
+    } else {
+        UnixPermissions::default()
+    };
+    for addr in &config.listen {
+        let listener = Listener::bind_with(addr, &permissions)
+            .await
+            .with_context(|| format!("`listen`: cannot listen on {addr}"))?;
+        if let ListenAddr::Unix(path) = addr {
+            unix_files.extend(SocketFile::at(path).ok());
+        }
+        listeners.websocket.push(listener);
+    }
+    Ok(())
+}
+
+/// The sockets passed in by the service manager, by role.
+#[derive(Default)]
+struct Passed {
+    websocket: Vec<Listener>,
+    control: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
+    admin: Option<tokio::net::TcpListener>,
+    http_control: Option<tokio::net::TcpListener>,
+}
+
+impl Passed {
+    /// Sorts the passed sockets by their names; a role given twice, or a
+    /// socket of the wrong kind for its role, is an error naming it.
+    fn sort(sockets: Vec<activation::Passed>) -> anyhow::Result<Self> {
+        use activation::Role;
+        let mut sorted = Self::default();
+        for passed in sockets {
+            let what = format!(
+                "socket activation: the socket named `{}` ({})",
+                passed.name,
+                passed.describe()
+            );
+            let once = |taken: bool| {
+                if taken {
+                    anyhow::bail!("{what}: a second socket for this role; pass one")
+                }
+                Ok(())
+            };
+            let tcp = |p: activation::Passed| -> anyhow::Result<tokio::net::TcpListener> {
+                if !p.is_tcp() {
+                    anyhow::bail!("{what}: must be a TCP socket (ListenStream=IP:PORT)");
+                }
+                Ok(tokio::net::TcpListener::from_std(p.socket.into())?)
+            };
+            match passed.role {
+                Role::WebSocket => {
+                    let listener = match passed.path() {
+                        Some(path) => Listener::Unix(
+                            tokio::net::UnixListener::from_std(passed.socket.into())?,
+                            path,
+                        ),
+                        None if passed.is_tcp() => {
+                            Listener::Tcp(tokio::net::TcpListener::from_std(passed.socket.into())?)
+                        }
+                        None => anyhow::bail!("{what}: an unnamed Unix socket"),
+                    };
+                    sorted.websocket.push(listener);
+                }
+                Role::Control => {
+                    once(sorted.control.is_some())?;
+                    let Some(path) = passed.path() else {
+                        anyhow::bail!(
+                            "{what}: must be a Unix socket with a path (ListenStream=/run/ws2fcgi/control.sock)"
+                        );
+                    };
+                    let listener = tokio::net::UnixListener::from_std(passed.socket.into())?;
+                    sorted.control = Some((listener, path));
+                }
+                Role::Admin => {
+                    once(sorted.admin.is_some())?;
+                    sorted.admin = Some(tcp(passed)?);
+                }
+                Role::HttpControl => {
+                    once(sorted.http_control.is_some())?;
+                    sorted.http_control = Some(tcp(passed)?);
+                }
+            }
+        }
+        Ok(sorted)
+    }
+}
+
+/// The bound sockets in one line, for `systemctl status`.
+fn describe(listeners: &Listeners) -> String {
+    let mut parts: Vec<String> = listeners.websocket.iter().map(Listener::describe).collect();
+    if listeners.control.is_some() {
+        parts.push("control socket".into());
+    }
+    if let Some(Ok(addr)) = listeners.admin.as_ref().map(|l| l.local_addr()) {
+        parts.push(format!("admin {addr}"));
+    }
+    if let Some(Ok(addr)) = listeners.http_control.as_ref().map(|l| l.local_addr()) {
+        parts.push(format!("http control {addr}"));
+    }
+    parts.join(", ")
 }
 
 /// Removes the daemon's Unix socket files at exit (those still its own).

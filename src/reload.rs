@@ -63,25 +63,33 @@ fn fits_inbound_budget(next: &Config, budget: usize) -> Result<(), ConfigError> 
 }
 
 /// Reloads on every SIGHUP (`hangup`, see [`crate::signals`]) until the task
-/// is aborted; a SIGHUP that came during the start reloads at once.
+/// is aborted; a SIGHUP that came during the start reloads at once. The
+/// service manager is told (`notify`): `RELOADING=1` before, `READY=1`
+/// after, whether the new configuration was applied or refused.
 pub async fn on_hangup(
     cli: Cli,
     ctx: Arc<Context>,
     mut hangup: tokio::signal::unix::Signal,
     set_log_level: Box<dyn Fn(&str) + Send + Sync>,
+    notify: crate::notify::Notifier,
 ) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
+        notify.reloading();
         let reloaded = cli
             .load_config()
             .and_then(|c| c.validate().map(|()| c))
             .and_then(|next| apply(&ctx, next, &*set_log_level));
-        if let Err(e) = reloaded {
-            // One line, like every record (the TOML error once took five).
-            tracing::error!(
-                error = %crate::error_line::one_line(&e),
-                "reload refused; the old configuration stays"
-            );
+        match reloaded {
+            Ok(()) => notify.ready("serving; configuration reloaded"),
+            Err(e) => {
+                let error = crate::error_line::one_line(&e);
+                // One line, like every record (the TOML error once took five).
+                tracing::error!(%error, "reload refused; the old configuration stays");
+                notify.ready(&format!(
+                    "serving; reload refused, the old configuration stays: {error}"
+                ));
+            }
         }
     }
 }

@@ -34,6 +34,11 @@ impl FpmChild {
     pub fn spawn(binary: &Path, args: &[&std::ffi::OsStr]) -> io::Result<Self> {
         let mut cmd = Command::new(binary);
         cmd.args(args).stdin(Stdio::null());
+        // php-fpm speaks sd_notify too (Debian builds it with systemd): it
+        // would report its own readiness, and its pid as MAINPID, as ours.
+        for name in crate::notify::SYSTEMD_VARIABLES {
+            cmd.env_remove(name);
+        }
         let parent = nix::unistd::getpid();
         // SAFETY: `pre_exec` runs the closure in the forked child before
         // exec, where only async-signal-safe calls are sound. It makes two
@@ -41,7 +46,7 @@ impl FpmChild {
         // errno, which does not allocate. There is no safe API for a
         // parent-death signal: std and tokio have none, and nix's
         // `set_pdeathsig` acts on the calling process, so it must run in the
-        // child. This is the crate's one unsafe block (see lib.rs).
+        // child. One of the crate's two unsafe blocks (see lib.rs).
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {

@@ -647,7 +647,7 @@ impl Process {
 
     /// Runs `command` with the test environment (then `configure`), its
     /// stderr collected; does not wait.
-    fn launch(mut command: Command, configure: impl FnOnce(&mut Command)) -> Self {
+    pub fn launch(mut command: Command, configure: impl FnOnce(&mut Command)) -> Self {
         use std::io::BufRead;
         command
             .env("RUST_LOG", "info")

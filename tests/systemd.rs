@@ -348,3 +348,23 @@ async fn a_passed_fd_that_is_not_a_listening_socket_is_refused() {
         );
     }
 }
+
+/// docs/operations.md shows the unit the package ships, word for word.
+#[test]
+fn the_documented_unit_is_the_shipped_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/operations.md")).unwrap();
+    let unit = std::fs::read_to_string(root.join("packaging/deb/ws2fcgi.service")).unwrap();
+    let shipped = &unit[unit.find("[Unit]").expect("a [Unit] section")..];
+    let after = docs
+        .find("(`packaging/deb/ws2fcgi.service`)")
+        .expect("operations.md names the unit file");
+    let block = &docs[after..];
+    let start = block.find("```ini\n").expect("an ini block") + "```ini\n".len();
+    let end = start + block[start..].find("```\n").expect("the block's end");
+    assert_eq!(
+        &block[start..end],
+        shipped,
+        "docs/operations.md's unit differs from packaging/deb/ws2fcgi.service"
+    );
+}

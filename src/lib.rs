@@ -72,6 +72,8 @@ pub struct Listeners {
     pub http_control: Option<tokio::net::TcpListener>,
     /// The admin listener (`/healthz`, `/metrics`).
     pub admin: Option<tokio::net::TcpListener>,
+    /// The Pusher HTTP API's own listener (`pusher.api_listen`).
+    pub pusher_api: Option<tokio::net::TcpListener>,
 }
 
 /// Serves until `shutdown` resolves, then drains and returns.
@@ -106,6 +108,12 @@ pub async fn serve(
             tracing::info!(address = %addr, "accepting HTTP control requests");
         }
         control::http::spawn(listener, ctx.clone(), &mut control_tasks);
+    }
+    if let Some(listener) = listeners.pusher_api {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(address = %addr, "serving the Pusher HTTP API");
+        }
+        pusher::api::spawn(listener, ctx.clone(), &mut control_tasks);
     }
     if let Some(listener) = listeners.admin {
         if let Ok(addr) = listener.local_addr() {

@@ -202,6 +202,12 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         }
         listeners.admin = Some(listener);
     }
+    if let Some(addr) = config.pusher.api_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("`pusher.api_listen`: cannot listen for the Pusher HTTP API on {addr}")
+        })?;
+        listeners.pusher_api = Some(listener);
+    }
     if let Some(listener) = passed.http_control.take() {
         listeners.http_control = Some(listener);
     } else if let Some(addr) = config.control.http {

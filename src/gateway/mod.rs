@@ -27,7 +27,12 @@
 //! ```
 //!
 //! Each socket serves one request (no keep-alive): a handshake that is
-//! refused, or any other request, closes its socket with the answer.
+//! refused, or any other request, closes its socket with the answer. That
+//! holds for the Pusher HTTP API served here too (a request that is no
+//! upgrade, to `/apps/…`, when `[pusher]` has apps; see `pusher/api.rs`):
+//! a kept-alive idle API socket would hold a slot of
+//! `websocket.max_connections` that no handshake limit counts. Publishers
+//! that want keep-alive use `pusher.api_listen`.
 //!
 //! This file accepts, serves HTTP and runs the handshake; `refusal.rs`
 //! answers and closes the sockets refused at `accept`.
@@ -253,6 +258,16 @@ async fn handshake(
         ));
     };
     slot.head_received();
+    // The Pusher HTTP API shares the listener: a plain request to `/apps/…`
+    // (its socket keeps the slot until the answer is written; no keep-alive).
+    if crate::pusher::api::is_api_path(req.uri().path())
+        && !req.headers().contains_key(header::UPGRADE)
+        && !ctx.pusher_apps().is_empty()
+    {
+        let response = crate::pusher::api::serve(ctx.clone(), req).await;
+        drop(slot);
+        return Ok(response);
+    }
     let config = ctx.config();
     let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {
         return Ok(plain(

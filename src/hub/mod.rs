@@ -792,6 +792,23 @@ impl Hub {
     pub fn channel_count(&self) -> usize {
         self.lock().channels.len()
     }
+
+    /// How many connections are members of `channel`.
+    pub fn member_count(&self, channel: &str) -> usize {
+        self.lock().channels.get(channel).map_or(0, HashSet::len)
+    }
+
+    /// The channels whose names start with `prefix`, with their member
+    /// counts (the Pusher HTTP API's channel list). Walks every channel
+    /// under the lock: its cost grows with the channels of the node.
+    pub fn channels_with_prefix(&self, prefix: &str) -> Vec<(String, usize)> {
+        self.lock()
+            .channels
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, members)| (name.to_string(), members.len()))
+            .collect()
+    }
 }
 
 enum Added {

@@ -67,6 +67,13 @@ pub fn verify(app: &App, text: &str, auth: &str) -> bool {
     key == app.key && mac(app.secret.expose(), text).verify_slice(&bytes).is_ok()
 }
 
+/// Is `signature` (64 hex digits, either case) the HMAC-SHA256 of `text`
+/// with `secret`? Constant time in the signature; an HTTP API request's
+/// `auth_signature` is checked with it (see `api_signature.rs`).
+pub fn verify_hex(secret: &str, text: &str, signature: &str) -> bool {
+    unhex(signature).is_some_and(|bytes| mac(secret, text).verify_slice(&bytes).is_ok())
+}
+
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

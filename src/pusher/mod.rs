@@ -14,12 +14,18 @@
 //! - `channel.rs`: channel names and their kinds (public, `private-`, …);
 //! - `socket_id.rs`: a connection's `socket_id` and back;
 //! - `frame.rs`: the JSON frames the server sends;
-//! - `auth.rs`: the signatures of subscriptions and sign-ins.
+//! - `auth.rs`: the signatures of subscriptions and sign-ins;
+//! - `api_signature.rs`: the signature of an HTTP API request (pure, fuzzed);
+//! - `api.rs`: the HTTP API (`/apps/{id}/…`), on the WebSocket listeners and `pusher.api_listen`;
+//! - `publish.rs`: publishing an event from the server side (control socket, HTTP API).
 
+pub mod api;
+pub mod api_signature;
 pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod frame;
+pub mod publish;
 pub mod socket_id;
 
 pub use app::{App, Apps};

@@ -251,6 +251,7 @@ impl Daemon {
             control,
             http_control,
             admin,
+            pusher_api: None,
         };
         let task = tokio::spawn(ws2fcgi::serve(listeners, ctx.clone(), async move {
             let _ = stopped.await;

@@ -24,6 +24,7 @@ pub mod connection;
 pub mod context;
 pub mod contract;
 pub mod control;
+pub mod deflate;
 pub mod drain;
 pub mod error_line;
 pub mod event;

@@ -94,6 +94,9 @@ pub struct Metrics {
     pub recoveries: Family<OutcomeLabel, Counter>,
     /// Publications sent to clients because they had missed them.
     pub recovered_publications: Counter,
+    /// permessage-deflate: messages compressed, bytes before and after, and
+    /// CPU time (see `deflate.rs`).
+    pub compression: crate::deflate::Stats,
     connections: Gauge,
     client_sockets: Gauge,
     channels: Gauge,
@@ -161,6 +164,7 @@ impl Metrics {
             channels: Gauge::default(),
             recoveries: Family::default(),
             recovered_publications: Counter::default(),
+            compression: crate::deflate::Stats::default(),
             history_publications: Gauge::default(),
             history_bytes: Gauge::default(),
             fpm_busy: Gauge::default(),
@@ -306,6 +310,27 @@ impl Metrics {
             "history_bytes",
             "Bytes of channel history kept on this node (counted against history.max_bytes)",
             m.history_bytes.clone(),
+        );
+        let z = &m.compression;
+        r.register(
+            "compressions",
+            "Messages compressed for clients (permessage-deflate); a publication counts once, whatever its members",
+            z.compressions.clone(),
+        );
+        r.register(
+            "compression_bytes_in",
+            "Message bytes before compression",
+            z.bytes_in.clone(),
+        );
+        r.register(
+            "compression_bytes_out",
+            "Message bytes after compression",
+            z.bytes_out.clone(),
+        );
+        r.register(
+            "compression_cpu_seconds",
+            "CPU time spent compressing messages for clients",
+            z.cpu_seconds.clone(),
         );
         r.register(
             "fpm_idle",

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::num::NonZeroU8;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::io::poll_read_buf;
 
+use crate::deflate::{self, Fault, Inflating, Step};
 use crate::hub::ConnHandle;
 use crate::inbound::{Charge, Intake};
 use crate::outbox::{Outbox, Signal};
@@ -82,6 +84,10 @@ struct FrameGate {
     weight: u8,
     /// A header did not parse: hand everything over and let tungstenite report it.
     passthrough: bool,
+    /// permessage-deflate was negotiated: the window (log2) the client
+    /// compresses with. Compressed messages are inflated between `pending`
+    /// and tungstenite (see `deflate.rs`). Kept here, in padding: free.
+    inflate_window: Option<NonZeroU8>,
 }
 
 impl FrameGate {
@@ -185,6 +191,18 @@ pub struct ReadSide {
     /// What the connection holds of what its client sent (`inbound.rs`):
     /// `pending` by its capacity, and the message tungstenite assembles.
     intake: Intake,
+    /// The compressed message being inflated; none between messages.
+    inflating: Option<Box<Inflating>>,
+}
+
+/// What [`ReadSide::hand_inflated`] did.
+enum Inflated {
+    /// Bytes for tungstenite, a wait for the budget, or the message's fault.
+    Handed(Poll<io::Result<()>>),
+    /// More bytes from the socket are needed.
+    NeedInput,
+    /// A control frame comes next: it goes to tungstenite as it is.
+    Control,
 }
 
 impl ReadSide {
@@ -198,7 +216,20 @@ impl ReadSide {
             chunk,
             gate: FrameGate::default(),
             intake,
+            inflating: None,
         }
+    }
+
+    /// The client negotiated permessage-deflate and compresses with a
+    /// window of 2^`window_bits` at most: inflate its compressed messages.
+    pub fn inflate_with(&mut self, window_bits: u8) {
+        self.gate.inflate_window = NonZeroU8::new(window_bits);
+    }
+
+    /// Why the client's compressed message was refused, if it was: the
+    /// connection closes with this code and reason.
+    pub fn inflate_fault(&self) -> Option<Fault> {
+        self.inflating.as_ref()?.fault
     }
 
     /// Queues bytes already read from the socket (by hyper, past the
@@ -234,7 +265,39 @@ impl ReadSide {
     /// Hands tungstenite what it may have of `pending` (as much as fits in
     /// `buf`), charging the payload it goes on to hold; `None` while the
     /// next frame's header is incomplete.
-    fn hand_over(&mut self, buf: &mut ReadBuf<'_>, cx: &mut Context<'_>) -> Option<Poll<()>> {
+    fn hand_over(
+        &mut self,
+        buf: &mut ReadBuf<'_>,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<io::Result<()>>> {
+        if self.gate.left == 0 && !self.gate.passthrough {
+            if self.inflating.is_none()
+                && let Some(window) = self.gate.inflate_window
+                && let Some((header, head, payload)) = deflate::starts_compressed(&self.pending)
+            {
+                self.pending.advance(head);
+                // The inflater is the message's, until PHP is done with it.
+                let window_bits = window.get();
+                self.intake
+                    .hold_message(deflate::inflater_cost(window_bits));
+                // tungstenite applies max_message_size to the inflated
+                // message (and max_frame_size to the frames it is handed);
+                // a compressed frame may not exceed what a message may hold.
+                let limits = deflate::Inbound {
+                    window_bits,
+                    max_message: usize::MAX,
+                    max_frame: self.intake.room(),
+                };
+                self.inflating = Some(Inflating::start(&header, payload, limits));
+            }
+            if self.inflating.is_some() {
+                match self.hand_inflated(buf, cx) {
+                    Inflated::Handed(poll) => return Some(poll),
+                    Inflated::NeedInput => return None,
+                    Inflated::Control => {}
+                }
+            }
+        }
         if self.pending.is_empty() {
             return None;
         }
@@ -253,12 +316,67 @@ impl ReadSide {
         buf.put_slice(&self.pending[..n]);
         self.pending.advance(n);
         self.gate.taken(n);
+        self.free_if_empty();
+        Some(Poll::Ready(Ok(())))
+    }
+
+    /// Gives the read buffer back once it is empty: an idle connection holds
+    /// none. (An empty buffer read to its end has no capacity left, but its
+    /// charge is still held: give it back whatever the capacity.)
+    fn free_if_empty(&mut self) {
         if self.pending.is_empty() {
-            // Give the buffer back: an idle connection holds none.
             self.pending = BytesMut::new();
             self.intake.free_buffer();
         }
-        Some(Poll::Ready(()))
+    }
+
+    /// Hands tungstenite the compressed message being inflated, as plain
+    /// frames; inflates more of it from `pending` when they are taken, as
+    /// far as the inbound budget allows (tungstenite gathers the message,
+    /// charged twice as any fragmented one, see [`weigh`]).
+    fn hand_inflated(&mut self, buf: &mut ReadBuf<'_>, cx: &mut Context<'_>) -> Inflated {
+        loop {
+            let Some(inf) = self.inflating.as_mut() else {
+                return Inflated::Control;
+            };
+            if let Some(fault) = inf.fault {
+                return Inflated::Handed(Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    fault,
+                ))));
+            }
+            let output = inf.output();
+            if !output.is_empty() {
+                let n = output.len().min(buf.remaining());
+                buf.put_slice(&output[..n]);
+                output.advance(n);
+                if inf.is_done() {
+                    // The message's end: no inflater is kept between messages.
+                    self.inflating = None;
+                }
+                return Inflated::Handed(Poll::Ready(Ok(())));
+            }
+            if inf.is_done() {
+                self.inflating = None;
+                return Inflated::Control;
+            }
+            let granted = match self.intake.allowance(2 * deflate::OUTPUT_STEP, cx) {
+                Poll::Ready(granted) => granted,
+                Poll::Pending => return Inflated::Handed(Poll::Pending),
+            };
+            let step = inf.step(&mut self.pending, (granted / 2).max(1));
+            self.free_if_empty();
+            match step {
+                Ok(Step::Ready(n)) => self.intake.hold_message(2 * n),
+                Ok(Step::NeedInput) => return Inflated::NeedInput,
+                Ok(Step::Control) => return Inflated::Control,
+                Err(fault) => {
+                    if let Some(inf) = self.inflating.as_mut() {
+                        inf.fault = Some(fault);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -274,7 +392,7 @@ impl AsyncRead for ReadSide {
         }
         loop {
             if let Some(handed) = this.hand_over(buf, cx) {
-                return handed.map(Ok);
+                return handed;
             }
             let n = if this.pending.is_empty() {
                 // Nothing buffered: read onto the stack, so a connection

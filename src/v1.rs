@@ -55,9 +55,11 @@ pub struct Position {
     pub epoch: Arc<str>,
 }
 
-/// One publication on its way to a channel's members, encoded lazily: once
-/// as a raw frame and once as a `ws2fcgi.v1` frame, each at most once,
-/// whatever the number of members.
+/// One publication on its way to a channel's members, encoded lazily: as a
+/// raw frame and as a `ws2fcgi.v1` frame, each plain and compressed
+/// (permessage-deflate, `deflate.rs`), each at most once, whatever the
+/// number of members: a publication to members that negotiated compression
+/// is compressed once and the frame shared.
 pub struct Publication<'a> {
     /// The channel.
     pub channel: &'a str,
@@ -69,6 +71,8 @@ pub struct Publication<'a> {
     pub position: Option<Position>,
     raw: OnceLock<Bytes>,
     framed: OnceLock<(Bytes, usize)>,
+    raw_deflated: OnceLock<Bytes>,
+    framed_deflated: OnceLock<Bytes>,
 }
 
 impl<'a> Publication<'a> {
@@ -81,6 +85,31 @@ impl<'a> Publication<'a> {
             position,
             raw: OnceLock::new(),
             framed: OnceLock::new(),
+            raw_deflated: OnceLock::new(),
+            framed_deflated: OnceLock::new(),
+        }
+    }
+
+    /// The frame for a member: `ws2fcgi.v1` or raw, compressed when the
+    /// member negotiated compression and the message is at least
+    /// `deflate_min` bytes (`None`: not negotiated).
+    pub fn for_member(
+        &self,
+        v1: bool,
+        deflate_min: Option<usize>,
+        stats: &crate::deflate::Stats,
+    ) -> &Bytes {
+        let deflate = deflate_min.is_some_and(|min| self.data.len() >= min);
+        match (v1, deflate) {
+            (false, false) => self.raw(),
+            (true, false) => self.framed(),
+            (false, true) => self
+                .raw_deflated
+                .get_or_init(|| crate::deflate::frame(self.kind, &[self.data], stats)),
+            (true, true) => self.framed_deflated.get_or_init(|| {
+                let header = publication_header(self.channel, self.position.as_ref());
+                crate::deflate::frame(self.kind, &[header.as_bytes(), b"\n", self.data], stats)
+            }),
         }
     }
 
@@ -125,6 +154,11 @@ fn publication_header(channel: &str, position: Option<&Position>) -> String {
 /// ```
 pub fn direct(kind: Kind, data: &[u8]) -> Bytes {
     frame::data_parts(kind, &[b"\n", data]).0
+}
+
+/// [`direct`], compressed (permessage-deflate).
+pub fn direct_deflated(kind: Kind, data: &[u8], stats: &crate::deflate::Stats) -> Bytes {
+    crate::deflate::frame(kind, &[b"\n", data], stats)
 }
 
 fn control(header: &Value) -> Bytes {

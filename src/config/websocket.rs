@@ -67,6 +67,12 @@ pub struct WebSocketConfig {
     /// Per-connection inbound message rate; no limit when absent.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    #[serde(default = "default_compression")]
+    pub compression: bool,
+    /// Messages to clients smaller than this many bytes go uncompressed.
+    #[serde(default = "default_compression_min_size")]
+    pub compression_min_size: usize,
 }
 
 /// `[websocket.rate_limit]`: a token bucket per connection.
@@ -115,6 +121,8 @@ impl Default for WebSocketConfig {
             max_handshake_bytes: default_max_handshake_bytes(),
             allowed_origins: Vec::new(),
             rate_limit: None,
+            compression: default_compression(),
+            compression_min_size: default_compression_min_size(),
         }
     }
 }
@@ -130,6 +138,12 @@ fn default_inbound_queue_bytes() -> usize {
 }
 fn default_max_message_size() -> usize {
     2 * 1024 * 1024
+}
+fn default_compression() -> bool {
+    true
+}
+fn default_compression_min_size() -> usize {
+    256
 }
 fn default_max_frame_size() -> usize {
     2 * 1024 * 1024

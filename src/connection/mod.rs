@@ -68,6 +68,9 @@ pub struct Accepted {
     pub slot: crate::limits::Slot,
     /// The close event it owes PHP (`ctx.books.owe()`), booked by `finish`.
     pub close_due: CloseDue,
+    /// permessage-deflate was negotiated: the window (log2) the client
+    /// compresses with, for the read side's inflater.
+    pub inflate_window: Option<u8>,
 }
 
 /// How the connection ended, as PHP's close event tells it.
@@ -97,6 +100,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         close_after_open,
         slot: _slot, // held until the close event has reached PHP
         close_due,
+        inflate_window,
     } = accepted;
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
         tracing::error!(conn = %ctx.public_id(&handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
@@ -121,6 +125,9 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ws_config.read_buffer_size,
         Intake::new(ledger),
     );
+    if let Some(window_bits) = inflate_window {
+        side.inflate_with(window_bits);
+    }
     side.preload(&pre_read);
     drop(pre_read);
     let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
@@ -278,7 +285,10 @@ fn apply_rest(ctx: &Context, handle: &ConnHandle, answer: &PhpResponse) -> Optio
             tracing::warn!(conn = %ctx.public_id(&handle.id), "php's body is not UTF-8; sent as a binary message");
             Kind::Binary
         };
-        match handle.outbox.push(handle.message(kind, &answer.body)) {
+        match handle
+            .outbox
+            .push(handle.message(kind, &answer.body, &ctx.hub.stats.compression))
+        {
             Push::Queued => {
                 ctx.hub.stats.messages_out.inc();
             }

@@ -193,10 +193,11 @@ impl Conn {
         match limit.action {
             RateLimitAction::Drop => {
                 if !limit.notice.is_empty() {
-                    let _ = self
-                        .handle
-                        .outbox
-                        .push(self.handle.message(Kind::Text, limit.notice.as_bytes()));
+                    let _ = self.handle.outbox.push(self.handle.message(
+                        Kind::Text,
+                        limit.notice.as_bytes(),
+                        &self.ctx.hub.stats.compression,
+                    ));
                 }
                 None
             }
@@ -233,6 +234,21 @@ impl Conn {
                 Some(closing) => closing.0,
                 None => self.vanished(),
             };
+        }
+        // A compressed message the read side refused (too big inflated,
+        // not deflate data, a broken fragment sequence): its own code.
+        if let Some(fault) = self.ws.get_ref().inflate_fault() {
+            let kind = if fault.code == c::CLOSE_TOO_BIG {
+                "too_big"
+            } else {
+                "protocol"
+            };
+            tracing::info!(conn = %self.id(), reason = fault.reason, code = fault.code, "closing on client error");
+            self.ctx.metrics.closed(kind);
+            self.handle
+                .outbox
+                .push_control(close_frame(fault.code, fault.reason));
+            return Ending::new(fault.code, fault.reason);
         }
         let (code, reason, kind) = match &error {
             WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string(), "too_big"),

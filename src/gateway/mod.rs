@@ -403,6 +403,27 @@ async fn handshake(
     if let Some(value) = chosen.and_then(|c| HeaderValue::from_bytes(c).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
+    // permessage-deflate, when on and offered (an offer it cannot take is
+    // declined: the connection goes on uncompressed).
+    let deflate = config
+        .websocket
+        .compression
+        .then(|| {
+            crate::deflate::negotiate(
+                parts
+                    .headers
+                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
+    if let Some(agreed) = &deflate
+        && let Ok(value) = HeaderValue::from_str(&agreed.response)
+    {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        handle.set_deflate(config.websocket.compression_min_size);
+    }
     for (name, value) in &answer.headers {
         if name == "set-cookie"
             && let Ok(value) = HeaderValue::from_bytes(value)
@@ -435,6 +456,7 @@ async fn handshake(
         close_after_open,
         slot,
         close_due,
+        inflate_window: deflate.map(|d| d.client_window_bits),
     };
     let task = async move {
         match on_upgrade.await {

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
@@ -119,6 +119,10 @@ pub struct ConnHandle {
     /// Its open reads what it missed from Redis ([`Hub::open_hold`]): what
     /// is for it meanwhile is held aside. Changed under the registry lock.
     holding: AtomicBool,
+    /// The client negotiated permessage-deflate: messages of at least this
+    /// many bytes are sent compressed; `u32::MAX` when not negotiated. Set
+    /// once, in the open, before any join (as `v1`).
+    deflate_min: AtomicU32,
 }
 
 impl ConnHandle {
@@ -132,12 +136,33 @@ impl ConnHandle {
         self.v1.store(true, Ordering::Relaxed);
     }
 
-    /// A message for this connection only, framed as its client expects.
-    pub fn message(&self, kind: Kind, data: &[u8]) -> Bytes {
-        if self.is_v1() {
-            v1::direct(kind, data)
-        } else {
-            crate::frame::data(kind, data)
+    /// Messages of at least this many bytes go compressed; `None` when
+    /// the client did not negotiate permessage-deflate.
+    pub fn deflate_min(&self) -> Option<usize> {
+        match self.deflate_min.load(Ordering::Relaxed) {
+            u32::MAX => None,
+            min => Some(min as usize),
+        }
+    }
+
+    /// The client negotiated permessage-deflate: messages of at least
+    /// `min_size` bytes go compressed.
+    pub fn set_deflate(&self, min_size: usize) {
+        let min = u32::try_from(min_size)
+            .unwrap_or(u32::MAX - 1)
+            .min(u32::MAX - 1);
+        self.deflate_min.store(min, Ordering::Relaxed);
+    }
+
+    /// A message for this connection only, framed as its client expects
+    /// (and compressed if it negotiated that and the message is large enough).
+    pub fn message(&self, kind: Kind, data: &[u8], stats: &crate::deflate::Stats) -> Bytes {
+        let deflate = self.deflate_min().is_some_and(|min| data.len() >= min);
+        match (self.is_v1(), deflate) {
+            (true, false) => v1::direct(kind, data),
+            (false, false) => crate::frame::data(kind, data),
+            (true, true) => v1::direct_deflated(kind, data, stats),
+            (false, true) => crate::deflate::frame(kind, &[data], stats),
         }
     }
 
@@ -228,6 +253,8 @@ pub struct Stats {
     pub publishes: Counter,
     /// Clients cut off for not reading.
     pub slow_consumers: Counter,
+    /// permessage-deflate's counters.
+    pub compression: crate::deflate::Stats,
 }
 
 impl Stats {
@@ -239,6 +266,7 @@ impl Stats {
             messages_out: metrics.messages_out.clone(),
             publishes: metrics.publishes.clone(),
             slow_consumers: metrics.slow_consumers.clone(),
+            compression: metrics.compression.clone(),
         }
     }
 }
@@ -369,6 +397,7 @@ impl Hub {
             observer: self.observer.clone(),
             v1: AtomicBool::new(false),
             holding: AtomicBool::new(false),
+            deflate_min: AtomicU32::new(u32::MAX),
         });
         slot.insert(Entry {
             handle: handle.clone(),
@@ -626,11 +655,11 @@ impl Hub {
                     }
                     continue;
                 }
-                let frame = if handle.is_v1() {
-                    publication.framed()
-                } else {
-                    publication.raw()
-                };
+                let frame = publication.for_member(
+                    handle.is_v1(),
+                    handle.deflate_min(),
+                    &self.stats.compression,
+                );
                 delivered += push_or_hold(&mut reg.held, index, handle, frame, at, direct);
             }
         }
@@ -648,8 +677,8 @@ impl Hub {
         let reg = &mut *reg;
         let direct = ids.len() == 1;
         let mut seen = HashSet::with_capacity(ids.len());
-        let mut raw = None;
-        let mut framed = None;
+        // Each framing (raw or ws2fcgi.v1, plain or compressed) is encoded once.
+        let mut frames: [Option<Bytes>; 4] = Default::default();
         let delivered = ids
             .iter()
             .filter(|id| seen.insert(**id))
@@ -658,11 +687,10 @@ impl Hub {
                     .conns
                     .get(id.index as usize)
                     .filter(|e| e.handle.id == *id)?;
-                let frame = if e.handle.is_v1() {
-                    framed.get_or_insert_with(|| v1::direct(kind, data))
-                } else {
-                    raw.get_or_insert_with(|| crate::frame::data(kind, data))
-                };
+                let deflate = e.handle.deflate_min().is_some_and(|min| data.len() >= min);
+                let v1 = e.handle.is_v1();
+                let frame = frames[usize::from(v1) * 2 + usize::from(deflate)]
+                    .get_or_insert_with(|| e.handle.message(kind, data, &self.stats.compression));
                 let index = id.index as usize;
                 Some(push_or_hold(
                     &mut reg.held,

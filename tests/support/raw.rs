@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 pub struct ServerFrame {
     /// FIN bit.
     pub fin: bool,
+    /// RSV1 bit: compressed (permessage-deflate).
+    pub rsv1: bool,
     /// Opcode, 0x0–0xF.
     pub opcode: u8,
     /// The payload.
@@ -42,11 +44,21 @@ pub struct RawClient {
 /// Sends a WebSocket handshake for `path_and_query` and waits (10 s at most)
 /// for the 101; panics on any other answer.
 pub async fn handshake(addr: SocketAddr, path_and_query: &str) -> RawClient {
+    handshake_with(addr, path_and_query, "").await.0
+}
+
+/// As [`handshake`], with `extra` header lines (each ending in `\r\n`);
+/// also returns the 101's head.
+pub async fn handshake_with(
+    addr: SocketAddr,
+    path_and_query: &str,
+    extra: &str,
+) -> (RawClient, String) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let request = format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     );
     tcp.write_all(request.as_bytes())
         .await
@@ -72,7 +84,7 @@ pub async fn handshake(addr: SocketAddr, path_and_query: &str) -> RawClient {
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     assert!(head.starts_with("HTTP/1.1 101"), "not a 101: {head}");
     let rest = buf.split_off(head_end);
-    RawClient { tcp, buf: rest }
+    (RawClient { tcp, buf: rest }, head)
 }
 
 /// One client frame: FIN and opcode, masked with a fixed key when `mask`.
@@ -166,6 +178,7 @@ fn parse_server_frame(buf: &[u8]) -> Option<(ServerFrame, usize)> {
     }
     let frame = ServerFrame {
         fin: buf[0] & 0x80 != 0,
+        rsv1: buf[0] & 0x40 != 0,
         opcode: buf[0] & 0x0f,
         payload: buf[at..at + len].to_vec(),
     };

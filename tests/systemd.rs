@@ -368,3 +368,45 @@ fn the_documented_unit_is_the_shipped_one() {
         "docs/operations.md's unit differs from packaging/deb/ws2fcgi.service"
     );
 }
+
+/// `systemd-analyze verify` finds nothing to say about the shipped units,
+/// with `ExecStart=` pointing at the binary under test (verify checks that
+/// it exists; tests/deb/install-test verifies the installed units as they
+/// are). Skipped, saying so, where systemd-analyze is missing (scripts/test
+/// installs it).
+#[test]
+fn systemd_analyze_verify_passes_on_the_units() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: systemd-analyze is not installed (apt-get install systemd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(root.join("packaging/deb/ws2fcgi.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/ws2fcgi "));
+    let unit = unit.replace("/usr/bin/ws2fcgi", env!("CARGO_BIN_EXE_ws2fcgi"));
+    std::fs::write(dir.path().join("ws2fcgi.service"), unit).unwrap();
+    std::fs::copy(
+        root.join("packaging/deb/ws2fcgi.socket"),
+        dir.path().join("ws2fcgi.socket"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.path().join("ws2fcgi.service"))
+        .arg(dir.path().join("ws2fcgi.socket"))
+        .output()
+        .expect("run systemd-analyze");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    // An unknown or misspelt setting is only a warning: none is allowed.
+    assert_eq!(said, "", "systemd-analyze verify complained");
+}

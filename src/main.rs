@@ -262,10 +262,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         // First polled once serve() has spawned every accept loop: serving.
         notify.ready(&status);
         stop.requested().await;
-        notify.stopping(&format!(
-            "draining {} connections",
-            drain_ctx.hub.connection_count()
-        ));
+        let connections = drain_ctx.hub.connection_count();
+        let s = if connections == 1 { "" } else { "s" };
+        notify.stopping(&format!("draining {connections} connection{s}"));
     };
     let result = ws2fcgi::serve(listeners, ctx, shutdown).await;
     watchdog.abort();

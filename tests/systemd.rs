@@ -175,7 +175,7 @@ async fn ready_reloading_stopping_and_the_watchdog_reach_the_manager() {
     daemon.signal("TERM");
     let stopping = manager.next(&daemon);
     assert_eq!(field(&stopping, "STOPPING"), Some("1"), "{stopping:?}");
-    assert_eq!(field(&stopping, "STATUS"), Some("draining 1 connections"));
+    assert_eq!(field(&stopping, "STATUS"), Some("draining 1 connection"));
     let close = client.await.unwrap().expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
     let status = daemon.wait_exit(Duration::from_secs(20)).await;
@@ -224,15 +224,19 @@ fn inherit(fd: &impl std::os::fd::AsFd, yes: bool) {
 /// inheritable fds `fds` moved to 3, 4, … and `LISTEN_PID` set to the
 /// daemon's own pid by a shell that then executes it.
 fn activated(fds: &[i32], names: &str, args: &[&std::ffi::OsStr]) -> Process {
-    let mut moves = String::new();
+    // Through fds 200 and up first, so that an fd already at 3 or 4 is not
+    // overwritten before it is moved.
+    let mut lift = String::new();
+    let mut close = String::new();
+    let mut place = String::new();
     for (i, fd) in fds.iter().enumerate() {
-        moves.push_str(&format!("{}<&{fd} ", 3 + i));
-    }
-    for fd in fds {
-        moves.push_str(&format!("{fd}<&- "));
+        lift.push_str(&format!("{}<&{fd} ", 200 + i));
+        close.push_str(&format!("{fd}<&- "));
+        place.push_str(&format!("{}<&{} {}<&- ", 3 + i, 200 + i, 200 + i));
     }
     let script = format!(
-        "exec {moves}; export LISTEN_PID=$$ LISTEN_FDS={} LISTEN_FDNAMES={names}; exec \"$0\" \"$@\"",
+        "exec {lift}; exec {close}; exec {place}; \
+         export LISTEN_PID=$$ LISTEN_FDS={} LISTEN_FDNAMES={names}; exec \"$0\" \"$@\"",
         fds.len()
     );
     // bash: dash refuses fd numbers above 9.

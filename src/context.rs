@@ -40,6 +40,8 @@ pub struct Context {
     pub drain: drain::Clock,
     /// `allowed_origins`, compiled.
     origins: ArcSwap<OriginPolicy>,
+    /// Pusher presence members and cache channels of this node.
+    pub pusher: crate::pusher::State,
     /// The Pusher apps (`[[pusher.app]]`), by key and by id.
     pusher_apps: ArcSwap<crate::pusher::Apps>,
     started: std::time::Instant,
@@ -82,6 +84,7 @@ impl Context {
             inbound: crate::inbound::Budget::new(config.limits.inbound_bytes, &metrics),
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
+            pusher: crate::pusher::State::default(),
             pusher_apps: ArcSwap::from_pointee(crate::pusher::Apps::new(&config.pusher)),
             fpm: FpmPool::new(&config.fpm, drain.clone()),
             books: drain::Books::new(&metrics),

@@ -12,6 +12,7 @@
 //! {"op":"presence","channel":"room"}
 //! {"op":"history","channel":"room","limit":50,"since":{"offset":10,"epoch":"…"}}
 //! {"op":"stats"}
+//! {"op":"pusher_publish","app":"1001","channels":["room"],"event":"e","data":"{…}","socket_id":"1.2"}
 //! ```
 
 use base64::Engine as _;
@@ -101,6 +102,15 @@ enum Wire {
         since: Option<WireSince>,
     },
     Stats {},
+    #[serde(rename = "pusher_publish")]
+    PusherPublish {
+        app: String,
+        channels: Vec<String>,
+        event: String,
+        data: String,
+        #[serde(default)]
+        socket_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +222,20 @@ pub enum Command {
     },
     /// Counters.
     Stats,
+    /// A Pusher event to channels of a Pusher app (`pusher/publish.rs`
+    /// checks it when it runs: the limits are the configuration's).
+    PusherPublish {
+        /// The app id.
+        app: String,
+        /// The Pusher channels.
+        channels: Vec<String>,
+        /// The event name.
+        event: String,
+        /// The event's data, sent as a string.
+        data: String,
+        /// A connection left out.
+        socket_id: Option<String>,
+    },
 }
 
 impl Command {
@@ -227,6 +251,7 @@ impl Command {
             Self::Presence { .. } => "presence",
             Self::History { .. } => "history",
             Self::Stats => "stats",
+            Self::PusherPublish { .. } => "pusher_publish",
         }
     }
 }
@@ -371,6 +396,19 @@ fn validate(wire: Wire) -> Result<Command, CommandError> {
             }
         }
         Wire::Stats {} => Command::Stats,
+        Wire::PusherPublish {
+            app,
+            channels,
+            event,
+            data,
+            socket_id,
+        } => Command::PusherPublish {
+            app,
+            channels,
+            event,
+            data,
+            socket_id,
+        },
     })
 }
 

@@ -224,6 +224,24 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
             limit,
             since,
         } => history_reply(ctx, &channel, limit, since.as_ref()).await,
+        Command::PusherPublish {
+            app,
+            channels,
+            event,
+            data,
+            socket_id,
+        } => {
+            let event = crate::pusher::publish::Event {
+                channels: &channels,
+                name: &event,
+                data: &data,
+                socket_id: socket_id.as_deref(),
+            };
+            match crate::pusher::publish::publish(ctx, &app, &event) {
+                Ok(delivered) => json!({"ok": true, "delivered": delivered}),
+                Err(e) => json!({"ok": false, "error": e.to_string()}),
+            }
+        }
         Command::Stats => {
             let s = &hub.stats;
             json!({

@@ -35,8 +35,11 @@
 //! that want keep-alive use `pusher.api_listen`.
 //!
 //! This file accepts, serves HTTP and runs the handshake; `refusal.rs`
-//! answers and closes the sockets refused at `accept`.
+//! answers and closes the sockets refused at `accept`; `pusher.rs` answers
+//! a Pusher client's handshake (`/app/{key}`, when `[[pusher.app]]` is set:
+//! that path is then never a raw route).
 
+mod pusher;
 mod refusal;
 
 use std::convert::Infallible;
@@ -267,6 +270,12 @@ async fn handshake(
         let response = crate::pusher::api::serve(ctx.clone(), req).await;
         drop(slot);
         return Ok(response);
+    }
+    if let Some(key) = pusher::app_key(req.uri().path())
+        && !ctx.pusher_apps().is_empty()
+    {
+        let key = key.to_owned();
+        return Ok(pusher::handshake(ctx, peer, slot, req, tracker, key).await);
     }
     let config = ctx.config();
     let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {

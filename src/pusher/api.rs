@@ -398,17 +398,17 @@ fn info_of(ctx: &Context, app: &App, channel: &str, info: Info) -> Map<String, V
     out
 }
 
-/// The user ids of a presence channel on this node, each once: the
-/// connections subscribed to it carry their `user_id` in their hub metadata
-/// (`pusher_user_id`) until the WebSocket side's presence state is there to ask.
+/// The user ids of a presence channel on this node, each once, in order
+/// (the WebSocket side counts presence members per user: `state.rs`).
 fn presence_users(ctx: &Context, hub_name: &str) -> Vec<String> {
-    let mut users = std::collections::BTreeSet::new();
-    for member in ctx.hub.presence(hub_name) {
-        if let Some((_, user)) = member.meta.iter().find(|(k, _)| k == "pusher_user_id") {
-            users.insert(user.clone());
-        }
-    }
-    users.into_iter().collect()
+    let mut users: Vec<String> = ctx
+        .pusher
+        .members(hub_name)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    users.sort();
+    users
 }
 
 /// `GET /apps/{id}/channels`: the occupied channels, maybe with a prefix.

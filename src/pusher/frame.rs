@@ -43,6 +43,23 @@ pub fn event(event: &str, channel: Option<&str>, data: &str, user_id: Option<&st
     Value::Object(object).to_string()
 }
 
+/// A client event, relayed: `data` is the JSON the client sent (encoded
+/// again, so valid JSON), not a string; `user_id` on presence channels.
+pub fn client_event(event: &str, channel: &str, data_json: &str, user_id: Option<&str>) -> String {
+    let quote = |s: &str| Value::from(s).to_string();
+    let mut text = format!(
+        "{{\"event\":{},\"channel\":{},\"data\":{data_json}",
+        quote(event),
+        quote(channel)
+    );
+    if let Some(user_id) = user_id {
+        text.push_str(",\"user_id\":");
+        text.push_str(&quote(user_id));
+    }
+    text.push('}');
+    text
+}
+
 /// An event whose data is a JSON value, sent as its encoding (a string).
 fn internal(event_name: &str, channel: Option<&str>, data: &Value) -> String {
     event(event_name, channel, &data.to_string(), None)
@@ -168,6 +185,14 @@ mod tests {
         ));
         assert_eq!(f["data"], "\"q\\\"\"");
         assert_eq!(f["user_id"], "7");
+        let f = parse(&client_event(
+            "client-x",
+            "private-a",
+            r#"{"a":[1]}"#,
+            Some("u\"1"),
+        ));
+        assert_eq!(f["data"], json!({"a": [1]}));
+        assert_eq!(f["user_id"], "u\"1");
         let f = parse(&error(Some(4301), "slow down"));
         assert_eq!(f["data"]["code"], 4301);
         let info = json!({"name": "A"});

@@ -15,22 +15,33 @@
 //! - `socket_id.rs`: a connection's `socket_id` and back;
 //! - `frame.rs`: the JSON frames the server sends;
 //! - `auth.rs`: the signatures of subscriptions and sign-ins;
+//! - `protocol.rs`: the frames a client sends, parsed (pure, fuzzed);
+//! - `state.rs`: what a node keeps: presence members per user, cache channels' last events;
+//! - `connection.rs`: one Pusher client's life after the handshake (`gateway/pusher.rs` accepts it);
 //! - `api_signature.rs`: the signature of an HTTP API request (pure, fuzzed);
 //! - `api.rs`: the HTTP API (`/apps/{id}/…`), on the WebSocket listeners and `pusher.api_listen`;
 //! - `publish.rs`: publishing an event from the server side (control socket, HTTP API).
+//!
+//! The connections signed in as a user (`pusher:signin`) are the members of
+//! the hub channel [`user_channel`]: `Hub::presence` lists them (to
+//! terminate them), a publish to it reaches them.
 
 pub mod api;
 pub mod api_signature;
 pub mod app;
 pub mod auth;
 pub mod channel;
+pub mod connection;
 pub mod frame;
+pub mod protocol;
 pub mod publish;
 pub mod socket_id;
+pub mod state;
 
 pub use app::{App, Apps};
 pub use channel::ChannelKind;
 pub use socket_id::SocketId;
+pub use state::State;
 
 /// The protocol version spoken (the `protocol` query parameter of `/app/{key}`).
 pub const PROTOCOL_VERSION: u32 = 7;
@@ -60,6 +71,20 @@ pub fn hub_channel(app_id: &str, channel: &str) -> String {
 /// The app id and Pusher channel of a hub channel name, if it is one.
 pub fn from_hub_channel(name: &str) -> Option<(&str, &str)> {
     name.strip_prefix(HUB_PREFIX)?.split_once(HUB_PREFIX)
+}
+
+/// Longest user id (`pusher:signin`, presence `user_id`), in bytes.
+pub const MAX_USER_ID: usize = 200;
+
+/// Is `id` a usable user id? 1 to [`MAX_USER_ID`] bytes, no control characters.
+pub fn check_user_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_USER_ID {
+        return Err(format!("a user id must be 1 to {MAX_USER_ID} bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("a user id must not hold control characters".into());
+    }
+    Ok(())
 }
 
 /// The hub channel of a signed-in user's server-to-user channel

@@ -5,16 +5,12 @@
 //! connection that caused it (`socket_id`, as Pusher's `exclude`): each
 //! channel's frame is encoded once and shared by its members through the
 //! hub. An event on `#server-to-user-<id>` reaches the connections signed
-//! in as that user.
-//!
-//! (The HTTP API's first version of this file; the WebSocket side keeps the
-//! last event of `cache-` channels in its own state, which replaces the
-//! plain hub publish below when it lands.)
+//! in as that user. A `cache-` channel keeps the event for its next
+//! subscribers (`state.rs`).
 
-use super::channel;
+use super::channel::{self, ChannelKind};
 use super::{SocketId, frame, hub_channel};
 use crate::context::Context;
-use crate::frame::Kind;
 use crate::hub::ConnId;
 
 /// Longest event name, in bytes (Pusher's limit).
@@ -68,10 +64,7 @@ pub enum PublishError {
 /// Checks a channel an event may name: a subscribable name, or a user's channel.
 pub fn check_channel(name: &str) -> Result<(), String> {
     match name.strip_prefix(USER_CHANNEL_PREFIX) {
-        Some(user) if user.is_empty() || user.len() > 200 || user.chars().any(char::is_control) => {
-            Err("a user id must be 1 to 200 bytes without control characters".into())
-        }
-        Some(_) => Ok(()),
+        Some(user) => super::check_user_id(user),
         None => channel::check(name),
     }
 }
@@ -121,15 +114,10 @@ pub fn publish(ctx: &Context, app_id: &str, event: &Event<'_>) -> Result<usize, 
     let mut delivered = 0;
     for name in event.channels {
         let text = frame::event(event.name, Some(name), event.data, None);
-        delivered += ctx
-            .hub
-            .publish(
-                &hub_channel(&app.id, name),
-                Kind::Text,
-                text.as_bytes(),
-                &except,
-            )
-            .delivered;
+        let cache = !name.starts_with('#') && ChannelKind::of(name).is_cache();
+        delivered +=
+            ctx.pusher
+                .publish(&ctx.hub, &hub_channel(&app.id, name), &text, &except, cache);
     }
     Ok(delivered)
 }

@@ -1,0 +1,209 @@
+//! The handshake of a Pusher client: `GET /app/{key}?protocol=7&client=js&version=…`
+//! on the same listeners as the raw contract, when `[[pusher.app]]` is set.
+//!
+//! PHP is not asked. A refusal the client must understand comes after the
+//! upgrade, as Pusher sends it, so pusher-js acts on its code:
+//!
+//! ```text
+//! unknown app key                  pusher:error 4001, close 4001   (no reconnect)
+//! protocol missing / not a number  pusher:error 4008 / 4006, close (no reconnect)
+//! protocol other than 7            pusher:error 4007, close 4007   (no reconnect)
+//! max_connections_per_ip reached   pusher:error 4100, close 4100   (reconnect after a back-off)
+//! accepted                         pusher:connection_established {socket_id, activity_timeout}
+//! ```
+//!
+//! What is refused before any upgrade is refused as on the raw path: not a
+//! WebSocket request, an origin not allowed, shutting down.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::{HttpResponse, check_upgrade, plain};
+use crate::context::Context;
+use crate::limits::Slot;
+use crate::proxy::{self, Origin};
+use crate::pusher::protocol::codes;
+use crate::pusher::{self, SocketId, connection, frame};
+
+/// The app key of a Pusher path (`/app/{key}`), if it is one.
+pub(super) fn app_key(path: &str) -> Option<&str> {
+    path.strip_prefix("/app/")
+        .filter(|key| !key.is_empty() && !key.contains('/'))
+}
+
+/// Answers a Pusher client's handshake and starts its connection.
+pub(super) async fn handshake(
+    ctx: Arc<Context>,
+    peer: Origin,
+    mut slot: Slot,
+    mut req: Request<Incoming>,
+    tracker: TaskTracker,
+    key: String,
+) -> HttpResponse {
+    let accept_key = match check_upgrade(&req) {
+        Ok(key) => derive_accept_key(key.as_bytes()),
+        Err(response) => return *response,
+    };
+    if ctx.is_shutting_down() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
+    }
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if !ctx.origins().allows(origin) {
+        ctx.metrics.refused("origin");
+        tracing::info!(
+            origin = origin.unwrap_or(""),
+            "pusher handshake refused: origin not allowed"
+        );
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, _body) = req.into_parts();
+    let config = ctx.config();
+    let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
+
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+
+    let app = ctx.pusher_apps().by_key(&key).cloned();
+    let refusal = match (&app, protocol_version(parts.uri.query())) {
+        (None, _) => Some((
+            codes::APP_DOES_NOT_EXIST,
+            format!("App key {key} not in this server"),
+        )),
+        (_, Err(refusal)) => Some(refusal),
+        (Some(_), Ok(())) => match slot.claim_client(client.remote_ip) {
+            Ok(()) => None,
+            Err(_) => Some((codes::OVER_CAPACITY, "Over capacity".to_string())),
+        },
+    };
+    let app = match (app, refusal) {
+        (Some(app), None) => app,
+        (_, Some((code, message))) => {
+            ctx.metrics.refused("pusher");
+            tracing::info!(remote = %client.remote_ip, code, %message, "pusher connection refused");
+            let close_timeout = config.websocket.close_timeout;
+            tracker.spawn(async move {
+                let _slot = slot;
+                if let Ok(upgraded) = on_upgrade.await {
+                    let _ =
+                        tokio::time::timeout(close_timeout, refuse(upgraded, code, &message)).await;
+                }
+            });
+            return response;
+        }
+        (None, None) => unreachable!("an unknown app is refused"),
+    };
+
+    let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
+    let socket_id = SocketId::of(&handle.id).to_string();
+    let activity = config.pusher.activity_timeout.as_secs().max(1);
+    let _ = handle
+        .outbox
+        .push(frame::text(&frame::connection_established(
+            &socket_id, activity,
+        )));
+    let span = tracing::debug_span!("pusher", socket_id = %socket_id, app = %app.id, remote = %client.remote_ip);
+    let accepted = connection::Accepted {
+        ctx,
+        handle,
+        app,
+        socket_id,
+        slot,
+    };
+    let task = async move {
+        match on_upgrade.await {
+            Ok(upgraded) => connection::serve(accepted, upgraded).await,
+            Err(e) => {
+                tracing::info!(error = %e, "pusher client left during the upgrade");
+                accepted.ctx.hub.unregister(&accepted.handle.id);
+            }
+        }
+    }
+    .instrument(span);
+    tracker.spawn(task);
+    response
+}
+
+/// Checks the `protocol` query parameter: `Err((code, message))` unless 7.
+fn protocol_version(query: Option<&str>) -> Result<(), (u16, String)> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("protocol="));
+    let Some(value) = value else {
+        return Err((
+            codes::NO_PROTOCOL_VERSION,
+            "No protocol version supplied".into(),
+        ));
+    };
+    match value.parse::<u32>() {
+        Ok(pusher::PROTOCOL_VERSION) => Ok(()),
+        Ok(other) => Err((
+            codes::UNSUPPORTED_PROTOCOL,
+            format!(
+                "Unsupported protocol version {other}; this server speaks {}",
+                pusher::PROTOCOL_VERSION
+            ),
+        )),
+        Err(_) => Err((
+            codes::INVALID_VERSION_FORMAT,
+            "Invalid version string format".into(),
+        )),
+    }
+}
+
+/// Sends `pusher:error` and a close frame with `code`, then waits for the
+/// client to close (the caller bounds it).
+async fn refuse(upgraded: hyper::upgrade::Upgraded, code: u16, message: &str) {
+    let mut io = TokioIo::new(upgraded);
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(message.as_bytes().get(..120).unwrap_or(message.as_bytes()));
+    let error = frame::text(&frame::error(Some(code), message));
+    let close = crate::frame::close(&payload);
+    if io.write_all(&error).await.is_err() || io.write_all(&close).await.is_err() {
+        return;
+    }
+    let _ = io.flush().await;
+    // The client answers with its close frame and closes; what it sends
+    // meanwhile is read and dropped.
+    let mut sink = [0u8; 512];
+    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_versions() {
+        assert_eq!(app_key("/app/app-key"), Some("app-key"));
+        for path in ["/app/", "/app", "/apps/1/events", "/app/a/b", "/chat"] {
+            assert_eq!(app_key(path), None, "{path}");
+        }
+        assert!(protocol_version(Some("protocol=7&client=js&version=8.4.0")).is_ok());
+        assert!(protocol_version(Some("client=js&protocol=7")).is_ok());
+        let code = |q| protocol_version(q).unwrap_err().0;
+        assert_eq!(code(Some("protocol=5")), codes::UNSUPPORTED_PROTOCOL);
+        assert_eq!(code(Some("protocol=x")), codes::INVALID_VERSION_FORMAT);
+        assert_eq!(code(None), codes::NO_PROTOCOL_VERSION);
+    }
+}

@@ -1,0 +1,524 @@
+//! One Pusher client's life after the handshake, in one task: no PHP is
+//! involved. The task reads the client's frames (tungstenite, over the same
+//! read side and outbox writer as every connection: `transport.rs`),
+//! answers them (`protocol.rs` parses), and watches for silence:
+//!
+//! ```text
+//! silence for activity_timeout   → pusher:ping
+//! and as long again, still none  → pusher:error 4201, close 4201 (pusher-js reconnects)
+//! ```
+//!
+//! What a connection holds is bounded: at most
+//! `pusher.max_channels_per_connection` subscriptions (a name and a user id
+//! each), its outbox (`websocket.outbound_queue_bytes`) and its read side's
+//! share of the inbound budget. A message it does not understand gets a
+//! `pusher:error` and the connection stays.
+//!
+//! When it ends, it leaves every channel (presence members are announced
+//! gone to the others), leaves the hub, flushes what it can within
+//! `websocket.close_timeout`, and closes the socket.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::time::{sleep, timeout_at};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::protocol::{self, ClientFrame, codes};
+use super::state::Presence;
+use super::{App, ChannelKind, auth, channel, frame, hub_channel, user_channel};
+use crate::config::Config;
+use crate::context::Context;
+use crate::contract as c;
+use crate::hub::ConnHandle;
+use crate::inbound::{Intake, Ledger};
+use crate::limits::{Slot, TokenBucket};
+use crate::outbox::Signal;
+use crate::transport::{self, ReadSide, Writer};
+
+/// What the gateway hands over once the handshake is answered.
+pub struct Accepted {
+    /// Shared daemon state.
+    pub ctx: Arc<Context>,
+    /// The connection (registered in the hub; `connection_established` queued).
+    pub handle: Arc<ConnHandle>,
+    /// The app it connected to.
+    pub app: Arc<App>,
+    /// Its `socket_id`.
+    pub socket_id: String,
+    /// Its place under `max_connections`; freed when it ends.
+    pub slot: Slot,
+}
+
+/// One subscription.
+struct Sub {
+    channel: Box<str>,
+    hub: Box<str>,
+    kind: ChannelKind,
+    /// The presence member's user id.
+    user_id: Option<Box<str>>,
+}
+
+/// How the connection ends.
+struct Ending {
+    /// Flush what is queued before closing the socket.
+    flush: bool,
+}
+
+struct Conn {
+    ctx: Arc<Context>,
+    config: Arc<Config>,
+    handle: Arc<ConnHandle>,
+    app: Arc<App>,
+    socket_id: String,
+    ws: WebSocketStream<ReadSide>,
+    subs: Vec<Sub>,
+    /// The user signed in with `pusher:signin`.
+    user: Option<Box<str>>,
+    client_events: TokenBucket,
+    last_seen: Instant,
+    /// When the server's `pusher:ping` went out, unanswered so far.
+    pinged: Option<Instant>,
+}
+
+/// Runs the connection until it ends.
+pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
+    let Accepted {
+        ctx,
+        handle,
+        app,
+        socket_id,
+        slot: _slot, // held until the connection is gone
+    } = accepted;
+    let config = ctx.config();
+    let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
+        tracing::error!(
+            socket_id,
+            "upgraded connection is neither TCP nor Unix; dropping it"
+        );
+        ctx.hub.unregister(&handle.id);
+        return;
+    };
+    let ws_config = &config.websocket;
+    let ledger = Ledger::new(
+        ctx.inbound.clone(),
+        ws_config.inbound_queue_bytes,
+        ws_config.max_message_size,
+        ws_config.read_buffer_size,
+    );
+    let mut side = ReadSide::new(
+        read_half,
+        handle.clone(),
+        ws_config.read_buffer_size,
+        Intake::new(ledger),
+    );
+    side.preload(&pre_read);
+    drop(pre_read);
+    let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
+    let mut writer = Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone());
+    let rate = f64::from(config.pusher.client_events_per_second);
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        config: config.clone(),
+        handle: handle.clone(),
+        app,
+        socket_id,
+        ws,
+        subs: Vec::new(),
+        user: None,
+        client_events: TokenBucket::new(rate, rate),
+        last_seen: Instant::now(),
+        pinged: None,
+    };
+    ctx.hub.stats.connections_total.inc();
+    if ctx.is_shutting_down() {
+        handle
+            .outbox
+            .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
+    }
+    let ending = conn.run(&mut writer).await;
+    // tungstenite's reply to a client's close frame goes to the outbox.
+    let _ = conn.ws.flush().await;
+    conn.leave_all();
+    ctx.hub.unregister(&handle.id);
+    handle.outbox.seal();
+    if ending.flush {
+        let until = ctx.within_drain(config.websocket.close_timeout);
+        let _ = timeout_at(until.into(), writer.flush_all()).await;
+    }
+}
+
+impl Conn {
+    async fn run(&mut self, writer: &mut Writer) -> Ending {
+        let activity = self.config.pusher.activity_timeout;
+        let timer = sleep(activity);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                signal = writer.run() => match signal {
+                    Ok(Signal::Close(code, reason)) => return self.close(code, &reason),
+                    Ok(Signal::SlowConsumer) => {
+                        self.ctx.metrics.closed("slow_consumer");
+                        self.ctx.hub.stats.slow_consumers.inc();
+                        tracing::warn!(socket_id = %self.socket_id, "pusher: slow consumer cut off");
+                        return Ending { flush: false };
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "write failed");
+                        return Ending { flush: false };
+                    }
+                },
+                msg = self.ws.next() => {
+                    self.last_seen = Instant::now();
+                    self.pinged = None;
+                    timer.as_mut().reset((self.last_seen + activity).into());
+                    if let Some(ending) = self.on_message(msg) {
+                        return ending;
+                    }
+                }
+                () = &mut timer => {
+                    if let Some(ending) = self.on_timer(activity) {
+                        return ending;
+                    }
+                    timer.as_mut().reset((Instant::now() + activity).into());
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, activity: Duration) -> Option<Ending> {
+        if self.ws.get_ref().is_paused() {
+            // Reading is paused by the inbound budget: the client's answer
+            // may be waiting unread.
+            self.last_seen = Instant::now();
+            return None;
+        }
+        match self.pinged {
+            Some(at) if at.elapsed() >= activity => {
+                self.ctx.metrics.closed("idle_timeout");
+                self.send(&frame::error(
+                    Some(codes::PONG_NOT_RECEIVED),
+                    "pong reply not received",
+                ));
+                Some(self.close(codes::PONG_NOT_RECEIVED, "pong reply not received"))
+            }
+            Some(_) => None,
+            None if self.last_seen.elapsed() >= activity => {
+                self.pinged = Some(Instant::now());
+                self.send(&frame::ping());
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Queues our close frame after what is queued; the connection ends.
+    fn close(&mut self, code: u16, reason: &str) -> Ending {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
+        self.handle
+            .outbox
+            .push_control(crate::frame::close(&payload));
+        Ending { flush: true }
+    }
+
+    fn send(&self, text: &str) {
+        let _ = self.handle.outbox.push(frame::text(text));
+    }
+
+    fn error(&self, code: u16, message: &str) {
+        self.send(&frame::error(Some(code), message));
+    }
+
+    fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Option<Ending> {
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                let _charge = self.ws.get_mut().message_charge();
+                self.error(
+                    codes::GENERIC,
+                    "binary messages are not part of the Pusher protocol",
+                );
+                return None;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
+            // tungstenite queued its reply.
+            Some(Ok(Message::Close(_))) | None => return Some(Ending { flush: true }),
+            Some(Err(WsError::Capacity(_))) => {
+                self.ctx.metrics.closed("too_big");
+                return Some(self.close(c::CLOSE_TOO_BIG, "message too big"));
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "pusher: read failed");
+                return Some(Ending { flush: false });
+            }
+        };
+        // Given back when the message has been handled.
+        let _charge = self.ws.get_mut().message_charge();
+        self.ctx.hub.stats.messages_in.inc();
+        self.ctx.metrics.bytes_in.inc_by(text.len() as u64);
+        match protocol::parse(text.as_str()) {
+            Ok(frame) => self.on_frame(frame),
+            Err(e) => {
+                self.error(codes::GENERIC, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: ClientFrame) -> Option<Ending> {
+        match frame {
+            ClientFrame::Ping => self.send(&frame::pong()),
+            ClientFrame::Pong => {}
+            ClientFrame::Subscribe {
+                channel,
+                auth,
+                channel_data,
+            } => self.subscribe(&channel, auth.as_deref(), channel_data.as_deref()),
+            ClientFrame::Unsubscribe { channel } => self.unsubscribe(&channel),
+            ClientFrame::Signin { auth, user_data } => return self.signin(&auth, &user_data),
+            ClientFrame::ClientEvent {
+                event,
+                channel,
+                data,
+            } => self.client_event(&event, &channel, &data),
+        }
+        None
+    }
+
+    fn subscribe(&mut self, name: &str, auth: Option<&str>, channel_data: Option<&str>) {
+        if let Some(user) = name.strip_prefix(super::publish::USER_CHANNEL_PREFIX) {
+            // pusher-js subscribes to its user's channel after a sign-in;
+            // the connection joined it when it signed in.
+            if self.user.as_deref() == Some(user) {
+                self.send(&frame::subscription_succeeded(name));
+            } else {
+                self.send(&frame::subscription_error(
+                    name,
+                    "AuthError",
+                    "sign in as this user first",
+                    401,
+                ));
+            }
+            return;
+        }
+        if let Err(problem) = channel::check(name) {
+            self.error(codes::GENERIC, &format!("pusher:subscribe: {problem}"));
+            return;
+        }
+        if self.subs.iter().any(|s| &*s.channel == name) {
+            self.error(
+                codes::GENERIC,
+                &format!("pusher:subscribe: already subscribed to `{name}`"),
+            );
+            return;
+        }
+        let most = self.config.pusher.max_channels_per_connection;
+        if self.subs.len() >= most {
+            self.send(&frame::subscription_error(
+                name,
+                "LimitReached",
+                &format!("at most {most} channels per connection"),
+                429,
+            ));
+            return;
+        }
+        let kind = ChannelKind::of(name);
+        let mut presence = None;
+        if kind.needs_auth() {
+            let signed = auth::channel_text(&self.socket_id, name, channel_data);
+            if !auth.is_some_and(|a| auth::verify(&self.app, &signed, a)) {
+                tracing::info!(socket_id = %self.socket_id, channel = name, "pusher: subscription refused: bad or missing auth");
+                self.send(&frame::subscription_error(
+                    name,
+                    "AuthError",
+                    "invalid signature",
+                    401,
+                ));
+                return;
+            }
+            if kind.is_presence() {
+                match member(channel_data) {
+                    Ok(p) => presence = Some(p),
+                    Err(problem) => {
+                        self.send(&frame::subscription_error(name, "AuthError", problem, 400));
+                        return;
+                    }
+                }
+            }
+        }
+        let hub = hub_channel(&self.app.id, name);
+        let user_id = presence
+            .as_ref()
+            .map(|(id, _)| Box::<str>::from(id.as_str()));
+        self.ctx.pusher.subscribe(
+            &self.ctx.hub,
+            &self.handle,
+            &hub,
+            name,
+            presence.as_ref().map(|(id, info)| Presence {
+                user_id: id,
+                user_info: info.clone(),
+            }),
+            kind.is_cache(),
+        );
+        self.subs.push(Sub {
+            channel: name.into(),
+            hub: hub.into(),
+            kind,
+            user_id,
+        });
+    }
+
+    fn unsubscribe(&mut self, name: &str) {
+        let Some(at) = self.subs.iter().position(|s| &*s.channel == name) else {
+            return;
+        };
+        let sub = self.subs.swap_remove(at);
+        self.ctx.pusher.unsubscribe(
+            &self.ctx.hub,
+            &self.handle.id,
+            &sub.hub,
+            &sub.channel,
+            sub.user_id.as_deref(),
+        );
+    }
+
+    fn leave_all(&mut self) {
+        for sub in std::mem::take(&mut self.subs) {
+            self.ctx.pusher.unsubscribe(
+                &self.ctx.hub,
+                &self.handle.id,
+                &sub.hub,
+                &sub.channel,
+                sub.user_id.as_deref(),
+            );
+        }
+    }
+
+    fn signin(&mut self, auth_value: &str, user_data: &str) -> Option<Ending> {
+        let signed = auth::user_text(&self.socket_id, user_data);
+        let id = auth::verify(&self.app, &signed, auth_value)
+            .then(|| user_id_of(user_data))
+            .flatten();
+        let Some(id) = id else {
+            tracing::info!(socket_id = %self.socket_id, "pusher: sign-in refused");
+            self.error(
+                codes::UNAUTHORIZED,
+                "sign-in refused: invalid signature or user_data",
+            );
+            return Some(self.close(codes::UNAUTHORIZED, "unauthorized"));
+        };
+        if let Some(old) = self.user.take() {
+            self.ctx
+                .hub
+                .leave(&self.handle.id, &user_channel(&self.app.id, &old));
+        }
+        self.ctx
+            .hub
+            .join(&self.handle.id, &user_channel(&self.app.id, &id));
+        self.user = Some(id.into());
+        self.send(&frame::signin_success(user_data));
+        None
+    }
+
+    fn client_event(&mut self, event: &str, name: &str, data: &Value) {
+        let Some(sub) = self.subs.iter().find(|s| &*s.channel == name) else {
+            self.error(
+                codes::GENERIC,
+                &format!("{event}: not subscribed to the channel"),
+            );
+            return;
+        };
+        if !sub.kind.allows_client_events() {
+            self.error(
+                codes::GENERIC,
+                &format!("{event}: client events are only for private and presence channels"),
+            );
+            return;
+        }
+        if !self.client_events.take(Instant::now()) {
+            self.ctx.metrics.rate_limited.inc();
+            self.error(
+                codes::CLIENT_EVENT_RATE_LIMIT,
+                &format!(
+                    "{event}: dropped, more than {} client events per second",
+                    self.config.pusher.client_events_per_second
+                ),
+            );
+            return;
+        }
+        let data = data.to_string();
+        let most = self.config.pusher.max_message_bytes;
+        if data.len() > most {
+            self.error(
+                codes::GENERIC,
+                &format!("{event}: dropped, data larger than {most} bytes"),
+            );
+            return;
+        }
+        let frame = frame::client_event(event, name, &data, sub.user_id.as_deref());
+        self.ctx
+            .pusher
+            .publish(&self.ctx.hub, &sub.hub, &frame, &[self.handle.id], false);
+    }
+}
+
+/// The `user_id` and `user_info` of a presence subscription's `channel_data`.
+fn member(channel_data: Option<&str>) -> Result<(String, Value), &'static str> {
+    let data: Value = channel_data
+        .and_then(|d| serde_json::from_str(d).ok())
+        .ok_or("presence channels need channel_data, a JSON object")?;
+    let id = match data.get("user_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err("channel_data has no user_id"),
+    };
+    super::check_user_id(&id).map_err(|_| "user_id must be 1 to 200 bytes")?;
+    let info = data.get("user_info").cloned().unwrap_or(Value::Null);
+    Ok((id, info))
+}
+
+/// The `id` of a sign-in's `user_data`, if it is a JSON object with a usable string id.
+fn user_id_of(user_data: &str) -> Option<String> {
+    let data: Value = serde_json::from_str(user_data).ok()?;
+    let id = data.get("id")?.as_str()?;
+    super::check_user_id(id).ok()?;
+    Some(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_members_and_users_are_read_from_json() {
+        assert_eq!(
+            member(Some(r#"{"user_id":7,"user_info":{"n":"a"}}"#)).unwrap(),
+            ("7".to_string(), serde_json::json!({"n": "a"}))
+        );
+        assert_eq!(member(Some(r#"{"user_id":"u"}"#)).unwrap().1, Value::Null);
+        for bad in [
+            None,
+            Some("{}"),
+            Some("[]"),
+            Some(r#"{"user_id":""}"#),
+            Some("x"),
+        ] {
+            assert!(member(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            user_id_of(r#"{"id":"42","name":"x"}"#).as_deref(),
+            Some("42")
+        );
+        for bad in ["{}", r#"{"id":42}"#, r#"{"id":""}"#, "nope"] {
+            assert!(user_id_of(bad).is_none(), "{bad}");
+        }
+    }
+}

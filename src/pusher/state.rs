@@ -1,0 +1,283 @@
+//! What one node keeps for Pusher channels besides the hub's memberships:
+//! presence members per **user** and the last event of cache channels.
+//!
+//! A presence channel's members are its users, not its connections: a
+//! user's first connection to subscribe makes it a member (the others are
+//! sent `pusher_internal:member_added`), its last one to leave ends that
+//! (`member_removed`); the member list a subscriber gets has each user once.
+//!
+//! Every change of a presence or cache channel happens under one lock, and
+//! the hub is called inside it (never the other way round), so a
+//! subscriber's `subscription_succeeded` and what follows it agree: no
+//! `member_added` of a user already in its list, no cached event twice.
+//! A subscriber is sent `subscription_succeeded` *before* it joins the hub
+//! channel, so no event reaches it before that.
+//!
+//! Memory: one entry per (presence channel, user) with connections on this
+//! node, and at most [`MAX_CACHED_CHANNELS`] cached events of at most
+//! `pusher.max_message_bytes` each, kept [`CACHE_TTL`].
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::frame;
+use crate::frame::Kind;
+use crate::hub::{ConnHandle, ConnId, Hub};
+
+/// How long a cache channel's last event is kept (Pusher keeps it 30 minutes).
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Most cache channels whose last event one node keeps; past it, expired
+/// ones are dropped, and if none has expired the new event is not cached.
+pub const MAX_CACHED_CHANNELS: usize = 10_000;
+
+/// A presence member on this node.
+struct Member {
+    /// Its connections subscribed to the channel here.
+    connections: usize,
+    /// `user_info` of its first subscription.
+    info: Value,
+}
+
+/// The last event of a cache channel.
+struct Cached {
+    /// The event's frame text (JSON), sent as is to a new subscriber.
+    frame: Bytes,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Hub channel → user id → member.
+    presence: HashMap<String, HashMap<String, Member>>,
+    /// Hub channel → its last event.
+    cache: HashMap<String, Cached>,
+}
+
+/// Presence and cache state of a node; one per daemon (in the `Context`).
+#[derive(Default)]
+pub struct State {
+    inner: Mutex<Inner>,
+}
+
+/// A presence subscriber.
+pub struct Presence<'a> {
+    /// Its `user_id`.
+    pub user_id: &'a str,
+    /// Its `user_info` (any JSON, `null` when none).
+    pub user_info: Value,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes `handle` to `channel` (hub name `hub_channel`): sends
+    /// `subscription_succeeded` (with the members, for a presence channel),
+    /// the cached event or `pusher:cache_miss` for a cache channel, then
+    /// joins; a presence member new on this node is announced to the others.
+    pub fn subscribe(
+        &self,
+        hub: &Hub,
+        handle: &ConnHandle,
+        hub_channel: &str,
+        channel: &str,
+        presence: Option<Presence<'_>>,
+        cache: bool,
+    ) {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let send = |text: &[u8]| {
+            let _ = handle.outbox.push(crate::frame::data(Kind::Text, text));
+        };
+        let mut added = None;
+        match presence {
+            None => send(frame::subscription_succeeded(channel).as_bytes()),
+            Some(p) => {
+                let members = inner.presence.entry(hub_channel.to_owned()).or_default();
+                let member = members.entry(p.user_id.to_owned()).or_insert_with(|| {
+                    added = Some(frame::member_added(channel, p.user_id, &p.user_info));
+                    Member {
+                        connections: 0,
+                        info: p.user_info,
+                    }
+                });
+                member.connections += 1;
+                let list = members.iter().map(|(id, m)| (id.as_str(), &m.info));
+                send(frame::presence_succeeded(channel, list).as_bytes());
+            }
+        }
+        if cache {
+            let now = Instant::now();
+            match inner.cache.get(hub_channel) {
+                Some(c) if now.duration_since(c.at) < CACHE_TTL => send(&c.frame),
+                _ => send(frame::cache_miss(channel).as_bytes()),
+            }
+        }
+        hub.join(&handle.id, hub_channel);
+        if let Some(added) = added {
+            hub.publish(hub_channel, Kind::Text, added.as_bytes(), &[handle.id]);
+        }
+    }
+
+    /// Unsubscribes `id` from `channel`; a presence member whose last
+    /// connection here this was is announced gone (`member_removed`).
+    pub fn unsubscribe(
+        &self,
+        hub: &Hub,
+        id: &ConnId,
+        hub_channel: &str,
+        channel: &str,
+        user_id: Option<&str>,
+    ) {
+        let mut inner = self.lock();
+        hub.leave(id, hub_channel);
+        let Some(user_id) = user_id else { return };
+        let Some(members) = inner.presence.get_mut(hub_channel) else {
+            return;
+        };
+        let Some(member) = members.get_mut(user_id) else {
+            return;
+        };
+        member.connections -= 1;
+        if member.connections > 0 {
+            return;
+        }
+        members.remove(user_id);
+        if members.is_empty() {
+            inner.presence.remove(hub_channel);
+        }
+        let removed = frame::member_removed(channel, user_id);
+        hub.publish(hub_channel, Kind::Text, removed.as_bytes(), &[]);
+    }
+
+    /// Publishes an event's frame to a hub channel but `except`, keeping it
+    /// as the channel's last event when `cache`. Returns the deliveries.
+    pub fn publish(
+        &self,
+        hub: &Hub,
+        hub_channel: &str,
+        frame: &str,
+        except: &[ConnId],
+        cache: bool,
+    ) -> usize {
+        if !cache {
+            return hub
+                .publish(hub_channel, Kind::Text, frame.as_bytes(), except)
+                .delivered;
+        }
+        let mut inner = self.lock();
+        let now = Instant::now();
+        if inner.cache.len() >= MAX_CACHED_CHANNELS && !inner.cache.contains_key(hub_channel) {
+            inner
+                .cache
+                .retain(|_, c| now.duration_since(c.at) < CACHE_TTL);
+        }
+        if inner.cache.len() < MAX_CACHED_CHANNELS || inner.cache.contains_key(hub_channel) {
+            inner.cache.insert(
+                hub_channel.to_owned(),
+                Cached {
+                    frame: Bytes::copy_from_slice(frame.as_bytes()),
+                    at: now,
+                },
+            );
+        } else {
+            tracing::warn!(
+                most = MAX_CACHED_CHANNELS,
+                "pusher: too many cache channels; this event is not kept"
+            );
+        }
+        hub.publish(hub_channel, Kind::Text, frame.as_bytes(), except)
+            .delivered
+    }
+
+    /// The users of a presence channel on this node and their `user_info`.
+    pub fn members(&self, hub_channel: &str) -> Vec<(String, Value)> {
+        self.lock()
+            .presence
+            .get(hub_channel)
+            .map(|m| {
+                m.iter()
+                    .map(|(id, m)| (id.clone(), m.info.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// The event names queued to `handle`, in order.
+    fn events(handle: &ConnHandle) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        handle.outbox.drain_into(&mut batch, 1000, 0);
+        batch
+            .iter()
+            .map(|f| {
+                let start = f.iter().position(|&b| b == b'{').unwrap();
+                let v: Value = serde_json::from_slice(&f[start..]).unwrap();
+                v["event"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn presence_is_per_user_and_cache_replays_the_last_event() {
+        let hub = Hub::default();
+        let state = State::default();
+        let (w, a1, a2) = (
+            hub.register(1 << 16),
+            hub.register(1 << 16),
+            hub.register(1 << 16),
+        );
+        let me = |id| {
+            Some(Presence {
+                user_id: id,
+                user_info: Value::Null,
+            })
+        };
+        state.subscribe(&hub, &w, "h", "presence-r", me("w"), false);
+        state.subscribe(&hub, &a1, "h", "presence-r", me("a"), false);
+        state.subscribe(&hub, &a2, "h", "presence-r", me("a"), false);
+        assert_eq!(state.members("h").len(), 2);
+        state.unsubscribe(&hub, &a1.id, "h", "presence-r", Some("a"));
+        state.unsubscribe(&hub, &a2.id, "h", "presence-r", Some("a"));
+        assert_eq!(
+            events(&w),
+            [
+                "pusher_internal:subscription_succeeded",
+                "pusher_internal:member_added",
+                "pusher_internal:member_removed"
+            ]
+        );
+        assert_eq!(events(&a2), ["pusher_internal:subscription_succeeded"]);
+
+        let c = hub.register(1 << 16);
+        state.subscribe(&hub, &c, "k", "cache-x", None, true);
+        assert_eq!(state.publish(&hub, "k", r#"{"event":"e1"}"#, &[], true), 1);
+        assert_eq!(state.publish(&hub, "k", r#"{"event":"e2"}"#, &[], true), 1);
+        let late = hub.register(1 << 16);
+        state.subscribe(&hub, &late, "k", "cache-x", None, true);
+        assert_eq!(
+            events(&c),
+            [
+                "pusher_internal:subscription_succeeded",
+                "pusher:cache_miss",
+                "e1",
+                "e2"
+            ]
+        );
+        assert_eq!(
+            events(&late),
+            ["pusher_internal:subscription_succeeded", "e2"]
+        );
+    }
+}

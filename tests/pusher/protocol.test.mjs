@@ -139,6 +139,32 @@ test('protocol versions other than 7 are refused with the documented codes', asy
   }
 });
 
+test('over max_connections_per_ip: pusher:error and close 4100, so pusher-js backs off and retries', async () => {
+  const small = await Daemon.start({ websocket: ['max_connections_per_ip = 1'] });
+  try {
+    const first = await RawClient.open(small.port);
+    await first.socketId();
+    const second = await RawClient.open(small.port);
+    const { code } = await second.closed;
+    assert.equal(code, 4100);
+    assert.equal(second.frames[0].data.code, 4100);
+    assert.equal(first.ws.readyState, WebSocket.OPEN);
+    first.ws.terminate();
+  } finally {
+    await small.stop();
+  }
+});
+
+test('at shutdown a Pusher connection is closed with 1001 and the daemon exits 0', async () => {
+  const brief = await Daemon.start();
+  const c = await RawClient.open(brief.port);
+  await c.socketId();
+  const exited = brief.stop();
+  const { code } = await c.closed;
+  assert.equal(code, 1001);
+  assert.deepEqual(await exited, { code: 0, signal: null });
+});
+
 test('the raw ws2fcgi contract keeps working beside the Pusher endpoint', async () => {
   const ws = new WebSocket(`ws://127.0.0.1:${daemon.port}/chat`);
   const got = [];

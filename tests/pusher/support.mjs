@@ -51,9 +51,9 @@ export async function until(what, check, ms = DEADLINE_MS) {
   }
 }
 
-/** A running daemon in a temporary directory; `pusher` is extra [pusher] lines. */
+/** A running daemon in a temporary directory; `pusher` is extra [pusher] lines, `websocket` extra [websocket] lines. */
 export class Daemon {
-  static async start({ pusher = [] } = {}) {
+  static async start({ pusher = [], websocket = [] } = {}) {
     const daemon = new Daemon();
     daemon.dir = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-pusher-'));
     daemon.control = path.join(daemon.dir, 'control.sock');
@@ -72,6 +72,8 @@ export class Daemon {
         `socket = ${JSON.stringify(daemon.control)}`,
         '[shutdown]',
         'drain_timeout = "5s"',
+        '[websocket]',
+        ...websocket,
         '[pusher]',
         ...pusher,
         '[[pusher.app]]',

@@ -348,6 +348,47 @@ final class Client
     }
 
     /**
+     * Publishes a Pusher event to channels of a Pusher app ([[pusher.app]] in
+     * the daemon's config), as Pusher's HTTP API would, without HTTP or
+     * signing: pusher-js clients subscribed to them receive it.
+     *
+     * JSON: {"op":"pusher_publish","app":..,"channels":[..],"event":..,"data":..,"socket_id":..}
+     *
+     * @param string              $app      the app's id
+     * @param string|list<string> $channels Pusher channel names (or "#server-to-user-<id>")
+     * @param string              $event    the event name
+     * @param mixed               $data     a string is sent as is; anything else is
+     *                                      JSON-encoded first, as Pusher's SDKs do
+     * @param string|null         $socketId a Pusher socket_id to leave out (the sender's)
+     *
+     * @return int how many connections of this node it was queued to ("delivered")
+     *
+     * @throws Exception also when the daemon refuses it (unknown app, bad
+     *                   channel name, data over pusher.max_message_bytes, ...)
+     */
+    public function pusherPublish(string $app, string|array $channels, string $event, mixed $data, ?string $socketId = null): int
+    {
+        if (!\is_string($data)) {
+            try {
+                $data = \json_encode($data, self::JSON_FLAGS);
+            } catch (\JsonException $e) {
+                throw new Exception('ws2fcgi: cannot encode the event data: ' . $e->getMessage(), 0, $e);
+            }
+        }
+        $req = [
+            'op' => 'pusher_publish',
+            'app' => $app,
+            'channels' => \is_array($channels) ? self::stringList($channels, 'channels') : [$channels],
+            'event' => $event,
+            'data' => $data,
+        ];
+        if ($socketId !== null) {
+            $req['socket_id'] = $socketId;
+        }
+        return self::int($this->request($req), 'delivered');
+    }
+
+    /**
      * The daemon's counters (connections, channels, ...), exactly as it
      * reports them.
      *
@@ -639,6 +680,27 @@ final class Client
         } finally {
             \restore_error_handler();
         }
+    }
+
+    /**
+     * @param array<mixed> $items
+     *
+     * @return list<string>
+     */
+    private static function stringList(array $items, string $what): array
+    {
+        $list = [];
+        foreach ($items as $item) {
+            if (!\is_string($item)) {
+                throw new \InvalidArgumentException(\sprintf(
+                    'ws2fcgi: "%s" must be strings, %s given',
+                    $what,
+                    \get_debug_type($item),
+                ));
+            }
+            $list[] = $item;
+        }
+        return $list;
     }
 
     /**

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
+import WebSocket from 'ws';
 import { Daemon, connected, pusherClient, subscribed, until } from './support.mjs';
 
 let daemon;
@@ -212,6 +213,28 @@ test('pusher-js reconnects by itself after a dropped connection and resubscribes
     for (const s of sockets) s.destroy();
     await new Promise((resolve) => proxy.close(resolve));
   }
+});
+
+test("PHP publishes a Pusher event with the PHP client's pusherPublish()", async () => {
+  const pusher = client();
+  await connected(pusher);
+  const { channel } = await subscribed(pusher, 'from-php-channel');
+  const got = [];
+  channel.bind('from-php', (data) => got.push(data));
+  // A raw ws2fcgi connection's message runs app.php on php-fpm, which publishes.
+  const ws = new WebSocket(`ws://127.0.0.1:${daemon.port}/raw`);
+  const answers = [];
+  ws.on('message', (m) => answers.push(String(m)));
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  ws.send('pusher from-php-channel héllo "q"');
+  await until('the event from PHP', () => got.length === 1);
+  assert.deepEqual(got, [{ text: 'héllo "q"' }]);
+  await until("PHP's answer", () => answers.length === 1);
+  assert.equal(answers[0], 'published 1');
+  ws.close();
 });
 
 test('an unknown app key is refused with 4001 and pusher-js does not retry', async () => {

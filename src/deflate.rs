@@ -158,6 +158,8 @@ pub struct Stats {
     pub bytes_out: Counter,
     /// CPU time spent compressing, in seconds.
     pub cpu_seconds: Counter<f64, AtomicU64>,
+    /// Compressed messages received from clients (inflated).
+    pub inflated_messages: Counter,
 }
 
 thread_local! {

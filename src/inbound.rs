@@ -64,6 +64,9 @@ pub struct Budget {
     overdraft_wake: Arc<Notify>,
     paused_share: Counter,
     paused_budget: Counter,
+    /// Compressed messages from clients inflated (permessage-deflate): kept
+    /// here, shared, so a read side counts them without a field of its own.
+    inflated: Counter,
 }
 
 impl Budget {
@@ -78,6 +81,7 @@ impl Budget {
             overdraft_wake: Arc::new(Notify::new()),
             paused_share: metrics.inbound_paused("connection"),
             paused_budget: metrics.inbound_paused("budget"),
+            inflated: metrics.compression.inflated_messages.clone(),
         })
     }
 
@@ -340,6 +344,11 @@ impl Intake {
             self.ledger.budget.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         true
+    }
+
+    /// Counts a compressed message from the client (`ws2fcgi_inflated_messages_total`).
+    pub fn count_inflated(&self) {
+        self.ledger.budget.inflated.inc();
     }
 
     /// What one message may hold while it is read ([`Ledger::room`]).

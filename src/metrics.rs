@@ -94,8 +94,8 @@ pub struct Metrics {
     pub recoveries: Family<OutcomeLabel, Counter>,
     /// Publications sent to clients because they had missed them.
     pub recovered_publications: Counter,
-    /// permessage-deflate: messages compressed, bytes before and after, and
-    /// CPU time (see `deflate.rs`).
+    /// permessage-deflate: messages compressed, bytes before and after, CPU
+    /// time, and compressed messages received (see `deflate.rs`).
     pub compression: crate::deflate::Stats,
     connections: Gauge,
     client_sockets: Gauge,
@@ -331,6 +331,11 @@ impl Metrics {
             "compression_cpu_seconds",
             "CPU time spent compressing messages for clients",
             z.cpu_seconds.clone(),
+        );
+        r.register(
+            "inflated_messages",
+            "Compressed messages received from clients (permessage-deflate), inflated",
+            z.inflated_messages.clone(),
         );
         r.register(
             "fpm_idle",

@@ -280,6 +280,7 @@ impl ReadSide {
                 let window_bits = window.get();
                 self.intake
                     .hold_message(deflate::inflater_cost(window_bits));
+                self.intake.count_inflated();
                 // tungstenite applies max_message_size to the inflated
                 // message (and max_frame_size to the frames it is handed);
                 // a compressed frame may not exceed what a message may hold.

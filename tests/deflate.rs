@@ -3,7 +3,7 @@
 //! compressed by many members (one compression, read from the metric), and
 //! a hand-written client for what a well-behaved peer never sends: a zip
 //! bomb, corrupt data, invalid offers, a ping between compressed fragments.
-//! The browser side is tests/browser/deflate.test.mjs.
+//! Chromium is tests/js/deflate.test.mjs.
 
 mod support;
 
@@ -121,6 +121,8 @@ async fn python_websockets_sends_and_receives_compressed_messages() {
         z.bytes_out.get() * 3 < z.bytes_in.get(),
         "JSON and repeated bytes shrink"
     );
+    // websockets compresses every message it sends: all five came inflated.
+    assert_eq!(z.inflated_messages.get(), 5);
     daemon.shutdown().await;
 }
 

@@ -51,10 +51,11 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /**
  * A running daemon in a temporary directory. `history` is the TOML of the
  * [history] table (lines after the header; null: none), `pingInterval` the
- * websocket.ping_interval (the heartbeat).
+ * websocket.ping_interval (the heartbeat), `admin` a port for the admin
+ * listener (/metrics; null: none).
  */
 export class Daemon {
-  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir, extra = [] } = {}) {
+  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir, extra = [], admin = null } = {}) {
     const daemon = new Daemon();
     daemon.dir = dir ?? mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-'));
     daemon.ownsDir = !dir;
@@ -65,6 +66,7 @@ export class Daemon {
       [
         'listen = ["127.0.0.1:0"]',
         `script = ${JSON.stringify(path.join(here, 'app.php'))}`,
+        ...(admin === null ? [] : [`admin = "127.0.0.1:${admin}"`]),
         '[fpm]',
         'address = "managed"',
         'pool_size = 4',

@@ -522,3 +522,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod memory_budget {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_pusher_connection_stays_small() {
+        let mut config = Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = Arc::new(Context::new(config));
+        let handle = ctx.hub.register(1024);
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (r, w) = a.into_split();
+        let ledger = Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096);
+        let side = ReadSide::new(
+            transport::ReadHalf::Unix(r),
+            handle.clone(),
+            4096,
+            Intake::new(ledger),
+        );
+        let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
+        let mut writer = Writer::new(
+            transport::WriteHalf::Unix(w),
+            Default::default(),
+            handle.clone(),
+        );
+        let app = Arc::new(App {
+            id: "1".into(),
+            key: "k".into(),
+            secret: serde_json::from_str("\"s\"").unwrap(),
+            auth: Default::default(),
+        });
+        let mut conn = Conn {
+            ctx: ctx.clone(),
+            config: ctx.config(),
+            handle,
+            app,
+            socket_id: "1.1".into(),
+            ws,
+            subs: Vec::new(),
+            user: None,
+            client_events: TokenBucket::new(10.0, 10.0),
+            last_seen: Instant::now(),
+            pinged: None,
+        };
+        // Every idle Pusher connection's task holds `Conn`, the writer and
+        // the `run` future: growth fails here.
+        let conn_size = std::mem::size_of::<Conn>();
+        let run_size = std::mem::size_of_val(&conn.run(&mut writer));
+        eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
+        assert!(conn_size <= 640, "Conn grew to {conn_size} bytes");
+        assert!(
+            run_size <= 640,
+            "Conn::run's future grew to {run_size} bytes"
+        );
+    }
+}

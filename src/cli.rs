@@ -19,10 +19,18 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to accept WebSocket clients on: IP:PORT or unix:/path. Repeatable. [toml: listen]
+    /// Address to accept WebSocket clients on: IP:PORT, tls://IP:PORT or unix:/path. Repeatable. [toml: listen]
     /// Default 127.0.0.1:8090.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<ListenAddr>,
+
+    /// Certificate chain (PEM) of tls:// listeners, the server's certificate first. [toml: tls.cert]
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of that certificate. [toml: tls.key]
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 
     /// PHP-FPM's address: unix:/path, HOST:PORT, or `managed` (ws2fcgi starts its own). [toml: fpm.address]
     #[arg(long, value_name = "ADDR")]
@@ -173,6 +181,12 @@ impl Cli {
     pub fn apply(&self, config: &mut Config) {
         if !self.listen.is_empty() {
             config.listen = self.listen.clone();
+        }
+        if let Some(cert) = &self.tls_cert {
+            config.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            config.tls.key = Some(key.clone());
         }
         if let Some(fpm) = &self.fpm {
             config.fpm.address = Some(fpm.clone());

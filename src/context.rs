@@ -38,6 +38,8 @@ pub struct Context {
     pub books: drain::Books,
     /// When the shutdown drain began and ends (the pool has a copy).
     pub drain: drain::Clock,
+    /// The TLS configuration of `tls://` listeners, swapped on reload.
+    pub tls: crate::tls::Certs,
     /// `allowed_origins`, compiled.
     origins: ArcSwap<OriginPolicy>,
     /// Pusher presence members and cache channels of this node.
@@ -86,6 +88,7 @@ impl Context {
             origins: ArcSwap::from_pointee(origin_policy(&config)),
             pusher: crate::pusher::State::default(),
             pusher_apps: ArcSwap::from_pointee(crate::pusher::Apps::new(&config.pusher)),
+            tls: load_tls(&config),
             fpm: FpmPool::new(&config.fpm, drain.clone()),
             books: drain::Books::new(&metrics),
             drain,
@@ -170,6 +173,13 @@ impl Context {
         keep!("pusher.api_listen", pusher.api_listen);
         debug_assert!(kept.iter().all(|k| RESTART_ONLY.contains(k)));
         next.validate()?;
+        if next.has_tls_listener() {
+            // Read again after validate: a file replaced meanwhile is
+            // checked as well, and a bad one still keeps the old.
+            let loaded = crate::tls::server_config(&next.tls)?;
+            loaded.log("TLS certificate reloaded");
+            self.tls.replace(loaded.config);
+        }
         self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));
         self.pusher_apps
@@ -235,6 +245,25 @@ impl Context {
 /// `websocket.max_connections`, but never more than the open-files limit
 /// less [`DESCRIPTOR_RESERVE`] and less `fpm.pool_size` (0 means exactly
 /// that), so `accept` and the FastCGI pool always find a descriptor.
+/// The TLS configuration at start, when a listener is `tls://` (it was
+/// validated already; should its files have gone bad since, TLS handshakes
+/// fail until a reload fixes them).
+fn load_tls(config: &Config) -> crate::tls::Certs {
+    let certs = crate::tls::Certs::default();
+    if config.has_tls_listener() {
+        match crate::tls::server_config(&config.tls) {
+            Ok(loaded) => {
+                loaded.log("TLS certificate loaded");
+                certs.replace(loaded.config);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not loaded; TLS clients are refused")
+            }
+        }
+    }
+    certs
+}
+
 fn slot_limits(config: &Config) -> SlotLimits {
     let open_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft)

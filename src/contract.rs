@@ -19,6 +19,18 @@ pub const VAR_CLOSE_REASON: &str = "WS_CLOSE_REASON";
 pub const VAR_META_PREFIX: &str = "WS_META_";
 /// The control socket's path, when one is configured.
 pub const VAR_CONTROL_SOCKET: &str = "WS_CONTROL_SOCKET";
+/// The TLS version of a `tls://` connection (`TLSv1.2`, `TLSv1.3`).
+pub const VAR_SSL_PROTOCOL: &str = "SSL_PROTOCOL";
+/// On `tls://` connections: `SUCCESS` (a client certificate verified) or `NONE`.
+pub const VAR_SSL_CLIENT_VERIFY: &str = "SSL_CLIENT_VERIFY";
+/// The client certificate's subject, RFC 2253 (`CN=alice,O=Example`).
+pub const VAR_SSL_CLIENT_S_DN: &str = "SSL_CLIENT_S_DN";
+/// The client certificate's issuer, RFC 2253.
+pub const VAR_SSL_CLIENT_I_DN: &str = "SSL_CLIENT_I_DN";
+/// The client certificate's serial number, upper-case hex.
+pub const VAR_SSL_CLIENT_SERIAL: &str = "SSL_CLIENT_SERIAL";
+/// The client certificate, PEM.
+pub const VAR_SSL_CLIENT_CERT: &str = "SSL_CLIENT_CERT";
 
 /// `WS_EVENT` of the handshake event: PHP's status accepts or rejects the connection.
 pub const EVENT_OPEN: &str = "open";

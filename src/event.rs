@@ -94,6 +94,8 @@ pub struct EnvSource<'a> {
     pub conn_id: &'a str,
     /// WS_CONTROL_SOCKET, when a control socket is configured.
     pub control_socket: Option<&'a Path>,
+    /// The TLS session, on a `tls://` listener (`SSL_*`).
+    pub tls: Option<&'a crate::tls::Session>,
 }
 
 /// A connection's fixed CGI variables, encoded: a part that is the same for
@@ -155,7 +157,9 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     };
     let server_port = match (named_port, src.client.local) {
         (Some(port), _) => port.to_string(),
-        (None, Some(local)) if !src.client.https => local.port().to_string(),
+        // Plain, or TLS ended here: the port the client reached. HTTPS
+        // through a proxy: the scheme's (ours is the proxy's side).
+        (None, Some(local)) if !src.client.https || src.tls.is_some() => local.port().to_string(),
         (None, _) if src.client.https => "443".into(),
         _ => "80".into(),
     };
@@ -207,6 +211,16 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     p("QUERY_STRING", query.as_bytes());
     p("SCRIPT_NAME", path.as_bytes());
     p(c::VAR_CONNECTION_ID, src.conn_id.as_bytes());
+    if let Some(tls) = src.tls {
+        p(c::VAR_SSL_PROTOCOL, tls.protocol.as_bytes());
+        p(c::VAR_SSL_CLIENT_VERIFY, tls.verify().as_bytes());
+        if let Some(cert) = &tls.client {
+            p(c::VAR_SSL_CLIENT_S_DN, cert.subject.as_bytes());
+            p(c::VAR_SSL_CLIENT_I_DN, cert.issuer.as_bytes());
+            p(c::VAR_SSL_CLIENT_SERIAL, cert.serial.as_bytes());
+            p(c::VAR_SSL_CLIENT_CERT, cert.pem.as_bytes());
+        }
+    }
     push_headers(&mut own, &req.headers);
     ConnEnv {
         shared: interner.intern(&shared),
@@ -340,6 +354,7 @@ mod tests {
                 document_root: None,
                 conn_id: "abc",
                 control_socket: Some(Path::new("/run/c.sock")),
+                tls: None,
             },
             &interner,
         );
@@ -402,6 +417,7 @@ mod tests {
                     document_root: None,
                     conn_id: host,
                     control_socket: None,
+                    tls: None,
                 },
                 &interner,
             )

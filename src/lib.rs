@@ -50,6 +50,7 @@ pub mod reload;
 pub mod response;
 pub mod secret;
 pub mod signals;
+pub mod tls;
 pub mod transport;
 pub mod v1;
 

@@ -1,4 +1,4 @@
-//! Binding the daemon's sockets: TCP and Unix listeners.
+//! Binding the daemon's sockets: TCP (plain or TLS) and Unix listeners.
 //!
 //! Binding happens in `main` (or a test) before [`crate::run`], so tests can
 //! bind port 0 and temporary paths. A Unix socket is reachable only once its
@@ -20,6 +20,8 @@ pub enum Listener {
     Tcp(TcpListener),
     /// Unix stream socket (nginx in front).
     Unix(UnixListener, PathBuf),
+    /// TCP whose clients speak TLS (`tls://`); the handshake is the gateway's.
+    Tls(TcpListener),
 }
 
 /// An accepted client socket and where it came from.
@@ -46,13 +48,14 @@ impl Listener {
         match addr {
             ListenAddr::Tcp(a) => bind_tcp(*a).map(Self::Tcp),
             ListenAddr::Unix(path) => Ok(Self::Unix(bind_unix(path, permissions)?, path.clone())),
+            ListenAddr::Tls(a) => bind_tcp(*a).map(Self::Tls),
         }
     }
 
     /// Accepts one client.
     pub async fn accept(&self) -> io::Result<Accepted> {
         match self {
-            Self::Tcp(l) => {
+            Self::Tcp(l) | Self::Tls(l) => {
                 let (stream, peer) = l.accept().await?;
                 // Frames are written whole; never wait to coalesce.
                 stream.set_nodelay(true)?;
@@ -70,15 +73,24 @@ impl Listener {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| "tcp:?".into()),
             Self::Unix(_, path) => format!("unix:{}", path.display()),
+            Self::Tls(l) => l
+                .local_addr()
+                .map(|a| format!("tls://{a}"))
+                .unwrap_or_else(|_| "tls:?".into()),
         }
     }
 
-    /// The TCP address, when this is a TCP listener.
+    /// The TCP address, when this is a TCP (or TLS) listener.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
-            Self::Tcp(l) => l.local_addr().ok(),
+            Self::Tcp(l) | Self::Tls(l) => l.local_addr().ok(),
             Self::Unix(..) => None,
         }
+    }
+
+    /// Do its clients speak TLS?
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
     }
 }
 

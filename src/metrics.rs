@@ -48,6 +48,9 @@ pub struct Metrics {
     pub handshakes_refused: Family<KindLabel, Counter>,
     /// Connections closed by the daemon, by reason (idle, slow consumer, protocol, …).
     pub closes: Family<KindLabel, Counter>,
+    /// TLS handshakes on `tls://` listeners that did not finish, by reason
+    /// (`timeout`, `plain_http`, `error`).
+    pub tls_handshakes_failed: Family<KindLabel, Counter>,
     /// Payload bytes received from clients.
     pub bytes_in: Counter,
     /// Bytes written to clients (frames, headers included).
@@ -141,6 +144,7 @@ impl Metrics {
             fastcgi_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 18)),
             handshakes_refused: Family::default(),
             closes: Family::default(),
+            tls_handshakes_failed: Family::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             connections_total: Counter::default(),
@@ -192,6 +196,11 @@ impl Metrics {
             "closes",
             "Connections closed by the daemon, by reason",
             m.closes.clone(),
+        );
+        r.register(
+            "tls_handshakes_failed",
+            "TLS handshakes that did not finish, by reason",
+            m.tls_handshakes_failed.clone(),
         );
         r.register(
             "bytes_in",
@@ -358,6 +367,13 @@ impl Metrics {
     /// Counts a refused handshake.
     pub fn refused(&self, kind: &'static str) {
         self.handshakes_refused
+            .get_or_create(&KindLabel { kind })
+            .inc();
+    }
+
+    /// Counts a TLS handshake that did not finish.
+    pub fn tls_failed(&self, kind: &'static str) {
+        self.tls_handshakes_failed
             .get_or_create(&KindLabel { kind })
             .inc();
     }

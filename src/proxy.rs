@@ -6,7 +6,8 @@
 //! right-most `X-Forwarded-For` entry that is not itself a trusted proxy (as
 //! nginx's `real_ip_recursive on`), and `X-Forwarded-Proto: https` sets
 //! `HTTPS=on`. From anyone else these headers change nothing (they still
-//! reach PHP as `HTTP_X_FORWARDED_*`, as any header does).
+//! reach PHP as `HTTP_X_FORWARDED_*`, as any header does). A client on a
+//! `tls://` listener is `HTTPS=on` whatever it sends.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
@@ -75,6 +76,8 @@ pub enum Origin {
         remote: SocketAddr,
         /// The listener's address.
         local: Option<SocketAddr>,
+        /// Over TLS (a `tls://` listener): HTTPS=on.
+        tls: bool,
     },
     /// A peer on a Unix-socket listener.
     Unix,
@@ -95,11 +98,11 @@ pub fn handshake_peer(origin: Origin, trusted: &[Trusted]) -> Option<IpAddr> {
 /// Works out [`ClientInfo`] from the socket and, for trusted proxies, the forwarding headers.
 pub fn client_info(origin: Origin, headers: &HeaderMap, trusted: &[Trusted]) -> ClientInfo {
     let (mut info, from_proxy) = match origin {
-        Origin::Tcp { remote, local } => (
+        Origin::Tcp { remote, local, tls } => (
             ClientInfo {
                 remote_ip: canonical(remote.ip()),
                 remote_port: remote.port(),
-                https: false,
+                https: tls,
                 local,
             },
             trusts(trusted, remote.ip()),
@@ -139,7 +142,8 @@ pub fn client_info(origin: Origin, headers: &HeaderMap, trusted: &[Trusted]) -> 
         .and_then(|v| v.split(',').next())
         .map(str::trim);
     if let Some(proto) = proto {
-        info.https = proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("wss");
+        // A proxy that reached us over TLS cannot make the client's scheme plain.
+        info.https |= proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("wss");
     }
     info
 }
@@ -170,6 +174,7 @@ mod tests {
         Origin::Tcp {
             remote: SocketAddr::new(ip.parse().unwrap(), 40000),
             local: None,
+            tls: false,
         }
     }
 

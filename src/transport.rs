@@ -48,12 +48,18 @@ pub const STACK_READ: usize = 4096;
 /// tungstenite's own read buffer: small, since [`ReadSide`] does the socket reads.
 pub const TUNGSTENITE_READ_BUFFER: usize = 128;
 
+/// A client socket on a `tls://` listener, its handshake done.
+pub type TlsSocket = tokio_rustls::server::TlsStream<TcpStream>;
+
 /// The read half of a client socket.
 pub enum ReadHalf {
     /// TCP.
     Tcp(tcp::OwnedReadHalf),
     /// Unix stream socket.
     Unix(unix::OwnedReadHalf),
+    /// TLS over TCP: the session is shared with the write half (a lock
+    /// taken for each read or write call).
+    Tls(tokio::io::ReadHalf<TlsSocket>),
     /// No socket (a placeholder while the WebSocket is rebuilt); reads EOF.
     Detached,
 }
@@ -67,6 +73,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Tls(r) => Pin::new(r).poll_read(cx, buf),
             Self::Detached => Poll::Ready(Ok(())),
         }
     }
@@ -158,9 +165,12 @@ pub enum WriteHalf {
     Tcp(tcp::OwnedWriteHalf),
     /// Unix stream socket.
     Unix(unix::OwnedWriteHalf),
+    /// TLS over TCP. rustls may keep encrypted bytes the socket did not
+    /// take: the writer flushes them before it writes more or waits.
+    Tls(tokio::io::WriteHalf<TlsSocket>),
 }
 
-/// Splits an upgraded socket; `None` when it is neither TCP nor Unix.
+/// Splits an upgraded socket; `None` when it is neither TCP, TLS nor Unix.
 pub fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadHalf, WriteHalf, Bytes)> {
     use hyper_util::rt::TokioIo;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -170,10 +180,17 @@ pub fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadHalf, WriteHalf,
         }
         Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<UnixStream>>() {
+    let upgraded = match upgraded.downcast::<TokioIo<UnixStream>>() {
         Ok(parts) => {
             let (r, w) = parts.io.into_inner().into_split();
-            Some((ReadHalf::Unix(r), WriteHalf::Unix(w), parts.read_buf))
+            return Some((ReadHalf::Unix(r), WriteHalf::Unix(w), parts.read_buf));
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<TlsSocket>>() {
+        Ok(parts) => {
+            let (r, w) = tokio::io::split(parts.io.into_inner());
+            Some((ReadHalf::Tls(r), WriteHalf::Tls(w), parts.read_buf))
         }
         Err(_) => None,
     }
@@ -482,12 +499,17 @@ impl Writer {
     /// A writer with nothing pending for `handle`'s outbox, counting what it
     /// writes in `bytes_out`; from now until it drops, the outbox may write
     /// to the socket directly.
+    /// A TLS socket is never written directly: every frame is encrypted
+    /// by the writer.
     pub fn new(half: WriteHalf, bytes_out: Counter, handle: Arc<ConnHandle>) -> Self {
         let fd = match &half {
-            WriteHalf::Tcp(w) => w.as_ref().as_raw_fd(),
-            WriteHalf::Unix(w) => w.as_ref().as_raw_fd(),
+            WriteHalf::Tcp(w) => Some(w.as_ref().as_raw_fd()),
+            WriteHalf::Unix(w) => Some(w.as_ref().as_raw_fd()),
+            WriteHalf::Tls(_) => None,
         };
-        handle.outbox.attach(fd, bytes_out.clone());
+        if let Some(fd) = fd {
+            handle.outbox.attach(fd, bytes_out.clone());
+        }
         Self {
             socket: Sending {
                 half,
@@ -514,6 +536,15 @@ impl Writer {
                 return Ok(signal);
             }
             if !more {
+                if socket.holds_encrypted() {
+                    // TLS bytes rustls kept go out before the writer sleeps;
+                    // a signal still gets through meanwhile.
+                    tokio::select! {
+                        biased;
+                        flushed = socket.flush() => flushed?,
+                        () = outbox.wait() => continue,
+                    }
+                }
                 outbox.wait().await;
                 continue;
             }
@@ -566,6 +597,12 @@ impl Sending {
             match &mut self.half {
                 WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
                 WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+                WriteHalf::Tls(w) => {
+                    // What rustls kept goes first; nothing of the batch is
+                    // taken until it is out (so this stays cancel-safe).
+                    std::task::ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                    Pin::new(w).poll_write_vectored(cx, &slices[..count])
+                }
             }
         })
         .await?;
@@ -594,10 +631,25 @@ impl Sending {
         Ok(Outbox::settle(n, finished))
     }
 
+    /// Does rustls hold bytes that a flush must send (TLS only)?
+    fn holds_encrypted(&self) -> bool {
+        matches!(self.half, WriteHalf::Tls(_))
+    }
+
+    /// Sends what rustls holds; nothing to do for plain sockets.
+    async fn flush(&mut self) -> io::Result<()> {
+        match &mut self.half {
+            WriteHalf::Tls(w) => w.flush().await,
+            WriteHalf::Tcp(_) | WriteHalf::Unix(_) => Ok(()),
+        }
+    }
+
+    /// Closes the sending side; on TLS after a close_notify alert.
     async fn shutdown(&mut self) -> io::Result<()> {
         match &mut self.half {
             WriteHalf::Tcp(w) => w.shutdown().await,
             WriteHalf::Unix(w) => w.shutdown().await,
+            WriteHalf::Tls(w) => w.shutdown().await,
         }
     }
 }

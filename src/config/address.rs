@@ -1,5 +1,5 @@
 //! Addresses in the settings, each parsed from its string form: where
-//! clients connect (`listen`), where PHP-FPM listens (`fpm.address`) and the
+//! clients connect (`listen`: TCP, TLS or Unix), where PHP-FPM listens (`fpm.address`) and the
 //! admin listener (`admin`).
 
 use std::net::SocketAddr;
@@ -15,6 +15,8 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix stream socket, written `unix:/path` (for nginx in front).
     Unix(PathBuf),
+    /// A TCP address whose clients speak TLS, `tls://host:port` (see `[tls]`).
+    Tls(SocketAddr),
 }
 
 impl FromStr for ListenAddr {
@@ -27,9 +29,14 @@ impl FromStr for ListenAddr {
             }
             return Ok(Self::Unix(PathBuf::from(path)));
         }
-        s.parse::<SocketAddr>()
-            .map(Self::Tcp)
-            .map_err(|_| format!("`{s}` is neither ip:port (e.g. 127.0.0.1:8090) nor unix:/path"))
+        if let Some(addr) = s.strip_prefix("tls://") {
+            return addr.parse::<SocketAddr>().map(Self::Tls).map_err(|_| {
+                format!("`{s}`: tls:// needs ip:port after it, e.g. tls://0.0.0.0:443")
+            });
+        }
+        s.parse::<SocketAddr>().map(Self::Tcp).map_err(|_| {
+            format!("`{s}` is neither ip:port (e.g. 127.0.0.1:8090), tls://ip:port nor unix:/path")
+        })
     }
 }
 
@@ -38,6 +45,7 @@ impl std::fmt::Display for ListenAddr {
         match self {
             Self::Tcp(addr) => write!(f, "{addr}"),
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Tls(addr) => write!(f, "tls://{addr}"),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! This file holds [`Config`] (the top-level settings, `[log]`, `[shutdown]`,
 //! `[[route]]`) and its loading; each other table has a file of its own:
 //! `websocket.rs`, `limits.rs`, `fpm.rs` (with `[fpm.managed]`),
-//! `control.rs`, `cluster.rs`, `history.rs`, `pusher.rs`; `address.rs` parses the address settings,
+//! `control.rs`, `cluster.rs`, `history.rs`, `pusher.rs`, `tls.rs`; `address.rs` parses the address settings,
 //! `validate.rs` checks a whole configuration, and `toml_error.rs` words a
 //! file's TOML errors.
 
@@ -27,6 +27,7 @@ mod fpm;
 mod history;
 mod limits;
 mod pusher;
+mod tls;
 pub mod toml_error;
 mod validate;
 mod websocket;
@@ -40,6 +41,7 @@ pub use history::{
 };
 pub use limits::LimitsConfig;
 pub use pusher::{AuthMode, PusherApp, PusherConfig};
+pub use tls::{ClientAuth, TlsConfig};
 pub use validate::{MAX_DURATION, MAX_WORKER_THREADS};
 pub use websocket::{RateLimitAction, RateLimitConfig, WebSocketConfig};
 
@@ -94,7 +96,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Addresses to accept WebSocket clients on (`ip:port` or `unix:/path`).
+    /// Addresses to accept WebSocket clients on (`ip:port`, `tls://ip:port` or `unix:/path`).
     #[serde(default = "default_listen")]
     pub listen: Vec<ListenAddr>,
     /// File mode of `unix:` WebSocket listeners, octal.
@@ -156,6 +158,9 @@ pub struct Config {
     /// The Pusher Channels protocol at `/app/{key}`; off without apps.
     #[serde(default)]
     pub pusher: PusherConfig,
+    /// The certificate of `tls://` listeners; re-read on SIGHUP.
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// One WebSocket path served by its own script.

@@ -11,6 +11,13 @@ use crate::secret::Secret;
 pub const MAX_WORKER_THREADS: usize = 1024;
 
 impl Config {
+    /// Is one of `listen` a `tls://` address?
+    pub fn has_tls_listener(&self) -> bool {
+        self.listen
+            .iter()
+            .any(|a| matches!(a, super::ListenAddr::Tls(_)))
+    }
+
     /// Checks every value that parsing alone cannot, before anything is bound.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
@@ -18,6 +25,11 @@ impl Config {
         }
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed"));
+        }
+        // The files are read here, so a start, `check-config` and a reload
+        // all refuse a certificate that cannot be used.
+        if self.has_tls_listener() {
+            crate::tls::server_config(&self.tls)?;
         }
         if self.worker_threads > MAX_WORKER_THREADS {
             return Err(invalid(

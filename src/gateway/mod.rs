@@ -34,13 +34,20 @@
 //! `websocket.max_connections` that no handshake limit counts. Publishers
 //! that want keep-alive use `pusher.api_listen`.
 //!
+//! On a `tls://` listener the TLS handshake comes first, in the socket's own
+//! task and within the same slot and `websocket.handshake_timeout` (see
+//! `tls.rs`); a socket refused at `accept` there is closed without an answer
+//! (it would not be readable before TLS).
+//!
 //! This file accepts, serves HTTP and runs the handshake; `refusal.rs`
 //! answers and closes the sockets refused at `accept`; `pusher.rs` answers
 //! a Pusher client's handshake (`/app/{key}`, when `[[pusher.app]]` is set:
-//! that path is then never a raw route).
+//! that path is then never a raw route); `tls.rs` runs the TLS handshake
+//! of `tls://` listeners.
 
 mod pusher;
 mod refusal;
+mod tls;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -83,6 +90,7 @@ type SlotCell = Arc<Mutex<Option<Slot>>>;
 /// Accepts clients on `listener` until shutdown begins.
 pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTracker) {
     let local = listener.local_addr();
+    let tls = listener.is_tls();
     let mut backoff = Duration::from_millis(10);
     let mut refusals = RefusalLog::default();
     loop {
@@ -91,9 +99,22 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
             accepted = listener.accept() => accepted,
         };
         match accepted {
+            Ok(listen::Accepted::Tcp(stream, remote)) if tls => {
+                backoff = Duration::from_millis(10);
+                let peer = Origin::Tcp {
+                    remote,
+                    local,
+                    tls: true,
+                };
+                admit_tls(stream, peer, &ctx, &tracker, &mut refusals);
+            }
             Ok(listen::Accepted::Tcp(stream, remote)) => {
                 backoff = Duration::from_millis(10);
-                let peer = Origin::Tcp { remote, local };
+                let peer = Origin::Tcp {
+                    remote,
+                    local,
+                    tls: false,
+                };
                 admit(stream, peer, &ctx, &tracker, &mut refusals);
             }
             Ok(listen::Accepted::Unix(stream)) => {
@@ -128,6 +149,8 @@ fn admit<S>(
                 TokioIo::new(stream),
                 peer,
                 slot,
+                None,
+                ctx.config().websocket.handshake_timeout,
                 ctx.clone(),
                 tracker.clone(),
             ));
@@ -136,10 +159,35 @@ fn admit<S>(
     }
 }
 
+/// Like [`admit`] for a `tls://` listener: the TLS handshake runs in the
+/// socket's task, holding the slot; a refused socket is closed at once.
+fn admit_tls(
+    stream: tokio::net::TcpStream,
+    peer: Origin,
+    ctx: &Arc<Context>,
+    tracker: &TaskTracker,
+    refusals: &mut RefusalLog,
+) {
+    let counted = proxy::handshake_peer(peer, &ctx.config().trusted_proxies);
+    match ctx.slots.admit(counted) {
+        Ok(slot) => {
+            tracker.spawn(tls::serve(stream, peer, slot, ctx.clone(), tracker.clone()));
+        }
+        Err(refusal) => {
+            ctx.metrics.refused(refusal.kind());
+            refusals.note(refusal, counted, ctx);
+        }
+    }
+}
+
+/// Serves the HTTP request of a socket (its TLS handshake done, on a
+/// `tls://` listener: `tls`); its head must arrive within `header_timeout`.
 async fn serve_http<I>(
     io: TokioIo<I>,
     peer: Origin,
     slot: Slot,
+    tls: Option<Arc<crate::tls::Session>>,
+    header_timeout: Duration,
     ctx: Arc<Context>,
     tracker: TaskTracker,
 ) where
@@ -149,7 +197,14 @@ async fn serve_http<I>(
     let service = {
         let ctx = ctx.clone();
         service_fn(move |req| {
-            let answer = handshake(ctx.clone(), peer, cell.clone(), req, tracker.clone());
+            let answer = handshake(
+                ctx.clone(),
+                peer,
+                tls.clone(),
+                cell.clone(),
+                req,
+                tracker.clone(),
+            );
             async move {
                 let mut response = answer.await?;
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -166,7 +221,7 @@ async fn serve_http<I>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.config().websocket.handshake_timeout)
+        .header_read_timeout(header_timeout)
         .max_buf_size(ctx.config().websocket.max_handshake_bytes);
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
@@ -247,6 +302,7 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpRespon
 async fn handshake(
     ctx: Arc<Context>,
     peer: Origin,
+    tls: Option<Arc<crate::tls::Session>>,
     cell: SlotCell,
     mut req: Request<Incoming>,
     tracker: TaskTracker,
@@ -361,6 +417,7 @@ async fn handshake(
             document_root: config.document_root.as_deref(),
             conn_id: &id,
             control_socket: config.control.socket.as_deref(),
+            tls: tls.as_deref(),
         },
         &ctx.envs,
     );

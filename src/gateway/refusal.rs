@@ -92,7 +92,7 @@ pub(super) struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn note(&mut self, refusal: Refusal, peer: Option<std::net::IpAddr>, ctx: &Context) {
+    pub(super) fn note(&mut self, refusal: Refusal, peer: Option<std::net::IpAddr>, ctx: &Context) {
         self.since += 1;
         if self.last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_EVERY) {
             return;

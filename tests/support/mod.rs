@@ -232,9 +232,13 @@ impl Daemon {
         admin: Option<tokio::net::TcpListener>,
     ) -> Self {
         config.validate().expect("test config is valid");
-        let listener = Listener::bind(&ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()))
-            .await
-            .expect("bind");
+        let any_port = "127.0.0.1:0".parse().unwrap();
+        let address = if config.has_tls_listener() {
+            ListenAddr::Tls(any_port)
+        } else {
+            ListenAddr::Tcp(any_port)
+        };
+        let listener = Listener::bind(&address).await.expect("bind");
         let addr = listener.local_addr().expect("tcp");
         let control = match &config.control.socket {
             Some(path) => Some(
@@ -815,13 +819,14 @@ impl Drop for Process {
 }
 
 /// The address in `accepting WebSocket clients address=127.0.0.1:PORT`
-/// (human log format, ANSI colours tolerated).
+/// (or `tls://127.0.0.1:PORT`; human log format, ANSI colours tolerated).
 fn listening_address(line: &str) -> Option<std::net::SocketAddr> {
     if !line.contains("accepting WebSocket clients") {
         return None;
     }
     let plain = strip_ansi(line);
     let rest = &plain[plain.find("address=")? + "address=".len()..];
+    let rest = rest.strip_prefix("tls://").unwrap_or(rest);
     rest.split_whitespace().next()?.parse().ok()
 }
 

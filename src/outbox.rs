@@ -31,6 +31,8 @@
 //! and errors are handled in one place. The writer attaches the socket when
 //! it starts and detaches it, under the same lock, before the socket can
 //! close, so a direct write never reaches a closed or reused descriptor.
+//! A TLS socket is never attached: its bytes must be encrypted, which only
+//! the writer does, so every frame to a TLS client is queued.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;

@@ -104,10 +104,24 @@ async fn connect_tls(
     roots: &[CertificateDer<'static>],
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<(TlsClient, CertificateDer<'static>), String> {
+    connect_tls_with(addr, name, path, roots, client, None).await
+}
+
+/// [`connect_tls`], with the socket's receive buffer set to `recv_buffer`.
+async fn connect_tls_with(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    roots: &[CertificateDer<'static>],
+    client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    recv_buffer: Option<u32>,
+) -> Result<(TlsClient, CertificateDer<'static>), String> {
     let mut store = rustls::RootCertStore::empty();
     for root in roots {
         store.add(root.clone()).unwrap();
     }
+    // ring, as the daemon (see src/tls.rs).
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -120,7 +134,11 @@ async fn connect_tls(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let attempt = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        let tcp = socket.connect(addr).await.map_err(|e| e.to_string())?;
         let tls = connector
             .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
             .await
@@ -237,6 +255,38 @@ async fn php_sees_https_and_messages_cross_tls_both_ways() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_still_gets_the_whole_answer() {
+    let fpm = Fpm::start(1);
+    let files = Files::new();
+    let ca = Ca::new("ws2fcgi test CA");
+    let server = ca.issue("localhost", &["localhost"], 8, false);
+    let daemon = tls_daemon(&fpm, &files, &ca, &server, |config| {
+        config.websocket.max_message_size = 4 << 20;
+        config.websocket.max_frame_size = 4 << 20;
+    })
+    .await;
+    let (mut ws, _) =
+        connect_tls_with(daemon.addr, "localhost", "/", &[ca.der()], None, Some(4096))
+            .await
+            .expect("connects");
+    let _ = server_vars(&mut ws).await;
+    // PHP's answer (the message in hex, over 5 MB) is more than the
+    // socket buffers hold while the client does not read: rustls is left
+    // holding the end of it when the writer runs out of frames, and must
+    // send it once the client reads again.
+    let big = vec![0xab_u8; 2_600_000];
+    ws.send(Message::binary(big)).await.unwrap();
+    // Not a wait for readiness: the pause is the case (a client that
+    // stopped reading while the daemon wrote).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answer = recv_json(&mut ws).await;
+    assert_eq!(answer["body_hex"].as_str().unwrap().len(), 5_200_000);
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(recv_json(&mut ws).await["body_hex"], "6166746572");
+    daemon.shutdown().await;
+}
+
+#[tokio::test]
 async fn certificates_the_client_cannot_trust_are_refused() {
     let fpm = Fpm::start(2);
     let ca = Ca::new("ws2fcgi test CA");
@@ -247,8 +297,7 @@ async fn certificates_the_client_cannot_trust_are_refused() {
     let daemon = tls_daemon(&fpm, &files, &ca, &expired, |_| {}).await;
     let err = connect_tls(daemon.addr, "localhost", "/", &[ca.der()], None)
         .await
-        .err()
-        .expect("an expired certificate is refused");
+        .expect_err("an expired certificate is refused");
     assert!(err.contains("Expired"), "{err}");
     daemon.shutdown().await;
 
@@ -259,8 +308,7 @@ async fn certificates_the_client_cannot_trust_are_refused() {
     let daemon = tls_daemon(&fpm, &files, &ca, &other, |_| {}).await;
     let err = connect_tls(daemon.addr, "localhost", "/", &[ca.der()], None)
         .await
-        .err()
-        .expect("a certificate for another name is refused");
+        .expect_err("a certificate for another name is refused");
     assert!(err.contains("NotValidForName"), "{err}");
     let (mut ws, _) = connect_tls(daemon.addr, "other.example", "/", &[ca.der()], None)
         .await
@@ -271,8 +319,7 @@ async fn certificates_the_client_cannot_trust_are_refused() {
     let stranger = Ca::new("someone else");
     let err = connect_tls(daemon.addr, "other.example", "/", &[stranger.der()], None)
         .await
-        .err()
-        .expect("an unknown issuer is refused");
+        .expect_err("an unknown issuer is refused");
     assert!(err.contains("UnknownIssuer"), "{err}");
     daemon.shutdown().await;
 }
@@ -412,8 +459,7 @@ async fn client_certificates_reach_php_as_ssl_client_variables() {
     .await;
     connect_tls(daemon.addr, "localhost", "/", &[ca.der()], None)
         .await
-        .err()
-        .expect("refused without a client certificate");
+        .expect_err("refused without a client certificate");
     connect_tls(
         daemon.addr,
         "localhost",
@@ -422,8 +468,7 @@ async fn client_certificates_reach_php_as_ssl_client_variables() {
         Some(stranger.client_auth()),
     )
     .await
-    .err()
-    .expect("refused with a certificate of another CA");
+    .expect_err("refused with a certificate of another CA");
     let (mut ws, _) = connect_tls(
         daemon.addr,
         "localhost",

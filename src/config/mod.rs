@@ -345,6 +345,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_listeners_need_a_certificate_that_can_be_read() {
+        let addr: ListenAddr = "tls://0.0.0.0:443".parse().expect("parses");
+        assert_eq!(addr, ListenAddr::Tls(SocketAddr::from(([0, 0, 0, 0], 443))));
+        assert_eq!(addr.to_string(), "tls://0.0.0.0:443");
+        let err = "tls://localhost".parse::<ListenAddr>().unwrap_err();
+        assert!(err.contains("tls://0.0.0.0:443"), "{err}");
+        let mut config = minimal();
+        config.listen = vec![addr];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`tls.cert`"), "{err}");
+        config.tls.cert = Some("/nonexistent/cert.pem".into());
+        config.tls.key = Some("/nonexistent/key.pem".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("`tls.cert`") && err.contains("/nonexistent/cert.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused_with_their_name() {
         let err = Config::from_toml("scrpt = \"/x.php\"").unwrap_err();
         assert!(err.contains("scrpt"), "{err}");

@@ -322,7 +322,7 @@ mod tests {
         // A parser of our own already says what it takes.
         assert_eq!(
             error_of("listen = [\"localhost\"]\n"),
-            "line 1: `listen`: `localhost` is neither ip:port (e.g. 127.0.0.1:8090) nor unix:/path"
+            "line 1: `listen`: `localhost` is neither ip:port (e.g. 127.0.0.1:8090), tls://ip:port nor unix:/path"
         );
     }
 

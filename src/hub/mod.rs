@@ -945,6 +945,23 @@ mod tests {
     }
 
     #[test]
+    fn channels_by_prefix_with_their_member_counts() {
+        let hub = Hub::default();
+        let a = hub.register(1024);
+        let b = hub.register(1024);
+        for (h, channel) in [(&a, "p-one"), (&b, "p-one"), (&a, "p-two"), (&b, "other")] {
+            hub.join(&h.id, channel);
+        }
+        let mut found = hub.channels_with_prefix("p-");
+        found.sort();
+        assert_eq!(found, [("p-one".to_string(), 2), ("p-two".to_string(), 1)]);
+        assert_eq!(hub.member_count("p-one"), 2);
+        assert_eq!(hub.member_count("none"), 0);
+        hub.unregister(&a.id);
+        assert_eq!(hub.channels_with_prefix("p-"), [("p-one".to_string(), 1)]);
+    }
+
+    #[test]
     fn empty_channels_disappear() {
         let hub = Hub::default();
         let a = hub.register(1024);

@@ -665,6 +665,79 @@ impl Drop for Writer {
 mod tests {
     use super::*;
 
+    /// rustls takes more than the socket does; what it keeps when the
+    /// writer runs out of frames must still go out once the client reads.
+    #[tokio::test]
+    async fn a_tls_writer_sends_what_rustls_kept_before_it_sleeps() {
+        use rustls::pki_types::{PrivateKeyDer, ServerName};
+        use tokio::io::AsyncReadExt as _;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        // Small socket buffers: the socket takes less than rustls holds.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpSocket::new_v4().unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        let (client, server) = tokio::join!(
+            client.connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        let (client, server) = (client.unwrap(), server.unwrap().0);
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let (mut client, server) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client_config))
+                .connect(ServerName::try_from("localhost").unwrap(), client),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config)).accept(server)
+        );
+        let (_read, write) = tokio::io::split(server.unwrap());
+
+        let mut config = crate::config::Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = crate::context::Context::new(config);
+        let handle = ctx.hub.register(1 << 20);
+        let mut writer = Writer::new(WriteHalf::Tls(write), Counter::default(), handle.clone());
+        let sending = tokio::spawn(async move {
+            let _ = writer.run().await;
+            drop(writer);
+        });
+        let frame: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        handle.outbox.push(Bytes::from(frame.clone()));
+        let mut got = vec![0u8; frame.len()];
+        let client = client.as_mut().unwrap();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            client.read_exact(&mut got),
+        )
+        .await
+        .expect("every byte within 20 s")
+        .unwrap();
+        assert!(got == frame, "the bytes, in order");
+        sending.abort();
+    }
+
     #[test]
     fn gate_stops_at_frame_boundaries() {
         // Two masked text frames: "hi" and "yo".

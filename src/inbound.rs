@@ -351,11 +351,6 @@ impl Intake {
         self.ledger.budget.inflated.inc();
     }
 
-    /// What one message may hold while it is read ([`Ledger::room`]).
-    pub fn room(&self) -> usize {
-        self.ledger.room
-    }
-
     /// Up to `want` more bytes this connection may take now without waiting
     /// (0 when none): for a larger buffer than a read strictly needs.
     pub fn spare(&self, want: usize) -> usize {

@@ -95,6 +95,10 @@ struct FrameGate {
     /// compresses with. Compressed messages are inflated between `pending`
     /// and tungstenite (see `deflate.rs`). Kept here, in padding: free.
     inflate_window: Option<NonZeroU8>,
+    /// With it, `websocket.max_frame_size` (at most `u32::MAX`): the largest
+    /// compressed frame, and of the inflated frames handed to tungstenite.
+    /// In padding too.
+    inflate_max_frame: u32,
 }
 
 impl FrameGate {
@@ -239,8 +243,10 @@ impl ReadSide {
 
     /// The client negotiated permessage-deflate and compresses with a
     /// window of 2^`window_bits` at most: inflate its compressed messages.
-    pub fn inflate_with(&mut self, window_bits: u8) {
+    /// Frames are `max_frame_size` at most, compressed or inflated.
+    pub fn inflate_with(&mut self, window_bits: u8, max_frame_size: usize) {
         self.gate.inflate_window = NonZeroU8::new(window_bits);
+        self.gate.inflate_max_frame = u32::try_from(max_frame_size).unwrap_or(u32::MAX);
     }
 
     /// Why the client's compressed message was refused, if it was: the
@@ -299,12 +305,12 @@ impl ReadSide {
                     .hold_message(deflate::inflater_cost(window_bits));
                 self.intake.count_inflated();
                 // tungstenite applies max_message_size to the inflated
-                // message (and max_frame_size to the frames it is handed);
-                // a compressed frame may not exceed what a message may hold.
+                // message; max_frame_size bounds the compressed frames here
+                // and the inflated ones handed to tungstenite.
                 let limits = deflate::Inbound {
                     window_bits,
                     max_message: usize::MAX,
-                    max_frame: self.intake.room(),
+                    max_frame: self.gate.inflate_max_frame as usize,
                 };
                 self.inflating = Some(Inflating::start(&header, payload, limits));
             }
@@ -382,7 +388,8 @@ impl ReadSide {
                 Poll::Ready(granted) => granted,
                 Poll::Pending => return Inflated::Handed(Poll::Pending),
             };
-            let step = inf.step(&mut self.pending, (granted / 2).max(1));
+            let room = (granted / 2).min(self.gate.inflate_max_frame as usize);
+            let step = inf.step(&mut self.pending, room.max(1));
             self.free_if_empty();
             match step {
                 Ok(Step::Ready(n)) => self.intake.hold_message(2 * n),

@@ -286,3 +286,35 @@ async fn invalid_offers_and_compression_off_go_uncompressed() {
     assert_eq!((echo.rsv1, echo.payload.len()), (false, 1000));
     daemon.shutdown().await;
 }
+
+#[tokio::test]
+async fn max_frame_size_bounds_compressed_frames_not_the_inflated_message() {
+    let fpm = Fpm::start(1);
+    let mut config = fpm.config("deflate.php");
+    config.websocket.max_frame_size = 1024;
+    let daemon = Daemon::start(config).await;
+    let (mut client, _) = raw_client(&daemon, OFFER).await;
+    // 20 KB inflated from a frame of ~100 bytes: handed on in frames of at
+    // most 1024 bytes, so it gets through.
+    let text = "{\"n\":1} ".repeat(2500);
+    client.send(&compressed(0x1, text.as_bytes(), true)).await;
+    let echo = next_data(&mut client).await;
+    assert!(echo.rsv1);
+    assert_eq!(inflate(&echo.payload), text.as_bytes());
+    // A compressed frame over 1024 bytes (random data does not shrink).
+    let mut x = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..4000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let frame = compressed(0x2, &noise, true);
+    assert!(frame.len() > 1024);
+    client.send(&frame).await;
+    let close = next_data(&mut client).await;
+    assert_eq!(close.close_code(), Some(1009), "{close:?}");
+    daemon.shutdown().await;
+}

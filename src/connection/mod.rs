@@ -126,7 +126,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         Intake::new(ledger),
     );
     if let Some(window_bits) = inflate_window {
-        side.inflate_with(window_bits);
+        side.inflate_with(window_bits, ws_config.max_frame_size);
     }
     side.preload(&pre_read);
     drop(pre_read);

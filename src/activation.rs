@@ -10,8 +10,9 @@
 //!
 //! Each socket's name (`FileDescriptorName=` in the socket unit) gives its
 //! role: `control` is the control socket, `admin` the admin listener,
-//! `http-control` the HTTP publish endpoint; any other name (`websocket`,
-//! or the default, the socket unit's own name) is a WebSocket listener.
+//! `http-control` the HTTP publish endpoint, `tls` a WebSocket listener whose
+//! clients speak TLS (with `[tls]`); any other name (`websocket`, or the
+//! default, the socket unit's own name) is a plain WebSocket listener.
 //! Every passed socket must be a listening stream socket (TCP or Unix).
 //! Inherited sockets get close-on-exec, so a managed php-fpm never holds
 //! one.
@@ -33,6 +34,8 @@ const MAX_FDS: usize = 64;
 pub enum Role {
     /// A WebSocket listener (`listen`).
     WebSocket,
+    /// A WebSocket listener whose clients speak TLS (a `tls://` address of `listen`).
+    TlsWebSocket,
     /// The control socket (`control.socket`).
     Control,
     /// The admin listener (`admin`).
@@ -48,6 +51,7 @@ impl Role {
             "control" => Self::Control,
             "admin" => Self::Admin,
             "http-control" => Self::HttpControl,
+            "tls" => Self::TlsWebSocket,
             _ => Self::WebSocket,
         }
     }
@@ -251,6 +255,7 @@ mod tests {
         assert_eq!(Role::of("control"), Role::Control);
         assert_eq!(Role::of("admin"), Role::Admin);
         assert_eq!(Role::of("http-control"), Role::HttpControl);
+        assert_eq!(Role::of("tls"), Role::TlsWebSocket);
         assert_eq!(Role::of("ws2fcgi.socket"), Role::WebSocket);
         assert_eq!(Role::of("unknown"), Role::WebSocket);
     }

@@ -158,7 +158,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     let open_files = raise_open_files_limit();
     tracing::info!(open_files, "open-files limit (each client uses one)");
     let notify = Notifier::from_env().context("cannot notify the service manager")?;
-    let mut passed = Passed::sort(activation::take()?)?;
+    let mut passed = Passed::sort(activation::take()?, config.has_tls_listener())?;
     let mut listeners = Listeners::default();
     let mut unix_files = Vec::new();
     if passed.websocket.is_empty() {
@@ -317,8 +317,9 @@ struct Passed {
 
 impl Passed {
     /// Sorts the passed sockets by their names; a role given twice, or a
-    /// socket of the wrong kind for its role, is an error naming it.
-    fn sort(sockets: Vec<activation::Passed>) -> anyhow::Result<Self> {
+    /// socket of the wrong kind for its role, is an error naming it. A `tls`
+    /// socket needs `[tls]` loaded, which a `tls://` address in `listen` does.
+    fn sort(sockets: Vec<activation::Passed>, tls_configured: bool) -> anyhow::Result<Self> {
         use activation::Role;
         let mut sorted = Self::default();
         for passed in sockets {
@@ -352,6 +353,15 @@ impl Passed {
                         None => anyhow::bail!("{what}: an unnamed Unix socket"),
                     };
                     sorted.websocket.push(listener);
+                }
+                Role::TlsWebSocket => {
+                    if !tls_configured {
+                        anyhow::bail!(
+                            "{what}: a `tls` socket needs a tls:// address in `listen` and [tls] \
+                             cert and key (the address itself is not bound)"
+                        );
+                    }
+                    sorted.websocket.push(Listener::Tls(tcp(passed)?));
                 }
                 Role::Control => {
                     once(sorted.control.is_some())?;

@@ -353,6 +353,94 @@ async fn a_passed_fd_that_is_not_a_listening_socket_is_refused() {
     }
 }
 
+/// A socket named `tls` is a TLS listener (plain HTTP on it is told so), and
+/// needs `[tls]`: without a tls:// address in `listen` the start stops.
+#[tokio::test]
+async fn a_passed_socket_named_tls_speaks_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let with_tls = dir.path().join("tls.toml");
+    let without = dir.path().join("plain.toml");
+    let common = "script = \"/srv/ws.php\"\n[fpm]\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(
+        &with_tls,
+        format!(
+            "listen = [\"tls://{}\"]\n{common}[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            taken.local_addr().unwrap(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &without,
+        format!("listen = [\"{}\"]\n{common}", taken.local_addr().unwrap()),
+    )
+    .unwrap();
+
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    inherit(&refused, true);
+    let mut daemon = activated(
+        &[refused.as_raw_fd()],
+        "tls",
+        &["--config".as_ref(), without.as_os_str()],
+    );
+    inherit(&refused, false);
+    let status = daemon.wait_exit(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(1), "{}", daemon.stderr());
+    assert!(
+        daemon
+            .stderr()
+            .contains("a `tls` socket needs a tls:// address"),
+        "{}",
+        daemon.stderr()
+    );
+
+    let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    inherit(&passed, true);
+    let mut daemon = activated(
+        &[passed.as_raw_fd()],
+        "tls",
+        &["--config".as_ref(), with_tls.as_os_str()],
+    );
+    inherit(&passed, false);
+    let addr = passed.local_addr().unwrap();
+    drop(passed);
+    daemon.wait_listening();
+    assert_eq!(daemon.addr, addr);
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("this port speaks TLS"), "{answer}");
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}\n{}", daemon.stderr());
+}
+
 /// docs/operations.md shows the unit the package ships, word for word.
 #[test]
 fn the_documented_unit_is_the_shipped_one() {

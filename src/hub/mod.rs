@@ -19,11 +19,13 @@
 //! position is sent what it missed before any later publication. In a
 //! cluster, where the history is in Redis, a connection whose open or join
 //! waits for a read holds what is for it meanwhile (`holding.rs`).
+//!
+//! This file holds the registry, joins, leaves and the fan-out; `conn.rs`
+//! a connection's id and shared handle; `recovery.rs` the open of a client
+//! that gives positions and the `history` op on one node.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -35,55 +37,19 @@ use slab::Slab;
 
 use crate::config::HistoryConfig;
 use crate::frame::Kind;
-use crate::history::{History, Since, Stored};
+use crate::history::History;
 use crate::outbox::{Outbox, Push};
 use crate::v1::{self, Position, Publication};
 
+mod conn;
 mod holding;
+mod recovery;
+
+pub use conn::{ConnHandle, ConnId, MAX_META_ENTRIES};
+pub use recovery::{HistoryReply, Positions, Recovery};
 
 pub use holding::TopReader;
 use holding::{Held, Holding, push_or_hold};
-
-/// Most metadata entries one connection may hold.
-pub const MAX_META_ENTRIES: usize = 64;
-
-/// A connection's public id (`WS_CONNECTION_ID`): 40 lower-case hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    index: u32,
-    serial: u64,
-    tag: u64,
-}
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}{:016x}{:016x}", self.index, self.serial, self.tag)
-    }
-}
-
-impl ConnId {
-    /// The slot and the serial number, without the keyed tag: unique in the
-    /// daemon's life but guessable, so only for ids that are public by
-    /// design (a Pusher `socket_id`, see `pusher/socket_id.rs`).
-    pub fn slot_serial(&self) -> (u32, u64) {
-        (self.index, self.serial)
-    }
-}
-
-impl FromStr for ConnId {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        if s.len() != 40 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(());
-        }
-        Ok(Self {
-            index: u32::from_str_radix(&s[..8], 16).map_err(drop)?,
-            serial: u64::from_str_radix(&s[8..24], 16).map_err(drop)?,
-            tag: u64::from_str_radix(&s[24..], 16).map_err(drop)?,
-        })
-    }
-}
 
 /// Told of every membership and metadata change, in the order they happen
 /// (the cluster mirrors presence into Redis with it). Called with the
@@ -103,115 +69,6 @@ pub trait Observer: Send + Sync {
 /// cluster bus). Large enough that publishes to small channels still batch
 /// several frames per write; one publish to 65,536 members yields.
 pub const YIELD_AFTER_DELIVERIES: u64 = 65_536;
-
-/// What every party that talks to a connection shares: its id, its outbox and its metadata.
-pub struct ConnHandle {
-    /// The connection's id.
-    pub id: ConnId,
-    /// Frames on their way to the client.
-    pub outbox: Outbox,
-    meta: Mutex<Vec<(Box<str>, Box<str>)>>,
-    /// The hub's observer, for metadata changes (none on a single node).
-    observer: Option<Arc<dyn Observer>>,
-    /// The client speaks `ws2fcgi.v1`: set once, in the open, before any
-    /// join (the registry lock orders it before every fan-out).
-    v1: AtomicBool,
-    /// Its open reads what it missed from Redis ([`Hub::open_hold`]): what
-    /// is for it meanwhile is held aside. Changed under the registry lock.
-    holding: AtomicBool,
-    /// The client negotiated permessage-deflate: messages of at least this
-    /// many bytes are sent compressed; `u32::MAX` when not negotiated. Set
-    /// once, in the open, before any join (as `v1`).
-    deflate_min: AtomicU32,
-}
-
-impl ConnHandle {
-    /// Does the client speak `ws2fcgi.v1`?
-    pub fn is_v1(&self) -> bool {
-        self.v1.load(Ordering::Relaxed)
-    }
-
-    /// Marks the client as speaking `ws2fcgi.v1`.
-    pub fn set_v1(&self) {
-        self.v1.store(true, Ordering::Relaxed);
-    }
-
-    /// Messages of at least this many bytes go compressed; `None` when
-    /// the client did not negotiate permessage-deflate.
-    pub fn deflate_min(&self) -> Option<usize> {
-        match self.deflate_min.load(Ordering::Relaxed) {
-            u32::MAX => None,
-            min => Some(min as usize),
-        }
-    }
-
-    /// The client negotiated permessage-deflate: messages of at least
-    /// `min_size` bytes go compressed.
-    pub fn set_deflate(&self, min_size: usize) {
-        let min = u32::try_from(min_size)
-            .unwrap_or(u32::MAX - 1)
-            .min(u32::MAX - 1);
-        self.deflate_min.store(min, Ordering::Relaxed);
-    }
-
-    /// A message for this connection only, framed as its client expects
-    /// (and compressed if it negotiated that and the message is large enough).
-    pub fn message(&self, kind: Kind, data: &[u8], stats: &crate::deflate::Stats) -> Bytes {
-        let deflate = self.deflate_min().is_some_and(|min| data.len() >= min);
-        match (self.is_v1(), deflate) {
-            (true, false) => v1::direct(kind, data),
-            (false, false) => crate::frame::data(kind, data),
-            (true, true) => v1::direct_deflated(kind, data, stats),
-            (false, true) => crate::deflate::frame(kind, &[data], stats),
-        }
-    }
-
-    /// A copy of the metadata, in the order it was first set.
-    pub fn meta(&self) -> Vec<(String, String)> {
-        self.lock_meta()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    /// Calls `f` with each metadata entry, without copying.
-    pub fn for_each_meta(&self, mut f: impl FnMut(&str, &str)) {
-        for (k, v) in self.lock_meta().iter() {
-            f(k, v);
-        }
-    }
-
-    /// Sets (`Some`) or deletes (`None`) entries; keys must already be canonical
-    /// (`response::meta_key`). Fails, changing nothing, past [`MAX_META_ENTRIES`].
-    pub fn update_meta(&self, changes: &[(String, Option<String>)]) -> Result<(), String> {
-        let mut meta = self.lock_meta();
-        let mut next = meta.clone();
-        for (key, value) in changes {
-            let at = next.iter().position(|(k, _)| **k == **key);
-            match (at, value) {
-                (Some(i), Some(v)) => next[i].1 = v.as_str().into(),
-                (Some(i), None) => {
-                    next.remove(i);
-                }
-                (None, Some(v)) => next.push((key.as_str().into(), v.as_str().into())),
-                (None, None) => {}
-            }
-        }
-        if next.len() > MAX_META_ENTRIES {
-            return Err(format!("more than {MAX_META_ENTRIES} metadata entries"));
-        }
-        *meta = next;
-        drop(meta);
-        if let Some(observer) = &self.observer {
-            observer.meta_changed(self.id);
-        }
-        Ok(())
-    }
-
-    fn lock_meta(&self) -> MutexGuard<'_, Vec<(Box<str>, Box<str>)>> {
-        self.meta.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 struct Entry {
     handle: Arc<ConnHandle>,
@@ -286,34 +143,6 @@ pub struct Published {
     pub delivered: usize,
     /// Its place in the channel's history, if the channel keeps one.
     pub position: Option<Position>,
-}
-
-/// What the open's joins did for a `ws2fcgi.v1` client (see [`Hub::open_joins`]).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Recovery {
-    /// Channels with a position given that could not be recovered.
-    pub lost: Vec<String>,
-    /// Publications sent because the client had missed them.
-    pub replayed: usize,
-}
-
-/// The positions a `ws2fcgi.v1` client gave in its handshake.
-#[derive(Clone, Copy)]
-pub enum Positions<'a> {
-    /// Read from its `ws2fcgi.since.` token (maybe none).
-    Given(&'a [(String, Position)]),
-    /// It gave a token that could not be read: every channel is lost.
-    Unreadable,
-}
-
-/// The history's answer to a `history` request.
-pub enum HistoryReply {
-    /// The channel keeps no history (or none is kept on this node).
-    None,
-    /// Where the channel stands and the publications asked for.
-    Publications(Position, Vec<Stored>),
-    /// `since` is no longer covered, or names another epoch.
-    Lost(Position),
 }
 
 /// The registry; one per daemon.
@@ -488,100 +317,6 @@ impl Hub {
         }
     }
 
-    /// The joins of a `ws2fcgi.v1` client's open answer: sends the
-    /// `connected` message, then joins each channel; for each one the client
-    /// gave a position in (`since`), sends what it missed first, or lists it
-    /// as lost. All under the registry lock, so nothing published meanwhile
-    /// is missed or sent twice.
-    pub fn open_joins(
-        &self,
-        handle: &ConnHandle,
-        public_id: &str,
-        heartbeat_secs: u64,
-        channels: &[String],
-        positions: Positions<'_>,
-    ) -> Recovery {
-        let (since, unreadable) = match positions {
-            Positions::Given(since) => (since, false),
-            Positions::Unreadable => (&[][..], true),
-        };
-        let mut reg = self.lock();
-        let reg = &mut *reg;
-        let now = Instant::now();
-        let mut recovery = Recovery::default();
-        let mut joined = Vec::with_capacity(channels.len());
-        let mut replay: Vec<Stored> = Vec::new();
-        for channel in channels {
-            if joined
-                .iter()
-                .any(|j: &v1::Joined<'_>| j.channel == channel.as_str())
-            {
-                continue;
-            }
-            let given = since.iter().find(|(c, _)| c == channel).map(|(_, p)| p);
-            let history = reg.history.as_mut();
-            if unreadable {
-                recovery.lost.push(channel.clone());
-                let top = history.and_then(|h| h.position(channel, now));
-                joined.push(v1::Joined {
-                    channel: channel.as_str(),
-                    position: top,
-                });
-                continue;
-            }
-            let position = match (history, given) {
-                (None, Some(_)) => {
-                    recovery.lost.push(channel.clone());
-                    None
-                }
-                (None, None) => None,
-                (Some(history), given) => {
-                    let top = history.position(channel, now);
-                    match (given, &top) {
-                        (Some(given), Some(_)) => match history.since(channel, given, now) {
-                            Since::Covered(missed) => {
-                                recovery.replayed += missed.len();
-                                replay.extend(missed);
-                                Some(given.clone())
-                            }
-                            Since::Lost => {
-                                recovery.lost.push(channel.clone());
-                                top
-                            }
-                        },
-                        (Some(_), None) => {
-                            recovery.lost.push(channel.clone());
-                            None
-                        }
-                        (None, _) => top,
-                    }
-                }
-            };
-            joined.push(v1::Joined {
-                channel: channel.as_str(),
-                position,
-            });
-        }
-        let recovered = !since.is_empty() && recovery.lost.is_empty();
-        let lost: Vec<&str> = recovery.lost.iter().map(String::as_str).collect();
-        handle.outbox.push(v1::connected(
-            public_id,
-            heartbeat_secs,
-            recovered,
-            &joined,
-            &lost,
-        ));
-        let mut replayed = 0;
-        for stored in replay {
-            replayed += self.deliver(handle, &stored.frame, false);
-        }
-        self.stats.messages_out.inc_by(replayed as u64);
-        for channel in channels {
-            add_member(reg, &handle.id, channel, self.observer.as_deref());
-        }
-        recovery
-    }
-
     /// Removes a connection from a channel; false when the connection is gone.
     /// A `ws2fcgi.v1` client that was a member is told (`left`).
     pub fn leave(&self, id: &ConnId, channel: &str) -> bool {
@@ -704,52 +439,6 @@ impl Hub {
             .sum::<usize>();
         self.stats.messages_out.inc_by(delivered as u64);
         delivered
-    }
-
-    /// The `history` control op: the newest `limit` publications of
-    /// `channel`, or those after `since`.
-    pub fn history(&self, channel: &str, limit: usize, since: Option<&Position>) -> HistoryReply {
-        let mut reg = self.lock();
-        let Some(history) = reg.history.as_mut() else {
-            return HistoryReply::None;
-        };
-        let now = Instant::now();
-        let Some((top, latest)) = history.latest(channel, limit, now) else {
-            return HistoryReply::None;
-        };
-        match since {
-            None => HistoryReply::Publications(top, latest),
-            Some(since) => match history.since(channel, since, now) {
-                Since::Covered(mut list) => {
-                    list.truncate(limit);
-                    HistoryReply::Publications(top, list)
-                }
-                Since::Lost => HistoryReply::Lost(top),
-            },
-        }
-    }
-
-    /// Drops expired history (run every [`Hub::history_sweep_interval`]).
-    pub fn sweep_history(&self) {
-        let mut reg = self.lock();
-        let reg = &mut *reg;
-        if let Some(history) = reg.history.as_mut() {
-            let channels = &reg.channels;
-            history.sweep(Instant::now(), |name| channels.contains_key(name));
-        }
-    }
-
-    /// How often to sweep the history; `None` when none is kept here.
-    pub fn history_sweep_interval(&self) -> Option<std::time::Duration> {
-        self.lock().history.as_ref().map(History::sweep_interval)
-    }
-
-    /// Kept publications and what they cost in bytes.
-    pub fn history_size(&self) -> (usize, usize) {
-        self.lock()
-            .history
-            .as_ref()
-            .map_or((0, 0), |h| (h.len(), h.bytes()))
     }
 
     fn deliver(&self, handle: &ConnHandle, frame: &Bytes, direct: bool) -> usize {

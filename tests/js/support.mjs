@@ -52,11 +52,20 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * A running daemon in a temporary directory. `history` is the TOML of the
  * [history] table (lines after the header; null: none), `pingInterval` the
  * websocket.ping_interval (the heartbeat), `admin` a port for the admin
- * listener (/metrics; null: none).
+ * listener (/metrics; null: none), `script` the raw contract's PHP script,
+ * `websocket` more lines of [websocket], `extra` whole tables at the end.
  */
 export class Daemon {
-  static async start({ history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"', pingInterval = '30s', dir, extra = [], admin = null } = {}) {
-    const daemon = new Daemon();
+  static async start({
+    history = 'size = 100000\nttl = "5m"\nmax_bytes = "64MiB"',
+    pingInterval = '30s',
+    dir,
+    extra = [],
+    admin = null,
+    script = path.join(here, 'app.php'),
+    websocket = [],
+  } = {}) {
+    const daemon = new this();
     daemon.dir = dir ?? mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-'));
     daemon.ownsDir = !dir;
     daemon.control = path.join(daemon.dir, 'control.sock');
@@ -65,7 +74,7 @@ export class Daemon {
       config,
       [
         'listen = ["127.0.0.1:0"]',
-        `script = ${JSON.stringify(path.join(here, 'app.php'))}`,
+        `script = ${JSON.stringify(script)}`,
         ...(admin === null ? [] : [`admin = "127.0.0.1:${admin}"`]),
         '[fpm]',
         'address = "managed"',
@@ -77,6 +86,7 @@ export class Daemon {
         '[websocket]',
         `ping_interval = ${JSON.stringify(pingInterval)}`,
         'idle_timeout = "120s"',
+        ...websocket,
         '[shutdown]',
         'drain_timeout = "5s"',
         ...(history === null ? [] : ['[history]', history]),

@@ -4,141 +4,44 @@
 // signatures made with the app secret the way an app's auth endpoint
 // (Laravel's /broadcasting/auth) makes them, and polling with a deadline.
 //
-// The binary: $WS2FCGI_BIN when set; else `cargo build` and
-// target/<profile>/ws2fcgi ($WS2FCGI_PROFILE, default debug; $CARGO_TARGET_DIR honoured).
+// The daemon and polling are tests/js/support.mjs's (node builtins only, so
+// nothing of tests/js needs installing).
 
-import { spawn, spawnSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Pusher from 'pusher-js';
+import { Daemon as BaseDaemon, DEADLINE_MS, until } from '../js/support.mjs';
 import WebSocket from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const repo = path.resolve(here, '../..');
-
-/** Generous: the machine may be loaded. */
-export const DEADLINE_MS = 20_000;
+export { DEADLINE_MS, repo, until } from '../js/support.mjs';
 
 export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
 
-let binary;
-
-/** The ws2fcgi binary, built once per test file when needed. */
-export function ws2fcgiBinary() {
-  if (binary) return binary;
-  if (process.env.WS2FCGI_BIN) return (binary = process.env.WS2FCGI_BIN);
-  const profile = process.env.WS2FCGI_PROFILE ?? 'debug';
-  if (profile !== 'debug' && profile !== 'release') throw new Error('WS2FCGI_PROFILE must be debug or release');
-  const args = ['build', '--quiet', '--bin', 'ws2fcgi', ...(profile === 'release' ? ['--release'] : [])];
-  const built = spawnSync('cargo', args, { cwd: repo, stdio: ['ignore', 'inherit', 'inherit'] });
-  if (built.status !== 0) throw new Error(`cargo ${args.join(' ')} failed (${built.status ?? built.signal})`);
-  const target = process.env.CARGO_TARGET_DIR ? path.resolve(repo, process.env.CARGO_TARGET_DIR) : path.join(repo, 'target');
-  return (binary = path.join(target, profile, 'ws2fcgi'));
-}
-
-/** Polls `check` (which may be async) until it returns a truthy value; throws after `ms`. */
-export async function until(what, check, ms = DEADLINE_MS) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** A running daemon in a temporary directory; `pusher` is extra [pusher] lines, `websocket` extra [websocket] lines. */
-export class Daemon {
-  static async start({ pusher = [], websocket = [] } = {}) {
-    const daemon = new Daemon();
-    daemon.dir = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-pusher-'));
-    daemon.control = path.join(daemon.dir, 'control.sock');
-    const config = path.join(daemon.dir, 'ws2fcgi.toml');
-    writeFileSync(
-      config,
-      [
-        'listen = ["127.0.0.1:0"]',
-        `script = ${JSON.stringify(path.join(here, 'app.php'))}`,
-        '[fpm]',
-        'address = "managed"',
-        'pool_size = 2',
-        '[fpm.managed]',
-        `run_dir = ${JSON.stringify(path.join(daemon.dir, 'fpm'))}`,
-        '[control]',
-        `socket = ${JSON.stringify(daemon.control)}`,
-        '[shutdown]',
-        'drain_timeout = "5s"',
-        '[websocket]',
-        ...websocket,
+/** The daemon of tests/js/support.mjs with one Pusher app (`APP`) and `app.php` for the raw contract. */
+export class Daemon extends BaseDaemon {
+  static start({ pusher = [], websocket = [] } = {}) {
+    return super.start({
+      history: null,
+      script: path.join(here, 'app.php'),
+      websocket,
+      extra: [
         '[pusher]',
         ...pusher,
         '[[pusher.app]]',
         `id = "${APP.id}"`,
         `key = "${APP.key}"`,
         `secret = "${APP.secret}"`,
-        '',
-      ].join('\n'),
-    );
-    daemon.logFile = path.join(daemon.dir, 'ws2fcgi.log');
-    const logFd = openSync(daemon.logFile, 'a');
-    const child = spawn(ws2fcgiBinary(), ['--config', config], {
-      env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
-      stdio: ['ignore', 'ignore', logFd],
+      ],
     });
-    closeSync(logFd);
-    daemon.child = child;
-    daemon.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    running.add(daemon);
-    try {
-      const port = await until('the daemon to listen', () => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(`ws2fcgi exited at start (${child.exitCode ?? child.signalCode}):\n${daemon.log}`);
-        }
-        return daemon.log.match(/accepting WebSocket clients.*address=127\.0\.0\.1:(\d+)/)?.[1];
-      });
-      daemon.port = Number(port);
-    } catch (error) {
-      await daemon.stop();
-      throw error;
-    }
-    return daemon;
-  }
-
-  get log() {
-    try {
-      return readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
-    }
   }
 
   /** Resident memory of the daemon, in KiB. */
   rssKiB() {
     const status = readFileSync(`/proc/${this.child.pid}/status`, 'utf8');
     return Number(status.match(/VmRSS:\s+(\d+)/)[1]);
-  }
-
-  /** One control request on a connection of its own; its reply. */
-  request(object) {
-    return new Promise((resolve, reject) => {
-      const socket = net.createConnection(this.control);
-      let buffer = '';
-      socket.setEncoding('utf8');
-      socket.on('error', reject);
-      socket.on('data', (chunk) => {
-        buffer += chunk;
-        const newline = buffer.indexOf('\n');
-        if (newline >= 0) {
-          socket.end();
-          resolve(JSON.parse(buffer.slice(0, newline)));
-        }
-      });
-      socket.write(`${JSON.stringify(object)}\n`);
-    });
   }
 
   /** Publishes a Pusher event through the control socket. */
@@ -152,28 +55,7 @@ export class Daemon {
       ...(socketId ? { socket_id: socketId } : {}),
     });
   }
-
-  async stop() {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.kill('SIGTERM');
-      let timer;
-      const result = await Promise.race([this.exited, new Promise((resolve) => (timer = setTimeout(resolve, DEADLINE_MS)))]);
-      clearTimeout(timer);
-      if (!result) {
-        this.child.kill('SIGKILL');
-        await this.exited;
-      }
-    }
-    running.delete(this);
-    rmSync(this.dir, { recursive: true, force: true });
-    return this.exited;
-  }
 }
-
-const running = new Set();
-process.once('exit', () => {
-  for (const daemon of running) daemon.child.kill('SIGKILL');
-});
 
 /** HMAC-SHA256 hex, as pusher-http-php and Laravel sign. */
 export const sign = (text, secret = APP.secret) => createHmac('sha256', secret).update(text).digest('hex');

@@ -79,6 +79,9 @@ struct Figures {
     /// From the first publish to the last delivery.
     delivery_secs: f64,
     latency: LatencySummary,
+    /// Bytes the members read from their sockets (WebSocket frames, the
+    /// handshakes included): what `--deflate` saves shows here.
+    wire_bytes: u64,
     /// Members that ended before the run did, by reason.
     members_ended: ErrorTally,
     other_messages: u64,
@@ -322,6 +325,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         deliveries_per_s: per_sec(received, delivery),
         delivery_secs: secs3(delivery),
         latency: latencies.summary(),
+        wire_bytes: targets.iter().map(|t| t.wire_bytes()).sum(),
         members_ended,
         other_messages: other,
         per_sender,
@@ -471,7 +475,7 @@ fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
         "broadcast {url}{nodes}: {} members (join failures {}), {} synced in {:.2} s\n\
          published {} via {via} ({} msg/s from {} senders), errors {}\n\
          delivered {} of {} expected: lost {} ({:.4} %), {} duplicates, {} out of order\n\
-         {} deliveries/s over {:.2} s\n\
+         {} deliveries/s over {:.2} s, {} bytes read by the members\n\
          latency {}",
         f.members,
         f.join_errors.human(),
@@ -489,6 +493,7 @@ fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
         f.out_of_order,
         f.deliveries_per_s,
         f.delivery_secs,
+        f.wire_bytes,
         f.latency.human(),
     );
     if let Some(n) = f.server_delivered {

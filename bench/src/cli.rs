@@ -63,6 +63,10 @@ pub struct WsArgs {
     /// header lines the receivers skip).
     #[arg(long)]
     pub subprotocol: Option<String>,
+    /// Offer permessage-deflate and inflate what the server compressed
+    /// (as a browser does), counting the bytes on the wire.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// `idle` parameters.

@@ -18,6 +18,7 @@ pub mod connect;
 pub mod echo;
 pub mod fcgi;
 pub mod idle;
+pub mod inflate;
 pub mod pace;
 pub mod payload;
 pub mod publish;

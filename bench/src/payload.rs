@@ -1,10 +1,12 @@
 //! Broadcast payloads and what a receiver learns from them.
 //!
 //! Each published message carries its send time, its sender and its sequence
-//! number, then padding up to the requested size:
+//! number, then padding up to the requested size: words drawn from a small
+//! vocabulary, so that a compressed message shrinks about as chat text
+//! does rather than as a run of one letter:
 //!
 //! ```text
-//! t=<ns since the run's base Instant>;s=<sender>;q=<seq>;xxxxxxxx…
+//! t=<ns since the run's base Instant>;s=<sender>;q=<seq>;see you at the …
 //! ```
 //!
 //! Sender and receivers live in this process, so one `Instant` base serves as
@@ -29,21 +31,37 @@ pub struct Stamp {
 /// use ws2fcgi_bench::payload::{parse, write, Stamp};
 /// let stamp = Stamp { sent_ns: 42, sender: 1, seq: 7 };
 /// let mut out = String::new();
-/// write(&mut out, stamp, 24);
-/// assert_eq!(out, "t=42;s=1;q=7;xxxxxxxxxxx");
+/// write(&mut out, stamp, 40);
+/// assert_eq!(out.len(), 40);
+/// assert!(out.starts_with("t=42;s=1;q=7;"));
 /// assert_eq!(parse(&out), Some(stamp));
 /// ```
 pub fn write(out: &mut String, stamp: Stamp, size: usize) {
     use std::fmt::Write as _;
+    const WORDS: [&str; 32] = [
+        "the", "room", "is", "open", "see", "you", "at", "ten", "ok", "thanks", "for", "the",
+        "update", "shipping", "order", "today", "meeting", "moved", "to", "friday", "coffee",
+        "later", "sounds", "good", "can", "we", "talk", "about", "release", "notes", "yes", "no",
+    ];
     out.clear();
     let _ = write!(
         out,
         "t={};s={};q={};",
         stamp.sent_ns, stamp.sender, stamp.seq
     );
+    let stamp_len = out.len();
+    let mut state = stamp
+        .seq
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1);
     while out.len() < size {
-        out.push('x');
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        out.push_str(WORDS[(state >> 59) as usize]);
+        out.push(' ');
     }
+    out.truncate(size.max(stamp_len));
 }
 
 /// Reads a stamp back; `None` for anything else (greetings, sync probes,

@@ -12,18 +12,21 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::UsageError;
 use crate::cli::WsArgs;
+use crate::inflate::Wire;
 
-/// One client WebSocket connection.
-pub type Ws = WebSocketStream<TcpStream>;
+/// One client WebSocket connection (over a [`Wire`]: see `inflate.rs`).
+pub type Ws = WebSocketStream<Wire>;
 
 /// A validated WebSocket target.
 #[derive(Debug, Clone)]
@@ -37,6 +40,9 @@ pub struct WsTarget {
     read_buffer: usize,
     connect_timeout: Duration,
     subprotocol: Option<String>,
+    deflate: bool,
+    /// Bytes every connection to this target read from its socket.
+    wire_bytes: Arc<AtomicU64>,
 }
 
 impl WsTarget {
@@ -61,6 +67,8 @@ impl WsTarget {
             read_buffer: args.read_buffer as usize,
             connect_timeout: args.connect_timeout,
             subprotocol: args.subprotocol.clone(),
+            deflate: args.deflate,
+            wire_bytes: Arc::default(),
         })
     }
 
@@ -80,6 +88,11 @@ impl WsTarget {
             url,
             ..self.clone()
         }
+    }
+
+    /// Bytes read from the sockets of every connection to this target so far.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes.load(Ordering::Relaxed)
     }
 
     /// The URL connections are made to.
@@ -126,6 +139,15 @@ impl WsTarget {
                 .headers_mut()
                 .insert("sec-websocket-protocol", value);
         }
+        if self.deflate {
+            request.headers_mut().insert(
+                "sec-websocket-extensions",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                    "permessage-deflate",
+                ),
+            );
+        }
+        let stream = Wire::new(stream, self.deflate, self.wire_bytes.clone());
         let (ws, _response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
@@ -241,6 +263,7 @@ mod tests {
             read_buffer: 4096,
             connect_timeout: Duration::from_secs(1),
             subprotocol: None,
+            deflate: false,
         }
     }
 

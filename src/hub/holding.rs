@@ -18,7 +18,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{ConnHandle, ConnId, Hub, Registry, add_member};
-use crate::outbox::Push;
 use crate::v1::{self, Position};
 
 /// Where the channels' history is kept elsewhere (Redis, in a cluster): a
@@ -120,17 +119,7 @@ pub(super) fn push_or_hold(
             held.remove(&index);
         }
     }
-    let push = if direct {
-        handle.outbox.push(frame.clone())
-    } else {
-        handle.outbox.push_queued(frame.clone())
-    };
-    match push {
-        Push::Queued => 1,
-        Push::Closed => 0,
-        // Counted once, when the connection acts on it (connection/task.rs).
-        Push::Overflow => 0,
-    }
+    super::deliver(handle, frame, direct)
 }
 
 impl Hub {

@@ -442,17 +442,7 @@ impl Hub {
     }
 
     fn deliver(&self, handle: &ConnHandle, frame: &Bytes, direct: bool) -> usize {
-        let push = if direct {
-            handle.outbox.push(frame.clone())
-        } else {
-            handle.outbox.push_queued(frame.clone())
-        };
-        match push {
-            Push::Queued => 1,
-            Push::Closed => 0,
-            // Counted once, when the connection acts on it (connection/task.rs).
-            Push::Overflow => 0,
-        }
+        deliver(handle, frame, direct)
     }
 
     /// Asks a connection to close; true when it was open and now closes.
@@ -525,6 +515,23 @@ impl Hub {
             .filter(|(name, _)| name.starts_with(prefix))
             .map(|(name, members)| (name.to_string(), members.len()))
             .collect()
+    }
+}
+
+/// Pushes `frame` into `handle`'s outbox: written at once when `direct`
+/// and nothing waits, else queued for its writer. Returns the deliveries
+/// (1 or 0).
+fn deliver(handle: &ConnHandle, frame: &Bytes, direct: bool) -> usize {
+    let push = if direct {
+        handle.outbox.push(frame.clone())
+    } else {
+        handle.outbox.push_queued(frame.clone())
+    };
+    match push {
+        Push::Queued => 1,
+        Push::Closed => 0,
+        // Counted once, when the connection acts on it (connection/task.rs).
+        Push::Overflow => 0,
     }
 }
 

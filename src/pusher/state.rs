@@ -16,9 +16,23 @@
 //! Memory: one entry per (presence channel, user) with connections on this
 //! node, and at most [`MAX_CACHED_CHANNELS`] cached events of at most
 //! `pusher.max_message_bytes` each, kept [`CACHE_TTL`].
+//!
+//! What happens to a channel — the events of Pusher's webhooks — is reported
+//! as a [`Change`] to the [`Changes`] sink the state was built with, under
+//! the same lock, so the sink sees them in the order they happened:
+//!
+//! ```text
+//! first connection subscribes      Occupied, then MemberAdded (presence: the user's first)
+//! a user's first connection        MemberAdded
+//! a user's last connection leaves  MemberRemoved
+//! last connection leaves           MemberRemoved (presence), then Vacated
+//! ```
+//!
+//! These are this node's changes (a channel occupied here may be occupied on
+//! another node too).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,10 +72,38 @@ struct Inner {
     cache: HashMap<String, Cached>,
 }
 
+/// What happened to a channel (Pusher's webhook events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The channel has its first subscriber.
+    Occupied,
+    /// The channel's last subscriber left.
+    Vacated,
+    /// A user's first connection subscribed to the presence channel.
+    MemberAdded {
+        /// The member's `user_id`.
+        user_id: String,
+    },
+    /// A user's last connection left the presence channel.
+    MemberRemoved {
+        /// The member's `user_id`.
+        user_id: String,
+    },
+}
+
+/// Receives every [`Change`], in the order they happen. Called with the
+/// state's lock held: it must not block or call back into the state.
+pub trait Changes: Send + Sync {
+    /// `channel` of the app `app_id` changed.
+    fn report(&self, app_id: &str, channel: &str, change: Change);
+}
+
 /// Presence and cache state of a node; one per daemon (in the `Context`).
 #[derive(Default)]
 pub struct State {
     inner: Mutex<Inner>,
+    /// Where changes of channels go; nowhere when `None`.
+    changes: Option<Arc<dyn Changes>>,
 }
 
 /// A presence subscriber.
@@ -73,8 +115,25 @@ pub struct Presence<'a> {
 }
 
 impl State {
+    /// A state that reports every change of a channel to `changes`.
+    pub fn with_changes(changes: Arc<dyn Changes>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            changes: Some(changes),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reports `change` of the hub channel `hub_channel` (called under the lock).
+    fn report(&self, hub_channel: &str, change: Change) {
+        if let Some(changes) = &self.changes
+            && let Some((app_id, channel)) = super::from_hub_channel(hub_channel)
+        {
+            changes.report(app_id, channel, change);
+        }
     }
 
     /// Subscribes `handle` to `channel` (hub name `hub_channel`): sends
@@ -96,12 +155,14 @@ impl State {
             let _ = handle.outbox.push(crate::frame::data(Kind::Text, text));
         };
         let mut added = None;
+        let mut new_member = None;
         match presence {
             None => send(frame::subscription_succeeded(channel).as_bytes()),
             Some(p) => {
                 let members = inner.presence.entry(hub_channel.to_owned()).or_default();
                 let member = members.entry(p.user_id.to_owned()).or_insert_with(|| {
                     added = Some(frame::member_added(channel, p.user_id, &p.user_info));
+                    new_member = Some(p.user_id.to_owned());
                     Member {
                         connections: 0,
                         info: p.user_info,
@@ -119,9 +180,15 @@ impl State {
                 _ => send(frame::cache_miss(channel).as_bytes()),
             }
         }
-        hub.join(&handle.id, hub_channel);
+        let empty = hub.member_count(hub_channel) == 0;
+        if hub.join(&handle.id, hub_channel) && empty {
+            self.report(hub_channel, Change::Occupied);
+        }
         if let Some(added) = added {
             hub.publish(hub_channel, Kind::Text, added.as_bytes(), &[handle.id]);
+        }
+        if let Some(user_id) = new_member {
+            self.report(hub_channel, Change::MemberAdded { user_id });
         }
     }
 
@@ -136,8 +203,27 @@ impl State {
         user_id: Option<&str>,
     ) {
         let mut inner = self.lock();
+        let before = hub.member_count(hub_channel);
         hub.leave(id, hub_channel);
-        let Some(user_id) = user_id else { return };
+        let vacated = before > 0 && hub.member_count(hub_channel) == 0;
+        if let Some(user_id) = user_id {
+            self.remove_member(&mut inner, hub, hub_channel, channel, user_id);
+        }
+        if vacated {
+            self.report(hub_channel, Change::Vacated);
+        }
+    }
+
+    /// One connection of the member `user_id` left: the member is gone when
+    /// it was its last here.
+    fn remove_member(
+        &self,
+        inner: &mut Inner,
+        hub: &Hub,
+        hub_channel: &str,
+        channel: &str,
+        user_id: &str,
+    ) {
         let Some(members) = inner.presence.get_mut(hub_channel) else {
             return;
         };
@@ -154,6 +240,12 @@ impl State {
         }
         let removed = frame::member_removed(channel, user_id);
         hub.publish(hub_channel, Kind::Text, removed.as_bytes(), &[]);
+        self.report(
+            hub_channel,
+            Change::MemberRemoved {
+                user_id: user_id.to_owned(),
+            },
+        );
     }
 
     /// Publishes an event's frame to a hub channel but `except`, keeping it
@@ -279,5 +371,86 @@ mod tests {
             events(&late),
             ["pusher_internal:subscription_succeeded", "e2"]
         );
+    }
+
+    /// Records the changes reported.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<(String, String, Change)>>);
+
+    impl Changes for Recorded {
+        fn report(&self, app_id: &str, channel: &str, change: Change) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((app_id.into(), channel.into(), change));
+        }
+    }
+
+    #[test]
+    fn changes_are_reported_in_order_once_per_channel_and_user() {
+        let recorded = Arc::new(Recorded::default());
+        let state = State::with_changes(recorded.clone());
+        let hub = Hub::default();
+        let (a1, a2, b) = (
+            hub.register(1 << 16),
+            hub.register(1 << 16),
+            hub.register(1 << 16),
+        );
+        let p = super::super::hub_channel("1", "presence-r");
+        let q = super::super::hub_channel("1", "public");
+        let me = |id| {
+            Some(Presence {
+                user_id: id,
+                user_info: Value::Null,
+            })
+        };
+        state.subscribe(&hub, &a1, &p, "presence-r", me("a"), false);
+        state.subscribe(&hub, &a2, &p, "presence-r", me("a"), false);
+        state.subscribe(&hub, &b, &p, "presence-r", me("b"), false);
+        state.subscribe(&hub, &b, &q, "public", None, false);
+        state.unsubscribe(&hub, &a1.id, &p, "presence-r", Some("a"));
+        state.unsubscribe(&hub, &b.id, &p, "presence-r", Some("b"));
+        state.unsubscribe(&hub, &a2.id, &p, "presence-r", Some("a"));
+        // Leaving twice, or a channel never joined, changes nothing.
+        state.unsubscribe(&hub, &a2.id, &p, "presence-r", Some("a"));
+        state.unsubscribe(&hub, &b.id, &q, "public", None);
+        state.unsubscribe(&hub, &b.id, &q, "public", None);
+        let member = |id: &str| id.to_string();
+        let expected = [
+            ("presence-r", Change::Occupied),
+            (
+                "presence-r",
+                Change::MemberAdded {
+                    user_id: member("a"),
+                },
+            ),
+            (
+                "presence-r",
+                Change::MemberAdded {
+                    user_id: member("b"),
+                },
+            ),
+            ("public", Change::Occupied),
+            (
+                "presence-r",
+                Change::MemberRemoved {
+                    user_id: member("b"),
+                },
+            ),
+            (
+                "presence-r",
+                Change::MemberRemoved {
+                    user_id: member("a"),
+                },
+            ),
+            ("presence-r", Change::Vacated),
+            ("public", Change::Vacated),
+        ];
+        let got = recorded.0.lock().unwrap().clone();
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(c, change)| ("1".to_string(), c.to_string(), change))
+            .collect();
+        assert_eq!(got, expected);
     }
 }

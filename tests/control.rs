@@ -237,7 +237,11 @@ async fn join_and_leave_by_header_and_by_socket_agree() {
 
     // Joined and left through the PHP client, from handlers.
     let answer = php_call(&mut a, "join", json!({"conn": "$self", "channel": "room"})).await;
-    assert_eq!(answer, json!({"result": null}));
+    assert_eq!(
+        answer,
+        json!({"result": true}),
+        "join says the connection was found"
+    );
     let answer = php_call(&mut b, "presence", json!({"channel": "room"})).await;
     assert_eq!(
         ids(&members(&answer["result"])),
@@ -256,6 +260,12 @@ async fn join_and_leave_by_header_and_by_socket_agree() {
         .await;
     assert_eq!(reply["found"], false);
     assert_eq!(control.presence("room").await.len(), 1);
+    let answer = php_call(&mut a, "join", json!({"conn": NOBODY, "channel": "room"})).await;
+    assert_eq!(
+        answer,
+        json!({"result": false}),
+        "the PHP client's join: not found"
+    );
 
     // A connection that ends leaves all its channels, and they disappear.
     support::close(a).await;
@@ -317,7 +327,11 @@ async fn presence_lists_each_members_metadata() {
         json!({"conn": "$self", "set": {"mood": "happy", "user": null}}),
     )
     .await;
-    assert_eq!(answer, json!({"result": null}));
+    assert_eq!(
+        answer,
+        json!({"result": true}),
+        "meta says the connection was found"
+    );
     let presence = control.presence("room").await;
     let meta_b = &presence.iter().find(|(id, _)| *id == idb).expect("b").1;
     assert_eq!(meta_b, &json!({"mood": "happy"}));

@@ -11,8 +11,8 @@ namespace Chat;
 
 require_once __DIR__ . '/Rules.php';
 require_once __DIR__ . '/History.php';
-// The control-socket client shipped with ws2fcgi, used straight from the
-// repository; an application would copy the file (see php/README.md).
+// ws2fcgi's PHP package straight from the repository (Ws2fcgi.php autoloads
+// php/src/); an application would `composer require ws2fcgi/ws2fcgi`.
 require_once __DIR__ . '/../../php/Ws2fcgi.php';
 
 final class Chat

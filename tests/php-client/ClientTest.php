@@ -1,7 +1,8 @@
 <?php
 
 /**
- * Tests of php/Ws2fcgi.php against a fake control server (fake_server.php,
+ * Tests of Ws2fcgi\Client (loaded through php/Ws2fcgi.php, the file for
+ * code without Composer) against a fake control server (fake_server.php,
  * started with proc_open). No daemon, no PHPUnit:
  *
  *   php tests/php-client/ClientTest.php
@@ -15,7 +16,14 @@ declare(strict_types=1);
 require __DIR__ . '/../../php/Ws2fcgi.php';
 
 use Ws2fcgi\Client;
+use Ws2fcgi\ClientInterface;
 use Ws2fcgi\Exception as WsException;
+use Ws2fcgi\Exception\ConnectException;
+use Ws2fcgi\Exception\DaemonException;
+use Ws2fcgi\Exception\EncodingException;
+use Ws2fcgi\Exception\ProtocolException;
+use Ws2fcgi\Exception\TimeoutException;
+use Ws2fcgi\Exception\Ws2fcgiException;
 
 error_reporting(E_ALL);
 set_error_handler(static function (int $no, string $message, string $file, int $line): bool {
@@ -221,7 +229,7 @@ try {
     section('socket from the environment', function () use ($socket, $server) {
         unset($_SERVER['WS_CONTROL_SOCKET']);
         putenv('WS_CONTROL_SOCKET');
-        throws('missing socket → Exception naming WS_CONTROL_SOCKET', fn () => new Client(), WsException::class, 'WS_CONTROL_SOCKET');
+        throws('missing socket → Exception naming WS_CONTROL_SOCKET', fn () => new Client(), ConnectException::class, 'WS_CONTROL_SOCKET');
 
         $_SERVER['WS_CONTROL_SOCKET'] = $socket;
         $ws = new Client();
@@ -240,6 +248,7 @@ try {
     });
 
     $ws = new Client($socket, 2.0);
+    check('Client implements ClientInterface', $ws instanceof ClientInterface);
 
     section('publish', function () use ($ws, $server) {
         same('returns "delivered"', 3, $ws->publish('room/1', 'héllo / wörld'));
@@ -262,7 +271,7 @@ try {
         same('binary: base64 data + "binary":true', ['op' => 'publish', 'channel' => 'room', 'data' => base64_encode($bytes), 'binary' => true], $req);
         same('binary: data round-trips', $bytes, base64_decode((string) $req['data'], true));
 
-        throws('invalid UTF-8 text → Exception suggesting binary', fn () => $ws->publish('room', "\xff\xfe"), WsException::class, 'binary: true');
+        throws('invalid UTF-8 text → Exception suggesting binary', fn () => $ws->publish('room', "\xff\xfe"), EncodingException::class, 'binary: true');
         throws('except list with a non-string → InvalidArgumentException', fn () => $ws->publish('room', 'x', except: [['nested']]), InvalidArgumentException::class, 'except');
 
         $big = str_repeat('0123456789abcdef', 65536); // 1 MiB
@@ -280,17 +289,20 @@ try {
     });
 
     section('join / leave / close / meta', function () use ($ws, $server) {
-        same('join returns null', null, $ws->join('c1', 'room'));
+        same('join returns "found"', true, $ws->join('c1', 'room'));
         same('join JSON', '{"op":"join","conn":"c1","channel":"room"}', $server->last()['line']);
-        same('leave returns null', null, $ws->leave('c1', 'room'));
+        same('join of a gone connection returns false', false, $ws->join('gone', 'room'));
+        same('leave returns "found"', true, $ws->leave('c1', 'room'));
         same('leave JSON', '{"op":"leave","conn":"c1","channel":"room"}', $server->last()['line']);
+        same('leave of a gone connection returns false', false, $ws->leave('gone', 'room'));
 
         same('close returns "closed"', true, $ws->close('c1'));
         same('close JSON with defaults', '{"op":"close","conn":"c1","code":1000,"reason":""}', $server->last()['line']);
         same('close of a gone connection returns false', false, $ws->close('gone', 4001, 'kicked'));
         same('close JSON with code and reason', ['op' => 'close', 'conn' => 'gone', 'code' => 4001, 'reason' => 'kicked'], $server->last()['req']);
 
-        same('meta returns null', null, $ws->meta('c1', ['user' => '42', 'typing' => null]));
+        same('meta of a gone connection returns false', false, $ws->meta('gone', ['user' => '42']));
+        same('meta returns "found"', true, $ws->meta('c1', ['user' => '42', 'typing' => null]));
         same('meta JSON', '{"op":"meta","conn":"c1","set":{"user":"42","typing":null}}', $server->last()['line']);
         $ws->meta('c1', ['user' => 42, 'score' => 1.5]);
         same('meta numbers become strings', ['user' => '42', 'score' => '1.5'], $server->last()['req']['set']);
@@ -314,16 +326,18 @@ try {
 
     section('ok:false', function () use ($ws, $server) {
         $seq = $ws->request(['op' => 'whoami'])['conn_seq'];
-        $e = throws('ok:false → Exception with the daemon\'s message', fn () => $ws->request(['op' => 'nope']), WsException::class, 'unknown op `nope`', true);
+        $e = throws('ok:false → Exception with the daemon\'s message', fn () => $ws->request(['op' => 'nope']), DaemonException::class, 'unknown op `nope`', true);
         same('getReply() holds the reply', ['ok' => false, 'error' => 'unknown op `nope`'], $e instanceof WsException ? $e->getReply() : null);
+        same('getDaemonError() is the daemon\'s error', 'unknown op `nope`', $e instanceof DaemonException ? $e->getDaemonError() : null);
+        check('every failure is a Ws2fcgiException and a (deprecated) Ws2fcgi\\Exception', $e instanceof Ws2fcgiException && $e instanceof WsException);
         same('the next call works on the same connection', $seq, $ws->request(['op' => 'whoami'])['conn_seq']);
     });
 
     section('non-JSON and broken replies', function () use ($ws) {
-        $e = throws('non-JSON reply → Exception', fn () => $ws->request(['op' => '__garbage']), WsException::class, 'not JSON');
+        $e = throws('non-JSON reply → Exception', fn () => $ws->request(['op' => '__garbage']), ProtocolException::class, 'not JSON');
         same('getReply() is null for transport errors', null, $e instanceof WsException ? $e->getReply() : 'n/a');
         same('the next call works', 7, $ws->stats()['connections']);
-        throws('partial reply then EOF → Exception', fn () => $ws->request(['op' => '__partial']), WsException::class, 'before replying');
+        throws('partial reply then EOF → Exception', fn () => $ws->request(['op' => '__partial']), ProtocolException::class, 'before replying');
         same('the next call works', 7, $ws->stats()['connections']);
         same('a reply split across writes is reassembled', ['ok' => true, 'slow' => 'yes'], $ws->request(['op' => '__slowline']));
     });
@@ -331,7 +345,7 @@ try {
     section('timeout', function () use ($socket, $server) {
         $ws = new Client($socket, 0.3);
         $t = microtime(true);
-        throws('no reply in time → Exception', fn () => $ws->request(['op' => '__sleep', 'ms' => 800]), WsException::class, 'timed out');
+        throws('no reply in time → Exception', fn () => $ws->request(['op' => '__sleep', 'ms' => 800]), TimeoutException::class, 'timed out');
         $elapsed = microtime(true) - $t;
         // Only a lower bound: the machine may be slow, but the client may never give up early.
         check('…not before the timeout', $elapsed >= 0.29, sprintf('%.3fs', $elapsed));
@@ -366,7 +380,7 @@ try {
 
         // The daemon dies after reading a request: no resend, Exception.
         $count = count($server->requests());
-        throws('EOF after the write → Exception, not a retry', fn () => $ws->request(['op' => '__die']), WsException::class, 'may or may not have been applied');
+        throws('EOF after the write → Exception, not a retry', fn () => $ws->request(['op' => '__die']), ProtocolException::class, 'may or may not have been applied');
         same('…and the request arrived once', $count + 1, count($server->requests()));
         same('the next call works', 7, $ws->stats()['connections']);
 
@@ -379,7 +393,7 @@ try {
         } finally {
             $server2->stop();
         }
-        throws('no daemon → Exception "cannot connect"', fn () => $ws->stats(), WsException::class, 'cannot connect');
+        throws('no daemon → Exception "cannot connect"', fn () => $ws->stats(), ConnectException::class, 'cannot connect');
     });
 
     $server->stop(); // already stopped, unless the section above failed half-way
@@ -411,7 +425,7 @@ try {
 
     section('connect errors', function () use ($dir) {
         $ws = new Client("$dir/nothing-here.sock", 0.5);
-        throws('a missing socket file → Exception naming the path', fn () => $ws->stats(), WsException::class, "$dir/nothing-here.sock");
+        throws('a missing socket file → Exception naming the path', fn () => $ws->stats(), ConnectException::class, "$dir/nothing-here.sock");
     });
 } finally {
     $server->stop();

@@ -171,7 +171,7 @@ function answer(string $line, int $seq): array
         case 'join':
         case 'leave':
         case 'meta':
-            return [$reply(['ok' => true])];
+            return [$reply(['ok' => true, 'found' => $req['conn'] !== 'gone'])];
         case 'close':
             return [$reply(['ok' => true, 'closed' => $req['conn'] !== 'gone'])];
         case 'presence':

@@ -42,12 +42,15 @@ function thrown(callable $fn): ?Throwable
 check('the autoloader is Composer\'s', !str_contains((string) (new ReflectionClass(Client::class))->getFileName(), '/php/Ws2fcgi.php'));
 $ws = new Client($socket);
 check('Client implements ClientInterface', $ws instanceof ClientInterface);
-check('join: found', $ws->join($id, 'news') === true);
+check('join: found (already a member: still true)', $ws->join($id, 'news') === true);
 check('join of an unknown connection: not found', $ws->join($nobody, 'news') === false);
 $members = array_column($ws->presence('news'), 'id');
 check('presence lists the connection', $members === [$id], json_encode($members));
 check('meta: found', $ws->meta($id, ['plan' => 'pro']) === true);
-check('presence shows the metadata', ($ws->presence('news')[0]['meta'] ?? null) === ['plan' => 'pro']);
+$meta = $ws->presence('news')[0]['meta'] ?? [];
+ksort($meta);
+// The open answer's "user" was deleted by the handler's "forget" before this runs.
+check('presence shows the metadata', $meta === ['plan' => 'pro'], json_encode($meta));
 check('send: delivered to 1', $ws->send($id, 'direct') === 1);
 check('publish: delivered to 1', $ws->publish('news', 'to the channel') === 1);
 check('publish except the member: 0', $ws->publish('news', 'skipped', except: $id) === 0);

@@ -11,6 +11,10 @@
 //                           that could not catch up from the channel's history)
 //   close                   the leave notice for the others
 //
+// Each event handler returns a Ws2fcgi\Response (status, X-WS-* directives,
+// body); the last line sends it. Ws2fcgi\Event is the event ($_SERVER['WS_*']
+// and the body).
+//
 // Lives outside public/: nginx never serves it, only ws2fcgi runs it.
 
 declare(strict_types=1);
@@ -19,53 +23,53 @@ require __DIR__ . '/lib/Chat.php';
 
 use Chat\Chat;
 use Chat\Rules;
+use Ws2fcgi\Event;
+use Ws2fcgi\EventKind;
+use Ws2fcgi\Exception\InvalidEventException;
+use Ws2fcgi\Exception\Ws2fcgiException;
+use Ws2fcgi\Response;
 
-switch ($_SERVER['WS_EVENT'] ?? '') {
-    case 'open':
-        on_open();
-        break;
-    case 'message':
-        on_message();
-        break;
-    case 'close':
-        on_close();
-        break;
-    default:
-        refuse(400, 'this script answers ws2fcgi events only');
+try {
+    $event = Event::fromGlobals();
+    $response = match ($event->kind) {
+        EventKind::Open => on_open($event),
+        EventKind::Message => on_message($event),
+        EventKind::Close => on_close($event),
+        default => refuse(400, 'this script answers the raw WebSocket events only'),
+    };
+} catch (InvalidEventException) {
+    $response = refuse(400, 'this script answers ws2fcgi events only');
 }
+$response->send();
 
 /** Refuses the handshake: the status and this short text reach the client as the HTTP answer. */
-function refuse(int $status, string $why): void
+function refuse(int $status, string $why): Response
 {
-    http_response_code($status);
-    header('Content-Type: text/plain; charset=utf-8');
-    echo $why, "\n";
+    return Response::refuse($status, $why . "\n");
 }
 
 /** Answers the sender alone; the connection stays open. */
-function reply_error(string $why): void
+function reply_error(string $why): Response
 {
-    echo Chat::json(['type' => 'error', 'error' => $why]);
+    return Response::accept(Chat::json(['type' => 'error', 'error' => $why]));
 }
 
-function on_open(): void
+function on_open(Event $event): Response
 {
     $room = is_string($_GET['room'] ?? null) ? $_GET['room'] : '';
     $nick = Rules::normalizeNick(is_string($_GET['nick'] ?? null) ? $_GET['nick'] : '');
     $owner = Chat::owner($_COOKIE);
-    $me = $_SERVER['WS_CONNECTION_ID'];
+    $me = (string) $event->connectionId;
     $ws = new Ws2fcgi\Client(); // the socket comes from $_SERVER['WS_CONTROL_SOCKET']
 
     try {
         $admission = Chat::admission($ws, $room, $nick, $owner);
-    } catch (Ws2fcgi\Exception $e) {
+    } catch (Ws2fcgiException $e) {
         error_log('chat: presence failed: ' . $e->getMessage());
-        refuse(503, 'the chat is unavailable, try again');
-        return;
+        return refuse(503, 'the chat is unavailable, try again');
     }
     if ($admission['error'] !== null) {
-        refuse($admission['status'], $admission['error']);
-        return;
+        return refuse($admission['status'], $admission['error']);
     }
 
     $channel = Chat::channel($room);
@@ -76,19 +80,10 @@ function on_open(): void
         $ws->close($old, 4001, 'this nickname was opened in another window');
     }
 
-    // Directives: remembered by ws2fcgi, seen as WS_META_NICK/ROOM on later
-    // events and in presence replies. ws2fcgi applies them after this answer.
-    header('X-WS-Meta-Nick: ' . $nick); // safe in a header: Rules allows ASCII only
-    header('X-WS-Meta-Room: ' . $room);
-    if ($owner !== '') {
-        header('X-WS-Meta-Owner: ' . $owner);
-    }
-    header("X-WS-Join: $channel, $people");
-
     try {
         $join = ['type' => 'join', 'id' => $me, 'nick' => $nick, 'ts' => Chat::nowMs()];
         $ws->publish($people, Chat::json($join), except: $me); // the welcome tells this one
-    } catch (Ws2fcgi\Exception $e) {
+    } catch (Ws2fcgiException $e) {
         error_log('chat: join notice not sent: ' . $e->getMessage());
     }
 
@@ -102,54 +97,59 @@ function on_open(): void
     // sends what a reconnecting page missed, and a page that could not catch
     // up asks for the rest ("backlog") once it is in the channel, so that
     // nothing published between a read here and the join is missed.
-    echo Chat::json([
+    $welcome = Response::accept(Chat::json([
         'type' => 'welcome',
         'room' => $room,
         'you' => ['id' => $me, 'nick' => $nick],
         'members' => $members,
-    ]);
+    ]));
+
+    // Directives: remembered by ws2fcgi, seen as WS_META_NICK/ROOM on later
+    // events and in presence replies. ws2fcgi applies them before the welcome
+    // is sent.
+    $welcome = $welcome
+        ->meta('Nick', $nick) // safe in a header: Rules allows ASCII only
+        ->meta('Room', $room)
+        ->join($channel, $people);
+    return $owner !== '' ? $welcome->meta('Owner', $owner) : $welcome;
 }
 
-function on_message(): void
+function on_message(Event $event): Response
 {
-    $nick = $_SERVER['WS_META_NICK'] ?? '';
-    $room = $_SERVER['WS_META_ROOM'] ?? '';
+    $nick = $event->meta('nick') ?? '';
+    $room = $event->meta('room') ?? '';
     if ($nick === '' || $room === '') {
         // Cannot happen for a connection on_open accepted.
-        header('X-WS-Close: 1011 no chat session');
-        return;
+        return Response::accept()->close(1011, 'no chat session');
     }
-    if (($_SERVER['WS_MESSAGE_TYPE'] ?? '') !== 'text') {
-        reply_error('send text messages, not binary');
-        return;
+    if ($event->isBinary()) {
+        return reply_error('send text messages, not binary');
     }
     // One byte over the limit is enough to know it is too large.
-    $raw = (string) file_get_contents('php://input', false, null, 0, Rules::MAX_RAW_BYTES + 1);
+    $raw = substr($event->body, 0, Rules::MAX_RAW_BYTES + 1);
     $after = Rules::parseBacklog($raw);
     if ($after !== null) {
-        reply_backlog($room, $after);
-        return;
+        return reply_backlog($room, $after);
     }
     [$text, $problem] = Rules::parseSay($raw);
     if ($problem !== null) {
-        reply_error($problem);
-        return;
+        return reply_error($problem);
     }
 
     try {
         $message = Chat::history()->add($room, $nick, $text, Chat::nowMs());
     } catch (RuntimeException $e) { // PDOException included
         error_log('chat: message not stored: ' . $e->getMessage());
-        reply_error('the message could not be saved, try again');
-        return;
+        return reply_error('the message could not be saved, try again');
     }
     try {
         // To the whole room, the sender included: everyone sees one order.
         (new Ws2fcgi\Client())->publish(Chat::channel($room), Chat::json(['type' => 'message'] + $message));
-    } catch (Ws2fcgi\Exception $e) {
+    } catch (Ws2fcgiException $e) {
         error_log('chat: message not published: ' . $e->getMessage());
-        reply_error('saved, but not delivered live; the others see it when they reload');
+        return reply_error('saved, but not delivered live; the others see it when they reload');
     }
+    return Response::accept();
 }
 
 /**
@@ -157,30 +157,31 @@ function on_message(): void
  * is in the room's channel, so what this misses arrives live; a message in
  * both is shown once (chat.js keys messages by id).
  */
-function reply_backlog(string $room, int $after): void
+function reply_backlog(string $room, int $after): Response
 {
     try {
         $backlog = Chat::history()->after($room, $after);
     } catch (RuntimeException $e) { // PDOException included
         error_log('chat: backlog unavailable: ' . $e->getMessage());
-        reply_error('the history could not be read; reload the page to see what you missed');
-        return;
+        return reply_error('the history could not be read; reload the page to see what you missed');
     }
-    echo Chat::json(['type' => 'backlog'] + $backlog);
+    return Response::accept(Chat::json(['type' => 'backlog'] + $backlog));
 }
 
-function on_close(): void
+/** The connection is gone: the answer is discarded, the leave notice is what counts. */
+function on_close(Event $event): Response
 {
-    $nick = $_SERVER['WS_META_NICK'] ?? '';
-    $room = $_SERVER['WS_META_ROOM'] ?? '';
+    $nick = $event->meta('nick') ?? '';
+    $room = $event->meta('room') ?? '';
     if ($nick === '' || $room === '') {
-        return;
+        return Response::accept();
     }
     // ws2fcgi has already taken this connection out of the room.
-    $leave = ['type' => 'leave', 'id' => $_SERVER['WS_CONNECTION_ID'], 'nick' => $nick, 'ts' => Chat::nowMs()];
+    $leave = ['type' => 'leave', 'id' => $event->connectionId, 'nick' => $nick, 'ts' => Chat::nowMs()];
     try {
         (new Ws2fcgi\Client())->publish(Chat::peopleChannel($room), Chat::json($leave));
-    } catch (Ws2fcgi\Exception $e) {
+    } catch (Ws2fcgiException $e) {
         error_log('chat: leave notice not sent: ' . $e->getMessage());
     }
+    return Response::accept();
 }

@@ -113,9 +113,9 @@ final class Chat
      *
      * @return array{status: int, error: ?string, replace: list<string>, members: list<array{id: string, nick: string, owner: string}>}
      *
-     * @throws \Ws2fcgi\Exception when the control socket cannot be reached
+     * @throws \Ws2fcgi\Exception\Ws2fcgiException when the control socket cannot be reached
      */
-    public static function admission(\Ws2fcgi\Client $ws, string $room, string $nick, string $owner): array
+    public static function admission(\Ws2fcgi\ClientInterface $ws, string $room, string $nick, string $owner): array
     {
         $problem = Rules::roomProblem($room) ?? Rules::nickProblem($nick);
         if ($problem !== null) {

@@ -27,7 +27,7 @@ try {
     $admission = Chat::admission(new Ws2fcgi\Client(), $room, $nick, Chat::owner($_COOKIE));
     $status = $admission['status'];
     $error = $admission['error'];
-} catch (Ws2fcgi\Exception $e) {
+} catch (Ws2fcgi\Exception\Ws2fcgiException $e) {
     error_log('chat: check.php: ' . $e->getMessage());
     [$status, $error] = [503, 'the chat server is not reachable'];
 }

@@ -1,0 +1,16 @@
+<?php
+
+use App\Http\Controllers\ChatController;
+use App\Http\Controllers\LoginController;
+use Illuminate\Support\Facades\Route;
+
+Route::get('/login', [LoginController::class, 'show'])->name('login');
+Route::post('/login', [LoginController::class, 'login']);
+Route::post('/logout', [LoginController::class, 'logout']);
+
+Route::middleware('auth')->group(function () {
+    Route::redirect('/', '/rooms/lobby');
+    Route::get('/rooms/{room}', [ChatController::class, 'show'])->where('room', '[a-z0-9-]+');
+    Route::post('/rooms/{room}/messages', [ChatController::class, 'post'])->where('room', '[a-z0-9-]+');
+    Route::post('/users/{id}/nudge', [ChatController::class, 'nudge'])->whereNumber('id');
+});

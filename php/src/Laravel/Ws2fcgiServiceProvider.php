@@ -1,0 +1,83 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Ws2fcgi\Laravel;
+
+use Illuminate\Broadcasting\BroadcastManager;
+use Illuminate\Routing\Router;
+use Illuminate\Support\ServiceProvider;
+use Ws2fcgi\Client;
+
+/**
+ * ws2fcgi in a Laravel app, found through composer.json's `extra.laravel`.
+ *
+ * - merges and publishes `config/ws2fcgi.php` (`vendor:publish --tag=ws2fcgi-config`);
+ * - binds the control socket client (one per app, persistent per PHP-FPM worker);
+ * - registers the `ws2fcgi` broadcast driver (`Broadcast::extend`);
+ * - adds `Route::websocket($uri, Handler::class)` for raw WebSocket routes,
+ *   served by the `ws.php` front controller ({@see EventKernel}).
+ */
+class Ws2fcgiServiceProvider extends ServiceProvider
+{
+    public const CONFIG = __DIR__ . '/config/ws2fcgi.php';
+
+    public function register()
+    {
+        $this->mergeConfigFrom(self::CONFIG, 'ws2fcgi');
+
+        $this->app->singleton(Client::class, function ($app) {
+            $config = $app['config']['ws2fcgi'];
+            $socket = $config['control_socket'] ?? null;
+
+            return new Client(is_string($socket) && $socket !== '' ? $socket : null, (float) ($config['timeout'] ?? 5.0));
+        });
+    }
+
+    public function boot()
+    {
+        if ($this->app->runningInConsole()) {
+            $this->publishes([self::CONFIG => $this->app->configPath('ws2fcgi.php')], 'ws2fcgi-config');
+        }
+
+        $this->callAfterResolving(BroadcastManager::class, function (BroadcastManager $manager) {
+            $manager->extend('ws2fcgi', fn ($app, array $config) => $this->broadcaster($config));
+        });
+
+        Router::macro('websocket', function (string $uri, string $handler) {
+            /** @var Router $this */
+            return $this->match(['GET', 'POST'], $uri, WebSocketController::class)
+                ->defaults(WebSocketController::HANDLER, $handler);
+        });
+    }
+
+    /**
+     * The broadcaster of a `'driver' => 'ws2fcgi'` connection: its own
+     * `app_id`, `key`, `secret` and `control_socket` win over config/ws2fcgi.php.
+     *
+     * @param  array<string, mixed>  $connection
+     */
+    private function broadcaster(array $connection): Ws2fcgiBroadcaster
+    {
+        $pusher = $this->app['config']['ws2fcgi.pusher'] ?? [];
+        $setting = function (string $name) use ($connection, $pusher): string {
+            $value = $connection[$name] ?? $pusher[$name] ?? null;
+            if (! is_scalar($value) || (string) $value === '') {
+                throw new \InvalidArgumentException(
+                    "ws2fcgi: the broadcast connection needs the Pusher app's {$name} "
+                    . "(config/ws2fcgi.php 'pusher.{$name}', or '{$name}' in the connection)"
+                );
+            }
+
+            return (string) $value;
+        };
+
+        $client = $this->app->make(Client::class);
+        $socket = $connection['control_socket'] ?? null;
+        if (is_string($socket) && $socket !== '') {
+            $client = new Client($socket, (float) ($this->app['config']['ws2fcgi.timeout'] ?? 5.0));
+        }
+
+        return new Ws2fcgiBroadcaster($client, $setting('app_id'), $setting('key'), $setting('secret'));
+    }
+}

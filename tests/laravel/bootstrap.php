@@ -1,0 +1,23 @@
+<?php
+
+// The Laravel integration's unit tests run on Laravel 8 as Debian ships it
+// (php-laravel-framework) and the package's sources, autoloaded as the root
+// composer.json declares them (PSR-4 Ws2fcgi\ → php/src/).
+
+declare(strict_types=1);
+
+require_once '/usr/share/php/Illuminate/autoload.php';
+
+// Until the classmap client has moved to php/src (PSR-4), load it from its file.
+if (!is_file(__DIR__ . "/../../php/src/Client.php")) {
+    require_once __DIR__ . "/../../php/Ws2fcgi.php";
+}
+
+spl_autoload_register(static function (string $class): void {
+    if (str_starts_with($class, 'Ws2fcgi\\')) {
+        $file = __DIR__ . '/../../php/src/' . str_replace('\\', '/', substr($class, 8)) . '.php';
+        if (is_file($file)) {
+            require $file;
+        }
+    }
+});

@@ -12,6 +12,9 @@
 // 4. alice's own message (X-Socket-ID: her socket, ->toOthers()) is not sent back
 //    to her, while bob's next one is;
 // 5. carol is refused presence-room.staff (403) and alice's private channel.
+// 6. raw WebSocket routes through ws.php: /ws/echo echoes a message (no 419),
+//    a foreign Origin is refused (403), a guest is sent to the login page (302),
+//    /ws/me greets alice from her session and an exception closes it with 1011.
 // Prints what it saw and "OK", exit 0; or the reason on stderr, exit 1.
 
 declare(strict_types=1);
@@ -93,46 +96,55 @@ final class Browser
     }
 }
 
-/** A Pusher connection (protocol 7), text frames only. */
-final class PusherSocket
+/** A WebSocket client connection: text frames out, whole frames in. */
+final class WebSocket
 {
-    /** @var resource */
-    private $sock;
     private string $buffer = '';
-    public string $socketId;
 
-    public function __construct(string $host, int $port, string $key)
+    /** @param resource $sock */
+    private function __construct(private $sock, string $rest)
+    {
+        $this->buffer = $rest;
+    }
+
+    /**
+     * The handshake; returns [status line, the connection or null when refused].
+     *
+     * @param list<string> $headers
+     * @return array{0: string, 1: ?self}
+     */
+    public static function open(string $host, int $port, string $target, array $headers = []): array
     {
         $sock = @stream_socket_client("tcp://$host:$port", $errno, $errstr, TIMEOUT_SECONDS);
         $sock !== false || fail("cannot connect to $host:$port: $errstr");
         stream_set_timeout($sock, TIMEOUT_SECONDS);
-        $this->sock = $sock;
         $nonce = base64_encode(random_bytes(16));
-        fwrite($sock, "GET /app/$key?protocol=7&client=js&version=8.6.0 HTTP/1.1\r\nHost: $host:$port\r\n"
-            . "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: $nonce\r\nSec-WebSocket-Version: 13\r\n\r\n");
-        while (($end = strpos($this->buffer, "\r\n\r\n")) === false) {
+        $extra = $headers ? implode("\r\n", $headers) . "\r\n" : '';
+        fwrite($sock, "GET $target HTTP/1.1\r\nHost: $host:$port\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            . "Sec-WebSocket-Key: $nonce\r\nSec-WebSocket-Version: 13\r\n$extra\r\n");
+        $buffer = '';
+        while (($end = strpos($buffer, "\r\n\r\n")) === false) {
             $chunk = fread($sock, 8192);
-            ($chunk !== false && $chunk !== '') || fail('no handshake answer from /app/' . $key);
-            $this->buffer .= $chunk;
+            ($chunk !== false && $chunk !== '') || fail("no handshake answer from $target");
+            $buffer .= $chunk;
         }
-        $status = strtok($this->buffer, "\r\n");
-        str_contains($status, ' 101 ') || fail("handshake refused: $status");
-        $this->buffer = substr($this->buffer, $end + 4);
-        $hello = $this->next();
-        $hello['event'] === 'pusher:connection_established' || fail('expected pusher:connection_established, got ' . $hello['event']);
-        $this->socketId = json_decode($hello['data'], true)['socket_id'];
+        $status = strtok($buffer, "\r\n");
+        if (!str_contains($status, ' 101 ')) {
+            fclose($sock);
+            return [$status, null];
+        }
+        return [$status, new self($sock, substr($buffer, $end + 4))];
     }
 
-    public function send(array $message): void
+    public function send(string $text): void
     {
-        $payload = json_encode($message, JSON_UNESCAPED_SLASHES);
-        $len = strlen($payload);
+        $len = strlen($text);
         $head = chr(0x81) . ($len < 126 ? chr(0x80 | $len) : chr(0x80 | 126) . pack('n', $len));
         $mask = random_bytes(4);
-        fwrite($this->sock, $head . $mask . ($payload ^ str_repeat($mask, intdiv($len + 3, 4))));
+        fwrite($this->sock, $head . $mask . ($text ^ str_repeat($mask, intdiv($len + 3, 4))));
     }
 
-    /** The next Pusher message; pings (WebSocket and pusher:ping) are answered and skipped. */
+    /** The next data or close frame as [opcode, payload]; pings are skipped. */
     public function next(): array
     {
         while (true) {
@@ -145,20 +157,31 @@ final class PusherSocket
             }
             $payload = $len > 0 ? $this->read($len) : '';
             $opcode = $b0 & 0x0f;
-            if ($opcode === 0x8) {
-                fail('the server closed the connection: ' . bin2hex(substr($payload, 0, 2)) . ' ' . substr($payload, 2));
+            if ($opcode === 0x1 || $opcode === 0x2 || $opcode === 0x8) {
+                return [$opcode, $payload];
             }
-            if ($opcode !== 0x1) {
-                continue;
-            }
-            $message = json_decode($payload, true);
-            is_array($message) && isset($message['event']) || fail("not a Pusher message: $payload");
-            if ($message['event'] === 'pusher:ping') {
-                $this->send(['event' => 'pusher:pong', 'data' => []]);
-                continue;
-            }
-            return $message;
         }
+    }
+
+    /** The next text message. */
+    public function text(): string
+    {
+        [$opcode, $payload] = $this->next();
+        if ($opcode === 0x8) {
+            fail('the server closed the connection: ' . self::closeText($payload));
+        }
+        return $payload;
+    }
+
+    /** "<code> <reason>" of a close frame's payload. */
+    public static function closeText(string $payload): string
+    {
+        return strlen($payload) >= 2 ? unpack('n', $payload)[1] . ' ' . substr($payload, 2) : '(no code)';
+    }
+
+    public function close(): void
+    {
+        fclose($this->sock);
     }
 
     private function read(int $n): string
@@ -171,6 +194,43 @@ final class PusherSocket
         $out = substr($this->buffer, 0, $n);
         $this->buffer = substr($this->buffer, $n);
         return $out;
+    }
+}
+
+/** A Pusher connection (protocol 7) on a WebSocket. */
+final class PusherSocket
+{
+    private WebSocket $ws;
+    public string $socketId;
+
+    public function __construct(string $host, int $port, string $key)
+    {
+        [$status, $ws] = WebSocket::open($host, $port, "/app/$key?protocol=7&client=js&version=8.6.0");
+        $ws !== null || fail("handshake refused: $status");
+        $this->ws = $ws;
+        $hello = $this->next();
+        $hello['event'] === 'pusher:connection_established' || fail('expected pusher:connection_established, got ' . $hello['event']);
+        $this->socketId = json_decode($hello['data'], true)['socket_id'];
+    }
+
+    public function send(array $message): void
+    {
+        $this->ws->send(json_encode($message, JSON_UNESCAPED_SLASHES));
+    }
+
+    /** The next Pusher message; pusher:ping is answered and skipped. */
+    public function next(): array
+    {
+        while (true) {
+            $payload = $this->ws->text();
+            $message = json_decode($payload, true);
+            is_array($message) && isset($message['event']) || fail("not a Pusher message: $payload");
+            if ($message['event'] === 'pusher:ping') {
+                $this->send(['event' => 'pusher:pong', 'data' => []]);
+                continue;
+            }
+            return $message;
+        }
     }
 }
 
@@ -224,5 +284,31 @@ $status === 403 || fail("carol on presence-room.staff: $status, expected 403");
 [$status] = $carol->post('broadcasting/auth', ['channel_name' => 'private-user.1', 'socket_id' => '1.1']);
 $status === 403 || fail("carol on private-user.1: $status, expected 403");
 echo "carol was refused presence-room.staff and private-user.1 (403)\n";
+
+// Raw WebSocket routes (Route::websocket), through ws.php and the HTTP kernel.
+$cookie = fn (Browser $b) => 'Cookie: ' . implode('; ', array_map(fn ($k, $v) => "$k=$v", array_keys($b->cookies), $b->cookies));
+[$status, $echo] = WebSocket::open($host, $port, '/ws/echo', ["Origin: http://$host:$port"]);
+$echo !== null || fail("/ws/echo refused: $status");
+$echo->send('ping ' . $token);
+($reply = $echo->text()) === 'ping ' . $token || fail("/ws/echo answered \"$reply\"");
+$echo->close();
+echo "/ws/echo: a message event went through the kernel (no 419) and came back\n";
+
+[$status] = WebSocket::open($host, $port, '/ws/echo', ['Origin: http://evil.example']);
+str_contains($status, ' 403 ') || fail("/ws/echo from a foreign origin: $status, expected 403");
+[$status] = WebSocket::open($host, $port, '/ws/me');
+str_contains($status, ' 302 ') || fail("/ws/me as a guest: $status, expected 302 (to the login page)");
+echo "a foreign origin is refused (403), a guest is sent to the login page (302)\n";
+
+[$status, $me] = WebSocket::open($host, $port, '/ws/me', ["Origin: http://$host:$port", $cookie($alice)]);
+$me !== null || fail("/ws/me as alice refused: $status");
+($hello = $me->text()) === '{"hello":"Alice"}' || fail("/ws/me greeted \"$hello\"");
+$me->send('whoami');
+($who = $me->text()) === '{"name":"Alice","id":1}' || fail("whoami answered \"$who\"");
+$me->send('nonsense');
+[$opcode, $payload] = $me->next();
+($opcode === 0x8 && str_starts_with(WebSocket::closeText($payload), '1011 ')) || fail('expected a close with 1011 after the exception, got opcode ' . $opcode . ' ' . $payload);
+$me->close();
+echo "/ws/me: alice from the session, metadata kept; an exception closed it with " . WebSocket::closeText($payload) . "\n";
 
 echo "OK\n";

@@ -21,8 +21,10 @@ use Symfony\Component\HttpFoundation\Response;
  *   open                               open          GET  <handshake URI>   → 2xx accepts, else refuses
  *   message                            message       POST <handshake URI>   → 2xx replies; else closed 1008/1011
  *   close                              close         GET  <handshake URI>   → answer ignored
- * Pusher app with auth = "php"
+ * Pusher app (WS_PUSHER_APP_ID set) with auth = "php"
  *   subscribe (private-, presence-)    subscribe     POST <auth_path>        → 2xx (+ presence member) or 403
+ *   open, client_event, close, member_added, member_removed, channel_occupied, channel_vacated
+ *                                      accepted (200) as they are, the app not booted
  * ```
  *
  * The app's CSRF middleware is replaced by {@see SkipCsrfForWebSocketEvent}
@@ -67,10 +69,18 @@ final class EventKernel
             // Reached through a web server, not ws2fcgi: nothing to answer.
             return [$request, new Response("ws.php answers ws2fcgi's WebSocket events only\n", 404, ['Content-Type' => 'text/plain'])];
         }
+        $pusher = $request->server->has('WS_PUSHER_APP_ID');
+        if ($pusher && $event !== 'subscribe') {
+            // A Pusher connection's other events (open, client_event, close,
+            // member_added ...): accepted as they are, without booting the app.
+            return [$request, new Response('', 200)];
+        }
+
+        $kernel->bootstrap();
         $this->skipCsrf($kernel);
         $this->readOnlySession();
 
-        if ($event === 'subscribe') {
+        if ($pusher) {
             return PusherSubscribe::handle($this->app, $kernel, $request);
         }
         if (! in_array($event, self::RAW_EVENTS, true)) {

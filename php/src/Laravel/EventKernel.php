@@ -76,6 +76,9 @@ final class EventKernel
             return [$request, new Response('', 200)];
         }
 
+        // As the HTTP kernel's handle() does before it boots: providers may
+        // ask for the request while booting.
+        $this->app->instance('request', $request);
         $kernel->bootstrap();
         $this->skipCsrf($kernel);
         $this->readOnlySession();

@@ -8,11 +8,6 @@ declare(strict_types=1);
 
 require_once '/usr/share/php/Illuminate/autoload.php';
 
-// Until the classmap client has moved to php/src (PSR-4), load it from its file.
-if (!is_file(__DIR__ . "/../../php/src/Client.php")) {
-    require_once __DIR__ . "/../../php/Ws2fcgi.php";
-}
-
 spl_autoload_register(static function (string $class): void {
     if (str_starts_with($class, 'Ws2fcgi\\')) {
         $file = __DIR__ . '/../../php/src/' . str_replace('\\', '/', substr($class, 8)) . '.php';

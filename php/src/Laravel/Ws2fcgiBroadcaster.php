@@ -10,7 +10,8 @@ use Illuminate\Broadcasting\Broadcasters\UsePusherChannelConventions;
 use Illuminate\Support\Arr;
 use Illuminate\Support\Str;
 use Symfony\Component\HttpKernel\Exception\AccessDeniedHttpException;
-use Ws2fcgi\Client;
+use Ws2fcgi\ClientInterface;
+use Ws2fcgi\Exception\Ws2fcgiException;
 
 /**
  * Laravel's broadcaster for ws2fcgi's Pusher app (`'driver' => 'ws2fcgi'`).
@@ -35,7 +36,7 @@ class Ws2fcgiBroadcaster extends Broadcaster
     private readonly PusherSignature $signature;
 
     public function __construct(
-        private readonly Client $client,
+        private readonly ClientInterface $client,
         private readonly string $appId,
         string $key,
         string $secret,
@@ -120,7 +121,7 @@ class Ws2fcgiBroadcaster extends Broadcaster
         foreach (array_chunk($this->formatChannels($channels), self::CHANNELS_PER_PUBLISH) as $chunk) {
             try {
                 $this->client->pusherPublish($this->appId, $chunk, (string) $event, $data, $socketId);
-            } catch (\RuntimeException $e) {
+            } catch (Ws2fcgiException $e) {
                 $message = $e->getMessage();
                 throw new BroadcastException(str_starts_with($message, 'ws2fcgi') ? $message : 'ws2fcgi: ' . $message, 0, $e);
             }
@@ -128,7 +129,7 @@ class Ws2fcgiBroadcaster extends Broadcaster
     }
 
     /** The control socket client this broadcaster publishes with. */
-    public function client(): Client
+    public function client(): ClientInterface
     {
         return $this->client;
     }

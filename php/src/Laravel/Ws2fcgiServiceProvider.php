@@ -8,12 +8,14 @@ use Illuminate\Broadcasting\BroadcastManager;
 use Illuminate\Routing\Router;
 use Illuminate\Support\ServiceProvider;
 use Ws2fcgi\Client;
+use Ws2fcgi\ClientInterface;
 
 /**
  * ws2fcgi in a Laravel app, found through composer.json's `extra.laravel`.
  *
  * - merges and publishes `config/ws2fcgi.php` (`vendor:publish --tag=ws2fcgi-config`);
- * - binds the control socket client (one per app, persistent per PHP-FPM worker);
+ * - binds the control socket client, `Ws2fcgi\ClientInterface` (and `Client`),
+ *   one per app, its connection persistent per PHP-FPM worker;
  * - registers the `ws2fcgi` broadcast driver (`Broadcast::extend`);
  * - adds `Route::websocket($uri, Handler::class)` for raw WebSocket routes,
  *   served by the `ws.php` front controller ({@see EventKernel}).
@@ -26,12 +28,13 @@ class Ws2fcgiServiceProvider extends ServiceProvider
     {
         $this->mergeConfigFrom(self::CONFIG, 'ws2fcgi');
 
-        $this->app->singleton(Client::class, function ($app) {
+        $this->app->singleton(ClientInterface::class, function ($app) {
             $config = $app['config']['ws2fcgi'];
             $socket = $config['control_socket'] ?? null;
 
             return new Client(is_string($socket) && $socket !== '' ? $socket : null, (float) ($config['timeout'] ?? 5.0));
         });
+        $this->app->alias(ClientInterface::class, Client::class);
     }
 
     public function boot()
@@ -72,7 +75,7 @@ class Ws2fcgiServiceProvider extends ServiceProvider
             return (string) $value;
         };
 
-        $client = $this->app->make(Client::class);
+        $client = $this->app->make(ClientInterface::class);
         $socket = $connection['control_socket'] ?? null;
         if (is_string($socket) && $socket !== '') {
             $client = new Client($socket, (float) ($this->app['config']['ws2fcgi.timeout'] ?? 5.0));

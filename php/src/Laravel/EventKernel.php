@@ -10,6 +10,8 @@ use Illuminate\Foundation\Http\Middleware\VerifyCsrfToken;
 use Illuminate\Http\Request;
 use Illuminate\Support\Str;
 use Symfony\Component\HttpFoundation\Response;
+use Ws2fcgi\Event;
+use Ws2fcgi\Exception\InvalidEventException;
 
 /**
  * The front controller of WebSocket events (`ws.php`): runs each FastCGI
@@ -32,7 +34,10 @@ use Symfony\Component\HttpFoundation\Response;
  */
 final class EventKernel
 {
-    /** The request attribute that marks a WebSocket event; its value is `WS_EVENT`. */
+    /**
+     * The request attribute that marks a WebSocket event: the `Ws2fcgi\Event`
+     * of a raw one, `'subscribe'` on the request a Pusher subscribe event is run as.
+     */
     public const EVENT_ATTRIBUTE = 'ws2fcgi.event';
 
     /** The raw contract's events, run through the handshake URI's route. */
@@ -102,7 +107,13 @@ final class EventKernel
             return [$request, new Response("this origin may not open a WebSocket here\n", 403, ['Content-Type' => 'text/plain'])];
         }
 
-        $request->attributes->set(self::EVENT_ATTRIBUTE, $event);
+        try {
+            $request->attributes->set(self::EVENT_ATTRIBUTE, Event::fromArray($request->server->all(), (string) $request->getContent()));
+        } catch (InvalidEventException $e) {
+            $this->app['log']->error($e->getMessage(), ['event' => $event]);
+
+            return [$request, new Response($e->getMessage() . "\n", 400, ['Content-Type' => 'text/plain'])];
+        }
         $response = $kernel->handle($request);
 
         if ($event === 'message' && ! $response->isSuccessful()) {

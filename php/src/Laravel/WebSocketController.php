@@ -6,15 +6,18 @@ namespace Ws2fcgi\Laravel;
 
 use Illuminate\Contracts\Container\Container;
 use Illuminate\Http\Request;
-use Symfony\Component\HttpFoundation\Response;
+use Symfony\Component\HttpFoundation\Response as HttpResponse;
 use Symfony\Component\HttpKernel\Exception\NotFoundHttpException;
+use Ws2fcgi\Event;
+use Ws2fcgi\EventKind;
+use Ws2fcgi\Response;
 
 /**
  * The route target of `Route::websocket()`: calls the handler's method for
- * the event {@see EventKernel} marked on the request.
+ * the event {@see EventKernel} put on the request.
  *
  * A plain HTTP request to the route (through a web server, not ws2fcgi)
- * carries no marker and gets 404. An exception in the handler propagates:
+ * carries no event and gets 404. An exception in the handler propagates:
  * Laravel reports (logs) it and answers 500, which `EventKernel` turns into a
  * close with 1011 for a message and ws2fcgi into a refused handshake for an
  * open event.
@@ -28,10 +31,10 @@ final class WebSocketController
     {
     }
 
-    public function __invoke(Request $request): Response
+    public function __invoke(Request $request): HttpResponse
     {
         $event = $request->attributes->get(EventKernel::EVENT_ATTRIBUTE);
-        if (! is_string($event) || ! in_array($event, EventKernel::RAW_EVENTS, true)) {
+        if (! $event instanceof Event) {
             throw new NotFoundHttpException();
         }
         $class = $request->route()?->defaults[self::HANDLER] ?? null;
@@ -40,32 +43,31 @@ final class WebSocketController
             throw new \LogicException('ws2fcgi: Route::websocket() needs a class that implements ' . WebSocketHandler::class . ', not ' . var_export($class, true));
         }
 
-        $result = match ($event) {
-            'open' => $handler->onOpen($request),
-            'message' => $handler->onMessage($request),
-            'close' => $handler->onClose($request),
+        $answer = match ($event->kind) {
+            EventKind::Open => $handler->onOpen($event, $request),
+            EventKind::Message => $handler->onMessage($event, $request),
+            EventKind::Close => $handler->onClose($event, $request),
+            default => throw new NotFoundHttpException(),
         };
 
-        return self::answer($result);
+        return self::toHttp($answer);
     }
 
     /**
-     * What a handler may return: null (accept, nothing to send), a string (the
-     * reply: a message sent to this connection), or any Symfony/Laravel
-     * response, whose status, `X-WS-*` directives and body ws2fcgi reads as
-     * docs/protocol.md describes.
+     * The handler's answer as the HTTP response the kernel sends. A
+     * `Set-Cookie` goes through Symfony's cookie parser on the way, which
+     * gives a cookie without a path `path=/`.
      */
-    public static function answer(mixed $result): Response
+    public static function toHttp(Response|HttpResponse|null $answer): HttpResponse
     {
-        if ($result === null) {
-            return new Response('', 200);
+        if ($answer === null) {
+            return new HttpResponse('', 200);
         }
-        if (is_string($result)) {
-            return new Response($result, 200, ['Content-Type' => 'text/plain; charset=utf-8']);
+        if ($answer instanceof HttpResponse) {
+            return $answer;
         }
-        if ($result instanceof Response) {
-            return $result;
-        }
-        throw new \UnexpectedValueException('ws2fcgi: a WebSocket handler returned ' . get_debug_type($result) . '; expected null, a string or a response');
+        $parts = $answer->toArray();
+
+        return new HttpResponse($parts['body'], $parts['status'], $parts['headers']);
     }
 }

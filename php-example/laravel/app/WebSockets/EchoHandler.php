@@ -5,7 +5,9 @@ declare(strict_types=1);
 namespace App\WebSockets;
 
 use Illuminate\Http\Request;
+use Ws2fcgi\Event;
 use Ws2fcgi\Laravel\WebSocketHandler;
+use Ws2fcgi\Response;
 
 /**
  * ws://…/ws/echo: every message comes back. Open to guests; what
@@ -13,17 +15,17 @@ use Ws2fcgi\Laravel\WebSocketHandler;
  */
 final class EchoHandler implements WebSocketHandler
 {
-    public function onOpen(Request $request): mixed
+    public function onOpen(Event $event, Request $request): ?Response
     {
         return null;
     }
 
-    public function onMessage(Request $request): mixed
+    public function onMessage(Event $event, Request $request): Response
     {
-        return $request->getContent();
+        return Response::accept()->reply($event->body, $event->isBinary());
     }
 
-    public function onClose(Request $request): mixed
+    public function onClose(Event $event, Request $request): ?Response
     {
         return null;
     }

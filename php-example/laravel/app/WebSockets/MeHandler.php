@@ -6,36 +6,38 @@ namespace App\WebSockets;
 
 use Illuminate\Http\Request;
 use Illuminate\Support\Facades\Log;
+use Ws2fcgi\Event;
 use Ws2fcgi\Laravel\WebSocketHandler;
+use Ws2fcgi\Response;
 
 /**
  * ws://…/ws/me, behind the `auth` middleware: the logged-in user from the
  * Laravel session in every event. The handshake greets the user and keeps
- * the id on the connection (`X-WS-Meta-User-Id`); "whoami" is answered with
- * the user's name; anything else is a client bug: the exception is logged by
- * Laravel and the connection closed with 1011.
+ * the id on the connection (metadata `user-id`); "whoami" is answered with
+ * the user's name and that id; anything else is a client bug: the exception
+ * is logged by Laravel and the connection closed with 1011.
  */
 final class MeHandler implements WebSocketHandler
 {
-    public function onOpen(Request $request): mixed
+    public function onOpen(Event $event, Request $request): Response
     {
         $user = $request->user();
 
-        return response()->json(['hello' => $user->name])->header('X-WS-Meta-User-Id', (string) $user->id);
+        return Response::accept(json_encode(['hello' => $user->name]))->meta('user-id', $user->id);
     }
 
-    public function onMessage(Request $request): mixed
+    public function onMessage(Event $event, Request $request): Response
     {
-        if ($request->getContent() !== 'whoami') {
+        if ($event->body !== 'whoami') {
             throw new \InvalidArgumentException('ws/me understands "whoami" only');
         }
 
-        return json_encode(['name' => $request->user()->name, 'id' => (int) $request->server('WS_META_USER_ID')]);
+        return Response::accept(json_encode(['name' => $request->user()->name, 'id' => (int) $event->meta('user-id')]));
     }
 
-    public function onClose(Request $request): mixed
+    public function onClose(Event $event, Request $request): ?Response
     {
-        Log::info('ws/me closed', ['user' => $request->user()->id, 'code' => $request->server('WS_CLOSE_CODE')]);
+        Log::info('ws/me closed', ['user' => $request->user()->id, 'code' => $event->closeCode]);
 
         return null;
     }

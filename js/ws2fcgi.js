@@ -27,6 +27,12 @@ const MAX_SINCE_CHANNELS = 256;
 const MAX_SINCE_JSON_BYTES = 5632; // a token of at most 7.5 KB
 /** A Retry-After longer than this (seconds) is taken as this. */
 const MAX_RETRY_AFTER_S = 3_600;
+/** Close code of a restart by handover: another process serves, come back now. */
+const CLOSE_RESTART = 1012;
+/** Close code of a daemon too busy to admit the connection ("Try Again Later"). */
+const CLOSE_TRY_AGAIN = 1013;
+/** How a 1013 close's reason carries the daemon's Retry-After, in seconds. */
+const RETRY_AFTER_REASON = /retry after (\d+(?:\.\d+)?)/i;
 /** The page must have been hidden this long for a return to check the connection at once. */
 const LONG_SLEEP_MS = 10_000;
 
@@ -378,6 +384,20 @@ export class Ws2fcgi {
     }
     if (this.#stopped) return;
     if (wasConnected && Date.now() - this.#connectedAt >= this.#maxDelay) this.#attempt = 0;
+    if (!refused && code === CLOSE_RESTART) {
+      // A new process serves already: now, spread over minDelay so that every client does not come in the same millisecond.
+      this.#attempt = 0;
+      this.#timer = setTimeout(() => this.#open(), Math.random() * this.#minDelay);
+      return;
+    }
+    const told = !refused && code === CLOSE_TRY_AGAIN ? RETRY_AFTER_REASON.exec(reason ?? '') : null;
+    if (told) {
+      // The daemon's own estimate of when it has room: between it and twice it (full jitter over one more window).
+      const wait = Math.min(Number(told[1]), MAX_RETRY_AFTER_S) * 1000;
+      this.#attempt += 1;
+      this.#timer = setTimeout(() => this.#open(), wait > 0 ? wait * (1 + Math.random()) : Math.random() * this.#minDelay);
+      return;
+    }
     const retryAfter = refused && (refused.status === 429 || refused.status === 503) ? refused.retryAfter : null;
     this.#schedule(retryAfter);
   }

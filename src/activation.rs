@@ -10,10 +10,13 @@
 //!
 //! Each socket's name (`FileDescriptorName=` in the socket unit) gives its
 //! role: `control` is the control socket, `admin` the admin listener,
-//! `http-control` the HTTP publish endpoint, `tls` a WebSocket listener whose
-//! clients speak TLS (with `[tls]`); any other name (`websocket`, or the
-//! default, the socket unit's own name) is a plain WebSocket listener.
-//! Every passed socket must be a listening stream socket (TCP or Unix).
+//! `http-control` the HTTP publish endpoint, `pusher-api` the Pusher HTTP
+//! API's listener, `tls` a WebSocket listener whose clients speak TLS (with
+//! `[tls]`); any other name (`websocket`, or the default, the socket unit's
+//! own name) is a plain WebSocket listener. Every passed socket must be a
+//! listening stream socket (TCP or Unix), but `handover`: the connected Unix
+//! socket on which a predecessor handing its sockets over waits to hear that
+//! this process serves (see `handover.rs`).
 //! Inherited sockets get close-on-exec, so a managed php-fpm never holds
 //! one.
 
@@ -42,6 +45,11 @@ pub enum Role {
     Admin,
     /// The HTTP publish endpoint (`control.http`).
     HttpControl,
+    /// The Pusher HTTP API's own listener (`pusher.api_listen`).
+    PusherApi,
+    /// Not a listener: the predecessor's end of a SIGUSR2 handover, told
+    /// `READY=1` once this process serves.
+    Handover,
 }
 
 impl Role {
@@ -51,6 +59,8 @@ impl Role {
             "control" => Self::Control,
             "admin" => Self::Admin,
             "http-control" => Self::HttpControl,
+            "pusher-api" => Self::PusherApi,
+            "handover" => Self::Handover,
             "tls" => Self::TlsWebSocket,
             _ => Self::WebSocket,
         }
@@ -115,17 +125,14 @@ pub fn take() -> io::Result<Vec<Passed>> {
     for (i, name) in names.into_iter().enumerate() {
         let fd = FIRST_FD + RawFd::try_from(i).unwrap_or(RawFd::MAX - FIRST_FD);
         let socket = Socket::from(adopt(fd)?);
-        check(&socket).map_err(|e| {
+        let role = Role::of(&name);
+        check(&socket, role).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("socket activation: fd {fd} ({name}): {e}"),
             )
         })?;
-        passed.push(Passed {
-            role: Role::of(&name),
-            name,
-            socket,
-        });
+        passed.push(Passed { role, name, socket });
     }
     Ok(passed)
 }
@@ -199,8 +206,8 @@ fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     // of ours opened them (an fd number in use is never handed out again
     // until closed, and nothing closes numbers it did not open), and [`take`]
     // adopts each at most once per process (TAKEN). There is no safe API to
-    // take ownership of an inherited fd. One of the crate's two unsafe blocks
-    // (see lib.rs).
+    // take ownership of an inherited fd. One of the crate's three unsafe
+    // places (see lib.rs).
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     nix::fcntl::fcntl(
         &owned,
@@ -209,13 +216,20 @@ fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
-/// A listening stream socket, made non-blocking.
-fn check(socket: &Socket) -> io::Result<()> {
+/// A listening stream socket (for [`Role::Handover`], a connected Unix
+/// stream socket), made non-blocking.
+fn check(socket: &Socket, role: Role) -> io::Result<()> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
     if socket.r#type()? != Type::STREAM {
         return Err(invalid(
             "not a stream socket (use ListenStream= in the socket unit)",
         ));
+    }
+    if role == Role::Handover {
+        if socket.domain()? != Domain::UNIX || socket.is_listener()? {
+            return Err(invalid("`handover` must be a connected Unix stream socket"));
+        }
+        return socket.set_nonblocking(true);
     }
     if !socket.is_listener()? {
         return Err(invalid("not listening (Accept=no in the socket unit)"));
@@ -256,6 +270,8 @@ mod tests {
         assert_eq!(Role::of("admin"), Role::Admin);
         assert_eq!(Role::of("http-control"), Role::HttpControl);
         assert_eq!(Role::of("tls"), Role::TlsWebSocket);
+        assert_eq!(Role::of("pusher-api"), Role::PusherApi);
+        assert_eq!(Role::of("handover"), Role::Handover);
         assert_eq!(Role::of("ws2fcgi.socket"), Role::WebSocket);
         assert_eq!(Role::of("unknown"), Role::WebSocket);
     }

@@ -38,6 +38,10 @@ pub struct Context {
     pub books: drain::Books,
     /// When the shutdown drain began and ends (the pool has a copy).
     pub drain: drain::Clock,
+    /// Cancelled once a new process took over the listening sockets
+    /// (SIGUSR2, `handover.rs`): the control, admin and API endpoints stop
+    /// accepting, and the drain that follows closes clients with 1012.
+    pub handover: tokio_util::sync::CancellationToken,
     /// The TLS configuration of `tls://` listeners, swapped on reload.
     pub tls: crate::tls::Certs,
     /// `allowed_origins`, compiled.
@@ -102,7 +106,13 @@ impl Context {
             metrics,
             config: ArcSwap::from_pointee(config),
             started: std::time::Instant::now(),
+            handover: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Has a new process taken over the listening sockets?
+    pub fn handed_over(&self) -> bool {
+        self.handover.is_cancelled()
     }
 
     /// The configuration in force. Cheap; a long-lived task should keep the

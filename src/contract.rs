@@ -76,6 +76,11 @@ pub const REASON_IDLE_TIMEOUT: &str = "idle timeout";
 pub const CLOSE_SHUTDOWN: u16 = 1001;
 /// Reason sent and seen with [`CLOSE_SHUTDOWN`].
 pub const REASON_SHUTDOWN: &str = "server shutdown";
+/// Close code sent to every client and seen by PHP when a new process took
+/// over the listening sockets (SIGUSR2): reconnect now, the new one serves.
+pub const CLOSE_RESTART: u16 = 1012;
+/// Reason sent and seen with [`CLOSE_RESTART`].
+pub const REASON_RESTART: &str = "service restart";
 /// Close code used when PHP closes a connection without naming a code.
 pub const CLOSE_NORMAL: u16 = 1000;
 /// Close code of a client that stopped reading and filled its outbound queue.

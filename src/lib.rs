@@ -7,11 +7,13 @@
 //!
 //! The library takes sockets that are already bound ([`Listeners`]) so tests
 //! and `main` alike can choose the addresses; [`run`] serves until the
-//! `shutdown` future resolves, then closes every client with 1001, lets PHP
+//! `shutdown` future resolves, then closes every client with 1001 (1012
+//! after a SIGUSR2 handover, see [`handover`]), lets PHP
 //! see each close event (bounded by `shutdown.drain_timeout`), and returns.
-// `deny`, not `forbid`: two audited exceptions, each without a safe API: the
-// parent-death signal of the managed php-fpm (`managed/child.rs`) and taking
-// ownership of sockets passed by systemd (`activation.rs`).
+// `deny`, not `forbid`: three audited exceptions, each without a safe API:
+// the parent-death signal of the managed php-fpm (`managed/child.rs`), taking
+// ownership of sockets passed by systemd (`activation.rs`), and putting the
+// listening sockets at fds 3.. of a successor (`handover.rs`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,6 +34,7 @@ pub mod fcgi;
 pub mod fpm;
 pub mod frame;
 pub mod gateway;
+pub mod handover;
 pub mod history;
 pub mod host;
 pub mod hub;
@@ -146,9 +149,13 @@ pub async fn serve(
     let connections = ctx.hub.connection_count();
     let deadline = ctx.begin_shutdown();
     let before = ctx.books.totals();
-    tracing::info!(connections, "shutting down: closing every client with 1001");
-    ctx.hub
-        .close_all(contract::CLOSE_SHUTDOWN, contract::REASON_SHUTDOWN);
+    let (code, reason) = if ctx.handed_over() {
+        (contract::CLOSE_RESTART, contract::REASON_RESTART)
+    } else {
+        (contract::CLOSE_SHUTDOWN, contract::REASON_SHUTDOWN)
+    };
+    tracing::info!(connections, code, "shutting down: closing every client");
+    ctx.hub.close_all(code, reason);
     tracker.close();
     let drained = tokio::time::timeout_at(deadline.into(), tracker.wait())
         .await

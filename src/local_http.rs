@@ -46,7 +46,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves `handler` on `listener`, `max_clients` connections at a time, until
-/// the task set is aborted; `name` labels the log lines; `head_timeout` is
+/// the task set is aborted (or, after a SIGUSR2 handover, stops accepting
+/// and lets its clients finish); `name` labels the log lines; `head_timeout` is
 /// read for each new connection.
 pub fn spawn<H, F>(
     listener: TcpListener,
@@ -83,7 +84,12 @@ pub fn spawn<H, F>(
                 }
             };
             while clients.try_join_next().is_some() {}
-            let (stream, _) = match listener.accept().await {
+            let accepted = tokio::select! {
+                // The successor accepts from now on; our clients finish.
+                () = ctx.handover.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, _) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(endpoint = name, error = %e, "accept failed");
@@ -115,5 +121,7 @@ pub fn spawn<H, F>(
                 }
             });
         }
+        drop(listener);
+        while clients.join_next().await.is_some() {}
     });
 }

@@ -1,6 +1,8 @@
 //! The `ws2fcgi` binary: parse flags, load and validate the configuration,
-//! set up logging, bind (or take the sockets systemd passed), and serve until
-//! SIGTERM or SIGINT; SIGHUP reloads. systemd is told how it goes (`notify`).
+//! set up logging, bind (or take the sockets systemd or a predecessor passed),
+//! and serve until SIGTERM or SIGINT; SIGHUP reloads; SIGUSR2 hands the
+//! sockets to a new process and drains (`handover`). systemd is told how it
+//! goes (`notify`).
 //!
 //! Exit codes: 0 after a clean shutdown, 64 (EX_USAGE) for a bad
 //! configuration or flag, 1 when a socket cannot be bound or serving fails.
@@ -146,8 +148,11 @@ fn log_level_setter(handle: FilterHandle) -> Box<dyn Fn(&str) + Send + Sync> {
 }
 
 async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow::Result<()> {
-    let (hangup, mut stop) =
-        ws2fcgi::signals::install().context("cannot install the signal handlers")?;
+    let ws2fcgi::signals::Installed {
+        hangup,
+        mut stop,
+        handover: usr2,
+    } = ws2fcgi::signals::install().context("cannot install the signal handlers")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
@@ -202,7 +207,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         }
         listeners.admin = Some(listener);
     }
-    if let Some(addr) = config.pusher.api_listen {
+    if let Some(listener) = passed.pusher_api.take() {
+        listeners.pusher_api = Some(listener);
+    } else if let Some(addr) = config.pusher.api_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("`pusher.api_listen`: cannot listen for the Pusher HTTP API on {addr}")
         })?;
@@ -244,7 +251,15 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     } else {
         None
     };
+    let sockets = handover_sockets(&listeners).context("cannot keep the sockets to hand over")?;
     let ctx = Arc::new(Context::new(config));
+    let successor = tokio::spawn(hand_over_on_usr2(
+        usr2,
+        sockets,
+        ctx.clone(),
+        notify.clone(),
+        managed.is_some(),
+    ));
     let reloader = tokio::spawn(ws2fcgi::reload::on_hangup(
         cli,
         ctx.clone(),
@@ -258,21 +273,37 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     }
     let status = format!("serving: {}", describe(&listeners));
     let drain_ctx = ctx.clone();
+    let predecessor = passed.handover.take();
     let shutdown = async move {
         // First polled once serve() has spawned every accept loop: serving.
         notify.ready(&status);
-        stop.requested().await;
-        let connections = drain_ctx.hub.connection_count();
-        let s = if connections == 1 { "" } else { "s" };
-        notify.stopping(&format!("draining {connections} connection{s}"));
+        if let Some(channel) = predecessor {
+            ws2fcgi::handover::announce_ready(channel);
+        }
+        tokio::select! {
+            () = stop.requested() => {
+                let connections = drain_ctx.hub.connection_count();
+                let s = if connections == 1 { "" } else { "s" };
+                notify.stopping(&format!("draining {connections} connection{s}"));
+            }
+            // The successor is systemd's main process now: nothing more to tell.
+            () = drain_ctx.handover.cancelled() => {}
+        }
     };
+    let handed_over = ctx.clone();
     let result = ws2fcgi::serve(listeners, ctx, shutdown).await;
     watchdog.abort();
     reloader.abort();
+    successor.abort();
     if let Some(fpm) = managed {
         fpm.stop().await;
     }
-    remove_files(unix_files);
+    if handed_over.handed_over() {
+        // The successor serves on these very files.
+        drop(unix_files);
+    } else {
+        remove_files(unix_files);
+    }
     result
 }
 
@@ -306,13 +337,87 @@ async fn bind_websocket(
     Ok(())
 }
 
-/// The sockets passed in by the service manager, by role.
+/// Copies of every listening socket, named by role, for a SIGUSR2 handover.
+fn handover_sockets(listeners: &Listeners) -> std::io::Result<ws2fcgi::handover::Sockets> {
+    let mut sockets = ws2fcgi::handover::Sockets::default();
+    for listener in &listeners.websocket {
+        match listener {
+            Listener::Tcp(l) => sockets.add("websocket", l)?,
+            Listener::Unix(l, _) => sockets.add("websocket", l)?,
+            Listener::Tls(l) => sockets.add("tls", l)?,
+        }
+    }
+    if let Some(l) = &listeners.control {
+        sockets.add("control", l)?;
+    }
+    if let Some(l) = &listeners.admin {
+        sockets.add("admin", l)?;
+    }
+    if let Some(l) = &listeners.http_control {
+        sockets.add("http-control", l)?;
+    }
+    if let Some(l) = &listeners.pusher_api {
+        sockets.add("pusher-api", l)?;
+    }
+    Ok(sockets)
+}
+
+/// On SIGUSR2: starts a new process with `sockets` and, once it serves,
+/// makes it systemd's main process and begins this one's drain (clients
+/// closed with 1012). A failed start is logged; this process serves on.
+async fn hand_over_on_usr2(
+    mut usr2: tokio::signal::unix::Signal,
+    sockets: ws2fcgi::handover::Sockets,
+    ctx: Arc<Context>,
+    notify: Notifier,
+    managed: bool,
+) {
+    while usr2.recv().await.is_some() {
+        if ctx.is_shutting_down() {
+            tracing::info!("SIGUSR2 received while draining: ignored");
+            continue;
+        }
+        if managed {
+            tracing::error!(
+                "SIGUSR2 received: a handover needs an external php-fpm (fpm.address), not                  fpm.address = \"managed\"; restart the service instead"
+            );
+            continue;
+        }
+        tracing::info!(
+            sockets = sockets.len(),
+            "SIGUSR2 received: handing the listening sockets to a new process"
+        );
+        notify.notify("STATUS=handing the listening sockets to a new process");
+        match sockets.start_successor().await {
+            Ok(pid) => {
+                tracing::info!(
+                    pid,
+                    "handover: the new process serves; this one stops accepting and drains (1012)"
+                );
+                notify.notify(&format!(
+                    "MAINPID={pid}\nSTATUS=handed over to pid {pid}; draining"
+                ));
+                ctx.handover.cancel();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "handover failed; this process serves on");
+                notify.notify("STATUS=handover failed; serving");
+            }
+        }
+    }
+}
+
+/// The sockets passed in by the service manager (or a predecessor), by role.
 #[derive(Default)]
 struct Passed {
     websocket: Vec<Listener>,
     control: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
     admin: Option<tokio::net::TcpListener>,
     http_control: Option<tokio::net::TcpListener>,
+    pusher_api: Option<tokio::net::TcpListener>,
+    /// The predecessor waiting for `READY=1` (a SIGUSR2 handover).
+    handover: Option<socket2::Socket>,
 }
 
 impl Passed {
@@ -380,6 +485,14 @@ impl Passed {
                 Role::HttpControl => {
                     once(sorted.http_control.is_some())?;
                     sorted.http_control = Some(tcp(passed)?);
+                }
+                Role::PusherApi => {
+                    once(sorted.pusher_api.is_some())?;
+                    sorted.pusher_api = Some(tcp(passed)?);
+                }
+                Role::Handover => {
+                    once(sorted.handover.is_some())?;
+                    sorted.handover = Some(passed.socket);
                 }
             }
         }

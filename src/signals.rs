@@ -1,13 +1,16 @@
 //! The daemon's signals, held from its first instruction and handled from
 //! the moment its runtime runs.
 //!
-//! Until a handler exists, SIGHUP, SIGTERM and SIGINT would end the process
-//! (SIGHUP's default action), leaving a managed php-fpm without its parent.
+//! Until a handler exists, SIGHUP, SIGTERM, SIGINT and SIGUSR2 would end the
+//! process (their default action), leaving a managed php-fpm without its
+//! parent.
 //! So `main` blocks them before anything else ([`hold`]); once the runtime
 //! runs, [`install`] creates their handlers and unblocks them, and a signal
 //! that arrived meanwhile is delivered then:
 //!
 //! - SIGHUP is kept: the reload runs once the daemon serves.
+//! - SIGUSR2 is kept: the handover to a new process (`handover.rs`) starts
+//!   once the daemon serves.
 //! - SIGTERM or SIGINT during the start ends it: a managed php-fpm being
 //!   started is stopped, or the drain runs at once, and the daemon exits 0.
 //!
@@ -26,10 +29,11 @@ fn held() -> SigSet {
     set.add(Sig::SIGHUP);
     set.add(Sig::SIGTERM);
     set.add(Sig::SIGINT);
+    set.add(Sig::SIGUSR2);
     set
 }
 
-/// Blocks SIGHUP, SIGTERM and SIGINT in the calling thread and every thread
+/// Blocks SIGHUP, SIGTERM, SIGINT and SIGUSR2 in the calling thread and every thread
 /// it spawns from now on: call first in `main`. Children get a clean signal
 /// mask (std resets it before exec).
 pub fn hold() -> nix::Result<()> {
@@ -53,14 +57,29 @@ impl Stop {
     }
 }
 
+/// The daemon's signal streams, from [`install`].
+pub struct Installed {
+    /// SIGHUP: reload.
+    pub hangup: Signal,
+    /// SIGTERM, SIGINT: drain and exit.
+    pub stop: Stop,
+    /// SIGUSR2: hand the listening sockets to a new process.
+    pub handover: Signal,
+}
+
 /// Creates the handlers, then unblocks the held signals in this thread (the
-/// main thread, inside `block_on`); returns SIGHUP's stream and [`Stop`].
-pub fn install() -> std::io::Result<(Signal, Stop)> {
+/// main thread, inside `block_on`).
+pub fn install() -> std::io::Result<Installed> {
     let hangup = signal(SignalKind::hangup())?;
+    let handover = signal(SignalKind::user_defined2())?;
     let stop = Stop {
         terminate: signal(SignalKind::terminate())?,
         interrupt: signal(SignalKind::interrupt())?,
     };
     held().thread_unblock()?;
-    Ok((hangup, stop))
+    Ok(Installed {
+        hangup,
+        stop,
+        handover,
+    })
 }

@@ -84,7 +84,12 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
         let mut clients = JoinSet::new();
         let mut backoff = Duration::from_millis(10);
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                // The successor accepts from now on; our clients finish.
+                () = ctx.handover.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(10);
                     clients.spawn(serve_client(stream, ctx.clone()));
@@ -98,6 +103,8 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
             // Reap finished clients so the set does not grow.
             while clients.try_join_next().is_some() {}
         }
+        drop(listener);
+        while clients.join_next().await.is_some() {}
     });
 }
 

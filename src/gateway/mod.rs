@@ -40,7 +40,9 @@
 //! (it would not be readable before TLS).
 //!
 //! This file accepts, serves HTTP and runs the handshake; `refusal.rs`
-//! answers and closes the sockets refused at `accept`; `pusher.rs` answers
+//! answers and closes the sockets refused at `accept`; `turn_away.rs`
+//! accepts a handshake only to close it at once with a code (1012 after a
+//! SIGUSR2 handover); `pusher.rs` answers
 //! a Pusher client's handshake (`/app/{key}`, when `[[pusher.app]]` is set:
 //! that path is then never a raw route); `tls.rs` runs the TLS handshake
 //! of `tls://` listeners.
@@ -48,6 +50,7 @@
 mod pusher;
 mod refusal;
 mod tls;
+mod turn_away;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -228,7 +231,11 @@ async fn serve_http<I>(
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = ctx.shutdown_started() => {
-            conn.as_mut().graceful_shutdown();
+            // After a handover a socket accepted just before it still gets
+            // its answer (a 1012 close: reconnect), never a silent close.
+            if !ctx.handed_over() {
+                conn.as_mut().graceful_shutdown();
+            }
             conn.await
         }
     };
@@ -344,6 +351,18 @@ async fn handshake(
         Ok(key) => derive_accept_key(key.as_bytes()),
         Err(response) => return Ok(*response),
     };
+    if ctx.handed_over() {
+        // A handshake that reached this process as the successor took over:
+        // not a refusal, a reconnect, which the successor serves.
+        return Ok(turn_away::close_at_once(
+            &mut req,
+            &accept_key,
+            crate::contract::CLOSE_RESTART,
+            crate::contract::REASON_RESTART.to_owned(),
+            slot,
+            &tracker,
+        ));
+    }
     if ctx.is_shutting_down() {
         return Ok(plain(
             StatusCode::SERVICE_UNAVAILABLE,

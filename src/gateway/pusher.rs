@@ -54,6 +54,17 @@ pub(super) async fn handshake(
         Ok(key) => derive_accept_key(key.as_bytes()),
         Err(response) => return *response,
     };
+    if ctx.handed_over() {
+        // The successor serves: a reconnect, not a refusal (as for raw routes).
+        return super::turn_away::close_at_once(
+            &mut req,
+            &accept_key,
+            crate::contract::CLOSE_RESTART,
+            crate::contract::REASON_RESTART.to_owned(),
+            slot,
+            &tracker,
+        );
+    }
     if ctx.is_shutting_down() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
     }

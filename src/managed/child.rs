@@ -46,7 +46,7 @@ impl FpmChild {
         // errno, which does not allocate. There is no safe API for a
         // parent-death signal: std and tokio have none, and nix's
         // `set_pdeathsig` acts on the calling process, so it must run in the
-        // child. One of the crate's two unsafe blocks (see lib.rs).
+        // child. One of the crate's three unsafe places (see lib.rs).
         #[allow(unsafe_code)]
         unsafe {
             cmd.pre_exec(move || {

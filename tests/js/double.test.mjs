@@ -74,3 +74,72 @@ test('duplicates are dropped; gaps, epoch changes and bad frames never pass sile
     await new Promise((resolve) => server.close(resolve));
   }
 });
+
+/**
+ * A server double that closes every connection at once with `code` and
+ * `reason`, as the daemon turns a handshake away; records when each came.
+ */
+async function closingServer(code, reason) {
+  const times = [];
+  const server = new WebSocketServer({ port: 0, host: '127.0.0.1', handleProtocols: () => 'ws2fcgi.v1' });
+  server.on('connection', (socket) => {
+    times.push(Date.now());
+    socket.close(code, reason);
+  });
+  await new Promise((resolve) => server.once('listening', resolve));
+  return { times, url: `ws://127.0.0.1:${server.address().port}/`, close: () => new Promise((resolve) => server.close(resolve)) };
+}
+
+/** Runs `fn` with Math.random returning `value`. */
+async function withRandom(value, fn) {
+  const random = Math.random;
+  Math.random = () => value;
+  try {
+    return await fn();
+  } finally {
+    Math.random = random;
+  }
+}
+
+test('1012 (a restart by handover) reconnects now, not after the backoff', async () => {
+  const server = await closingServer(1012, 'service restart');
+  // minDelay past until()'s deadline: only the 1012 path can come back in time.
+  const client = new Ws2fcgi(server.url, { WebSocket, minDelay: 60_000, maxDelay: 120_000 });
+  try {
+    await withRandom(0, () => until('three attempts', () => server.times.length >= 3));
+  } finally {
+    client.close();
+    await server.close();
+  }
+});
+
+test('1013 with "retry after N" waits between N and 2N seconds, whatever the backoff says', async () => {
+  for (const [random, least] of [
+    [0, 1000],
+    [0.9, 1900],
+  ]) {
+    const server = await closingServer(1013, 'busy; retry after 1');
+    const client = new Ws2fcgi(server.url, { WebSocket, minDelay: 60_000, maxDelay: 120_000 });
+    try {
+      await withRandom(random, () => until('a second attempt', () => server.times.length >= 2));
+      const waited = server.times[1] - server.times[0];
+      // Coming back within until()'s deadline at all shows minDelay (60 s) was not used.
+      assert.ok(waited >= least, `random ${random}: waited ${waited} ms, at least ${least}`);
+    } finally {
+      client.close();
+      await server.close();
+    }
+  }
+});
+
+test('1013 without a delay in its reason falls back to the backoff', async () => {
+  const server = await closingServer(1013, 'try again later');
+  const client = new Ws2fcgi(server.url, { WebSocket, minDelay: 50, maxDelay: 100 });
+  try {
+    await withRandom(0, () => until('a second attempt', () => server.times.length >= 2));
+    assert.ok(server.times[1] - server.times[0] >= 50, 'at least minDelay');
+  } finally {
+    client.close();
+    await server.close();
+  }
+});

@@ -1,0 +1,102 @@
+//! Handshakes answered with a WebSocket that is closed at once, with a close
+//! code the client acts on, instead of an HTTP refusal: a browser's
+//! WebSocket never shows the HTTP status of a refused handshake, but it does
+//! show a close code and reason. PHP sees nothing of such a connection (no
+//! open event, so no close event).
+//!
+//! ```text
+//! client ──GET Upgrade──▶ gateway
+//!        ◀── 101 Switching Protocols
+//!        ◀── close 1012 "service restart"    (after a SIGUSR2 handover)
+//! ```
+//!
+//! The socket keeps its slot until the client answers the close, or
+//! [`TURN_AWAY_LINGER`] at most.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::Slot;
+use crate::v1;
+
+/// How long a turned-away socket waits for the client's close frame.
+const TURN_AWAY_LINGER: Duration = Duration::from_secs(5);
+
+/// Accepts the upgrade of `req` and closes the WebSocket at once with
+/// `code` and `reason`; returns the 101 to answer with. `accept_key` is the
+/// derived `Sec-WebSocket-Accept`.
+pub(super) fn close_at_once(
+    req: &mut Request<Incoming>,
+    accept_key: &str,
+    code: u16,
+    reason: String,
+    slot: Slot,
+    tracker: &TaskTracker,
+) -> Response<Full<Bytes>> {
+    let on_upgrade = hyper::upgrade::on(&mut *req);
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    // A client that offered subprotocols may fail a 101 that selects none
+    // (the `ws` package does): ws2fcgi.v1 when offered, else the first.
+    if let Some(chosen) = subprotocol(req.headers())
+        && let Ok(value) = HeaderValue::from_str(&chosen)
+    {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    tracker.spawn(async move {
+        let _slot = slot;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        let exchange = async {
+            ws.close(Some(frame)).await?;
+            // Until the client's close frame (or it goes).
+            while let Some(message) = ws.next().await {
+                message?;
+            }
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+        };
+        let _ = tokio::time::timeout(TURN_AWAY_LINGER, exchange).await;
+    });
+    response
+}
+
+/// The subprotocol to select: ws2fcgi.v1 when offered, else the first offered.
+fn subprotocol(headers: &hyper::HeaderMap) -> Option<String> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    offered
+        .iter()
+        .find(|p| **p == v1::PROTOCOL)
+        .or(offered.first())
+        .map(|p| (*p).to_owned())
+}

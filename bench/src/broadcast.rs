@@ -82,6 +82,12 @@ struct Figures {
     /// Bytes the members read from their sockets (WebSocket frames, the
     /// handshakes included): what `--deflate` saves shows here.
     wire_bytes: u64,
+    /// The server's CPU time (`--server-pid`) from the first publish until
+    /// the deliveries were in (or the drain ended), seconds.
+    server_cpu_s: Option<f64>,
+    /// That per delivery received, and per publish acknowledged, µs.
+    server_cpu_us_per_delivery: Option<f64>,
+    server_cpu_us_per_publish: Option<f64>,
     /// Members that ended before the run did, by reason.
     members_ended: ErrorTally,
     other_messages: u64,
@@ -213,6 +219,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     drop(control);
 
     // 3. Publish.
+    let cpu_before = server_cpu(args.server_pid);
     let start = Instant::now();
     let schedule = |sender: u64| Schedule {
         sender: u32::try_from(sender).unwrap_or(u32::MAX),
@@ -223,7 +230,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         base,
     };
     let mut publishers = JoinSet::new();
-    if members > 0 {
+    if members > 0 || args.via.control.is_some() {
         if let Some(path) = &args.via.control {
             for sender in 0..args.senders {
                 let client = ControlClient::connect(path)
@@ -267,6 +274,10 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     while live.received.load(Ordering::Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let server_cpu_s = match (cpu_before, server_cpu(args.server_pid)) {
+        (Some(before), Some(after)) => Some(((after - before) * 1000.0).round() / 1000.0),
+        _ => None,
+    };
     let _ = stop_tx.send(true);
 
     let mut per_sender = vec![PerSender::default(); sent.len()];
@@ -326,12 +337,25 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         delivery_secs: secs3(delivery),
         latency: latencies.summary(),
         wire_bytes: targets.iter().map(|t| t.wire_bytes()).sum(),
+        server_cpu_s,
+        server_cpu_us_per_delivery: server_cpu_s.and_then(|s| micros_each(s, received)),
+        server_cpu_us_per_publish: server_cpu_s.and_then(|s| micros_each(s, accepted)),
         members_ended,
         other_messages: other,
         per_sender,
     };
     let human = human(&args, target.url(), &figures);
     Ok(Report::new("broadcast", &args, &figures, human))
+}
+
+/// The server's CPU seconds so far, when `--server-pid` names a process we can read.
+fn server_cpu(pid: Option<u32>) -> Option<f64> {
+    crate::cpu::cpu_secs(pid?).ok()
+}
+
+/// `secs` of CPU per one of `count` things, in µs (two decimals).
+fn micros_each(secs: f64, count: u64) -> Option<f64> {
+    (count > 0).then(|| (secs * 1e6 / count as f64 * 100.0).round() / 100.0)
 }
 
 /// `n` split into `parts` shares that differ by at most one, larger first.
@@ -498,6 +522,15 @@ fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
     );
     if let Some(n) = f.server_delivered {
         out.push_str(&format!("\nserver reported {n} deliveries"));
+    }
+    if let Some(secs) = f.server_cpu_s {
+        out.push_str(&format!(
+            "\nserver CPU while publishing {secs:.2} s: {} µs per delivery, {} µs per publish",
+            f.server_cpu_us_per_delivery
+                .map_or("–".into(), |x| x.to_string()),
+            f.server_cpu_us_per_publish
+                .map_or("–".into(), |x| x.to_string()),
+        ));
     }
     if f.members_ended.total() > 0 || f.other_messages > 0 {
         out.push_str(&format!(

@@ -143,7 +143,9 @@ pub struct BroadcastArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub ws: WsArgs,
-    /// Channel members (connections to URL?channel=NAME).
+    /// Channel members (connections to URL?channel=NAME). 0 with
+    /// --control: publishes to a channel nobody joined, the cost of a
+    /// control request alone.
     #[arg(short = 'n', long, default_value_t = 1000)]
     pub connections: u64,
     /// Another node of the same cluster: the members are split evenly over
@@ -187,6 +189,11 @@ pub struct BroadcastArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub drain: Duration,
+    /// Server process whose CPU time (utime + stime, /proc/PID/stat) is read
+    /// when publishing begins and when the deliveries are in: its CPU per
+    /// delivery and per publish without the joins.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 /// `churn` parameters.

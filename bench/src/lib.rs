@@ -15,6 +15,7 @@ pub mod broadcast;
 pub mod churn;
 pub mod cli;
 pub mod connect;
+pub mod cpu;
 pub mod echo;
 pub mod fcgi;
 pub mod idle;

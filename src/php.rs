@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::context::Context;
 use crate::event::{ConnEnv, Event, event_env};
 use crate::fpm::FpmError;
-use crate::hub::ConnHandle;
+use crate::hub::{ConnHandle, ConnId};
 use crate::response::{self, PhpResponse, ResponseError};
 
 /// First pause before retrying an event PHP-FPM could not take.
@@ -52,15 +52,46 @@ pub async fn call(
 ) -> Result<PhpResponse, EventError> {
     let mut vars = Vec::with_capacity(256);
     event_env(event, handle, &mut vars);
+    send(ctx, &request(handle, env, &vars, event)).await
+}
+
+/// One FastCGI request to PHP: an event's variables and body, for any
+/// protocol (the raw contract's events above, the Pusher protocol's in
+/// `pusher/php.rs`).
+pub struct Request<'a> {
+    /// `WS_EVENT`'s value, for metrics and logs.
+    pub event: &'static str,
+    /// The connection it is about, for logs (none for a channel's event).
+    pub conn: Option<&'a ConnId>,
+    /// The encoded variables, in parts (shared, the connection's, the event's).
+    pub params: [&'a [u8]; 3],
+    /// The request body.
+    pub body: &'a [u8],
+}
+
+fn request<'a>(
+    handle: &'a ConnHandle,
+    env: &'a ConnEnv,
+    vars: &'a [u8],
+    event: &'a Event,
+) -> Request<'a> {
+    Request {
+        event: event.name(),
+        conn: Some(&handle.id),
+        params: [&env.shared, &env.own, vars],
+        body: event.body(),
+    }
+}
+
+/// Sends one request to PHP and reads its answer.
+pub async fn send(ctx: &Context, req: &Request<'_>) -> Result<PhpResponse, EventError> {
     let started = Instant::now();
-    let output = ctx
-        .fpm
-        .call(&[&env.shared, &env.own, &vars], event.body())
-        .await;
+    let conn = || req.conn.map(|id| ctx.public_id(id)).unwrap_or_default();
+    let output = ctx.fpm.call(&req.params, req.body).await;
     // Counted once it reached PHP-FPM: a retry of an event PHP-FPM could not
     // take is the same event, not another one.
     if !matches!(&output, Err(e) if e.never_reached_php()) {
-        ctx.metrics.event(event.name());
+        ctx.metrics.event(req.event);
     }
     let output = output.inspect_err(|e| ctx.metrics.event_error(e.kind()))?;
     ctx.metrics
@@ -68,8 +99,8 @@ pub async fn call(
         .observe(started.elapsed().as_secs_f64());
     if !output.stderr.is_empty() {
         tracing::warn!(
-            conn = %ctx.public_id(&handle.id),
-            event = event.name(),
+            conn = %conn(),
+            event = req.event,
             dropped = output.stderr_dropped,
             "php stderr: {}",
             String::from_utf8_lossy(&output.stderr).trim_end()
@@ -83,7 +114,7 @@ pub async fn call(
     )
     .inspect_err(|_| ctx.metrics.event_error("bad_response"))?;
     for problem in &answer.problems {
-        tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), %problem, "ignored directive");
+        tracing::warn!(conn = %conn(), event = req.event, %problem, "ignored directive");
     }
     Ok(answer)
 }
@@ -105,13 +136,20 @@ pub async fn call_retrying(
     env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
+    let mut vars = Vec::with_capacity(256);
+    event_env(event, handle, &mut vars);
+    send_retrying(ctx, &request(handle, env, &vars, event)).await
+}
+
+/// Sends `req` as [`call_retrying`] sends an event.
+pub async fn send_retrying(ctx: &Context, req: &Request<'_>) -> Result<PhpResponse, EventError> {
     let window = ctx.config().fpm.retry_window;
     let first = Instant::now();
     let mut unreachable_since = None;
     let mut pause = RETRY_FIRST;
     loop {
         let attempt = Instant::now();
-        let result = call(ctx, handle, env, event).await;
+        let result = send(ctx, req).await;
         let retry_in = match &result {
             // The next attempt waits for a slot until the drain's deadline.
             Err(EventError::Fpm(FpmError::PoolTimeout(..) | FpmError::NoDescriptor(_)))
@@ -132,7 +170,7 @@ pub async fn call_retrying(
             _ => return result,
         };
         if let Err(e) = &result {
-            tracing::warn!(conn = %ctx.public_id(&handle.id), event = event.name(), error = %e, retry_in = ?retry_in, "php-fpm unavailable; retrying");
+            tracing::warn!(conn = %req.conn.map(|id| ctx.public_id(id)).unwrap_or_default(), event = req.event, error = %e, retry_in = ?retry_in, "php-fpm unavailable; retrying");
         }
         // Past the drain's deadline the next attempt fails at once.
         tokio::select! {

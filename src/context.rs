@@ -48,6 +48,8 @@ pub struct Context {
     origins: ArcSwap<OriginPolicy>,
     /// Pusher presence members and cache channels of this node.
     pub pusher: crate::pusher::State,
+    /// The Pusher channels' changes on their way to the apps' scripts.
+    pub pusher_events: Arc<crate::pusher::channel_events::ChannelEvents>,
     /// The Pusher apps (`[[pusher.app]]`), by key and by id.
     pusher_apps: ArcSwap<crate::pusher::Apps>,
     started: std::time::Instant,
@@ -85,13 +87,19 @@ impl Context {
         let cluster = Cluster::new(&config.cluster, &metrics);
         let observer = cluster.as_ref().map(|c| c.tracker() as Arc<dyn Observer>);
         let drain = drain::Clock::default();
+        let apps = Arc::new(crate::pusher::Apps::new(&config.pusher));
+        let pusher_events = Arc::new(crate::pusher::channel_events::ChannelEvents::new(
+            apps.clone(),
+            metrics.pusher_channel_events.clone(),
+        ));
         Self {
             slots,
             inbound: crate::inbound::Budget::new(config.limits.inbound_bytes, &metrics),
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
-            pusher: crate::pusher::State::default(),
-            pusher_apps: ArcSwap::from_pointee(crate::pusher::Apps::new(&config.pusher)),
+            pusher: crate::pusher::State::with_changes(pusher_events.clone()),
+            pusher_events,
+            pusher_apps: ArcSwap::new(apps),
             tls: load_tls(&config),
             fpm: FpmPool::new(&config.fpm, drain.clone()),
             books: drain::Books::new(&metrics),
@@ -192,8 +200,9 @@ impl Context {
         }
         self.slots.set_limits(slot_limits(&next));
         self.origins.store(Arc::new(origin_policy(&next)));
-        self.pusher_apps
-            .store(Arc::new(crate::pusher::Apps::new(&next.pusher)));
+        let apps = Arc::new(crate::pusher::Apps::new(&next.pusher));
+        self.pusher_events.set_apps(apps.clone());
+        self.pusher_apps.store(apps);
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
         Ok(kept)

@@ -39,6 +39,33 @@ pub const EVENT_MESSAGE: &str = "message";
 /// `WS_EVENT` of the last event of a connection.
 pub const EVENT_CLOSE: &str = "close";
 
+/// Pusher apps with a `script` (see `docs/protocol.md`, "Pusher events"):
+/// the app's id.
+pub const VAR_PUSHER_APP_ID: &str = "WS_PUSHER_APP_ID";
+/// The Pusher connection's `socket_id`.
+pub const VAR_PUSHER_SOCKET_ID: &str = "WS_PUSHER_SOCKET_ID";
+/// The Pusher channel an event is about.
+pub const VAR_PUSHER_CHANNEL: &str = "WS_PUSHER_CHANNEL";
+/// A client event's name (`client-…`).
+pub const VAR_PUSHER_EVENT: &str = "WS_PUSHER_EVENT";
+/// The user: the presence member, else the user signed in with `pusher:signin`.
+pub const VAR_PUSHER_USER_ID: &str = "WS_PUSHER_USER_ID";
+
+/// `WS_EVENT` of a Pusher subscription PHP authorizes (`auth = "php"`).
+pub const EVENT_SUBSCRIBE: &str = "subscribe";
+/// `WS_EVENT` of a Pusher client event (`client-*`).
+pub const EVENT_CLIENT_EVENT: &str = "client_event";
+/// `WS_EVENT` of a user's first connection in a presence channel.
+pub const EVENT_MEMBER_ADDED: &str = "member_added";
+/// `WS_EVENT` of a user's last connection leaving a presence channel.
+pub const EVENT_MEMBER_REMOVED: &str = "member_removed";
+/// `WS_EVENT` of a Pusher channel's first subscriber.
+pub const EVENT_CHANNEL_OCCUPIED: &str = "channel_occupied";
+/// `WS_EVENT` of a Pusher channel's last subscriber leaving.
+pub const EVENT_CHANNEL_VACATED: &str = "channel_vacated";
+/// CONTENT_TYPE of a Pusher event's body (a client event's data, a presence `channel_data`).
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
 /// `WS_MESSAGE_TYPE` of a text message.
 pub const MESSAGE_TEXT: &str = "text";
 /// `WS_MESSAGE_TYPE` of a binary message.

@@ -284,6 +284,11 @@ pub fn event_env(event: &Event, handle: &ConnHandle, out: &mut Vec<u8>) {
         p(c::VAR_CLOSE_CODE.as_bytes(), code.to_string().as_bytes());
         p(c::VAR_CLOSE_REASON.as_bytes(), reason.as_bytes());
     }
+    push_meta(handle, out);
+}
+
+/// Appends `WS_META_<NAME>` for each metadata entry of the connection.
+pub fn push_meta(handle: &ConnHandle, out: &mut Vec<u8>) {
     let mut name = Vec::with_capacity(32);
     handle.for_each_meta(|key, value| {
         name.clear();

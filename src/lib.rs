@@ -135,6 +135,7 @@ pub async fn serve(
         tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
     }
     let reaper = tokio::spawn(reap_fpm_idle(ctx.clone()));
+    let mut channel_events = tokio::spawn(pusher::channel_events::run(ctx.clone()));
     let sweeper = ctx
         .hub
         .history_sweep_interval()
@@ -160,6 +161,16 @@ pub async fn serve(
     let drained = tokio::time::timeout_at(deadline.into(), tracker.wait())
         .await
         .is_ok();
+    // The connections are gone: what they changed in Pusher channels is
+    // queued; it is sent until the deadline.
+    ctx.pusher_events.finish();
+    if tokio::time::timeout_at(deadline.into(), &mut channel_events)
+        .await
+        .is_err()
+    {
+        channel_events.abort();
+    }
+    ctx.pusher_events.abandon();
     // Past the deadline nothing reaches PHP any more: the books are final.
     let queued = u64::try_from(ctx.metrics.events_queued.get()).unwrap_or(0);
     let owed = ctx.books.close(queued, SETTLE_GRACE).await;

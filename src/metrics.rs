@@ -85,6 +85,9 @@ pub struct Metrics {
     /// Messages of a connection that ended which PHP had not answered yet
     /// (queued, or in PHP), by outcome.
     pub messages_after_close: Family<OutcomeLabel, Counter>,
+    /// Pusher channel events (occupied, vacated, member added/removed) for
+    /// an app's script, by outcome (`pusher/channel_events.rs`).
+    pub pusher_channel_events: Family<OutcomeLabel, Counter>,
     /// Bytes clients sent that the daemon holds (the inbound budget's own
     /// count, see `inbound.rs`).
     pub inbound_bytes: Gauge,
@@ -161,6 +164,7 @@ impl Metrics {
             events_queued: Gauge::default(),
             close_events: Family::default(),
             messages_after_close: Family::default(),
+            pusher_channel_events: Family::default(),
             inbound_bytes: Gauge::default(),
             inbound_paused: Family::default(),
             connections: Gauge::default(),
@@ -273,6 +277,11 @@ impl Metrics {
             "messages_after_close",
             "Messages of a connection that ended which PHP had not answered yet (queued or in PHP), by outcome",
             m.messages_after_close.clone(),
+        );
+        r.register(
+            "pusher_channel_events",
+            "Pusher channel events for an app's script, by outcome: delivered, failed, not_delivered, dropped (queue full)",
+            m.pusher_channel_events.clone(),
         );
         r.register(
             "inbound_bytes",

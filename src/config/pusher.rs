@@ -17,7 +17,8 @@
 //! id = "1001"
 //! key = "app-key"
 //! secret = "app-secret"
-//! auth = "signature"                 # the only one so far ("php" comes with events to PHP)
+//! auth = "signature"                 # or "php": PHP authorizes private and presence subscriptions
+//! # script = "/srv/app/pusher.php"   # events to PHP (open, subscribe, client_event, …, close)
 //! ```
 
 use std::net::SocketAddr;
@@ -76,7 +77,8 @@ pub struct PusherApp {
     pub key: String,
     /// Signs private and presence subscriptions, sign-ins and HTTP API requests.
     pub secret: Secret,
-    /// Events to PHP: not implemented yet, refused when set.
+    /// Events to PHP: the script PHP-FPM runs for this app's connections
+    /// and channels (`docs/protocol.md`, "Pusher events"); none when unset.
     #[serde(default)]
     pub script: Option<std::path::PathBuf>,
     /// How private and presence subscriptions are authorized.
@@ -91,7 +93,8 @@ pub enum AuthMode {
     /// The client sends `key:HMAC-SHA256(secret, …)`, as every Pusher server checks.
     #[default]
     Signature,
-    /// PHP decides (events to PHP): not implemented yet, refused.
+    /// PHP decides: a `subscribe` event to the app's `script`, whose 2xx
+    /// accepts (for presence with the member as JSON).
     Php,
 }
 
@@ -218,17 +221,25 @@ impl PusherConfig {
                     format!("app `{}`: must not be empty", app.id),
                 ));
             }
-            if app.script.is_some() {
+            if let Some(script) = &app.script
+                && !script.is_absolute()
+            {
                 return Err((
                     "pusher.app.script",
-                    "events to PHP are not implemented yet".into(),
+                    format!(
+                        "app `{}`: `{}` must be an absolute path",
+                        app.id,
+                        script.display()
+                    ),
                 ));
             }
-            if app.auth == AuthMode::Php {
+            if app.auth == AuthMode::Php && app.script.is_none() {
                 return Err((
                     "pusher.app.auth",
-                    "\"php\" needs events to PHP, which are not implemented yet; use \"signature\""
-                        .into(),
+                    format!(
+                        "app `{}`: \"php\" asks the app's `script`; set one, or use \"signature\"",
+                        app.id
+                    ),
                 ));
             }
         }
@@ -269,10 +280,7 @@ mod tests {
             (APP.replace("app-key", "app key"), "pusher.app.key"),
             (APP.replace("1001", "10/01"), "pusher.app.id"),
             (APP.replace("s3cret-9a", ""), "pusher.app.secret"),
-            (
-                format!("{APP}script = \"/srv/p.php\"\n"),
-                "pusher.app.script",
-            ),
+            (format!("{APP}script = \"p.php\"\n"), "pusher.app.script"),
             (format!("{APP}auth = \"php\"\n"), "pusher.app.auth"),
             (
                 "[pusher]\nmax_channels_per_connection = 0\n".to_string(),
@@ -287,6 +295,12 @@ mod tests {
             let err = check(&text).expect_err(&text);
             assert!(err.contains(setting), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn events_to_php_need_an_absolute_script() {
+        check(&format!("{APP}script = \"/srv/p.php\"\n")).expect("script alone");
+        check(&format!("{APP}script = \"/srv/p.php\"\nauth = \"php\"\n")).expect("auth php");
     }
 
     #[test]

@@ -338,7 +338,7 @@ async fn handshake(
         && !ctx.pusher_apps().is_empty()
     {
         let key = key.to_owned();
-        return Ok(pusher::handshake(ctx, peer, slot, req, tracker, key).await);
+        return Ok(pusher::handshake(ctx, peer, tls, slot, req, tracker, key).await);
     }
     let config = ctx.config();
     let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {

@@ -1,19 +1,24 @@
 //! The handshake of a Pusher client: `GET /app/{key}?protocol=7&client=js&version=…`
 //! on the same listeners as the raw contract, when `[[pusher.app]]` is set.
 //!
-//! PHP is not asked. A refusal the client must understand comes after the
-//! upgrade, as Pusher sends it, so pusher-js acts on its code:
+//! PHP is asked only when the app has a `script`: its `open` event, with the
+//! handshake's variables (cookies, so the session), before the upgrade is
+//! answered. A refusal the client must understand comes after the upgrade,
+//! as Pusher sends it, so pusher-js acts on its code:
 //!
 //! ```text
 //! unknown app key                  pusher:error 4001, close 4001   (no reconnect)
 //! protocol missing / not a number  pusher:error 4008 / 4006, close (no reconnect)
 //! protocol other than 7            pusher:error 4007, close 4007   (no reconnect)
 //! max_connections_per_ip reached   pusher:error 4100, close 4100   (reconnect after a back-off)
+//! PHP refused the open (non-2xx)   pusher:error 4009, close 4009   (no reconnect)
+//! PHP could not answer the open    pusher:error 4200, close 4200   (reconnect at once)
 //! accepted                         pusher:connection_established {socket_id, activity_timeout}
 //! ```
 //!
 //! What is refused before any upgrade is refused as on the raw path: not a
-//! WebSocket request, an origin not allowed, shutting down.
+//! WebSocket request, an origin not allowed, shutting down, and, for an app
+//! with a `script`, a `Host` header PHP must not see (400).
 
 use std::sync::Arc;
 
@@ -30,10 +35,16 @@ use tracing::Instrument;
 
 use super::{HttpResponse, check_upgrade, plain};
 use crate::context::Context;
+use crate::event::{EnvSource, connection_env};
+use crate::host;
+use crate::hub::ConnHandle;
 use crate::limits::Slot;
+use crate::php::EventError;
 use crate::proxy::{self, Origin};
+use crate::pusher::php::ConnEvent;
 use crate::pusher::protocol::codes;
 use crate::pusher::{self, SocketId, connection, frame};
+use crate::response::PhpResponse;
 
 /// The app key of a Pusher path (`/app/{key}`), if it is one.
 pub(super) fn app_key(path: &str) -> Option<&str> {
@@ -45,6 +56,7 @@ pub(super) fn app_key(path: &str) -> Option<&str> {
 pub(super) async fn handshake(
     ctx: Arc<Context>,
     peer: Origin,
+    tls: Option<Arc<crate::tls::Session>>,
     mut slot: Slot,
     mut req: Request<Incoming>,
     tracker: TaskTracker,
@@ -80,8 +92,22 @@ pub(super) async fn handshake(
         );
         return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
     }
+    let app = ctx.pusher_apps().by_key(&key).cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
+    // Events to PHP: Host becomes SERVER_NAME, SERVER_PORT and HTTP_HOST,
+    // so PHP never sees a malformed one.
+    let script_host = match app.as_ref().and_then(|a| a.script.clone()) {
+        None => None,
+        Some(script) => match host::from_headers(&parts.headers) {
+            Ok(host) => Some((script, host)),
+            Err(e) => {
+                ctx.metrics.refused("host");
+                tracing::info!(error = %e, "pusher handshake refused: invalid Host header");
+                return plain(StatusCode::BAD_REQUEST, "invalid Host header\n");
+            }
+        },
+    };
     let config = ctx.config();
     let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
 
@@ -94,7 +120,6 @@ pub(super) async fn handshake(
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
 
-    let app = ctx.pusher_apps().by_key(&key).cloned();
     let refusal = match (&app, protocol_version(parts.uri.query())) {
         (None, _) => Some((
             codes::APP_DOES_NOT_EXIST,
@@ -111,14 +136,7 @@ pub(super) async fn handshake(
         (_, Some((code, message))) => {
             ctx.metrics.refused("pusher");
             tracing::info!(remote = %client.remote_ip, code, %message, "pusher connection refused");
-            let close_timeout = config.websocket.close_timeout;
-            tracker.spawn(async move {
-                let _slot = slot;
-                if let Ok(upgraded) = on_upgrade.await {
-                    let _ =
-                        tokio::time::timeout(close_timeout, refuse(upgraded, code, &message)).await;
-                }
-            });
+            refuse_after_upgrade(&ctx, &tracker, slot, on_upgrade, code, message);
             return response;
         }
         (None, None) => unreachable!("an unknown app is refused"),
@@ -126,32 +144,123 @@ pub(super) async fn handshake(
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
     let socket_id = SocketId::of(&handle.id).to_string();
+    let span = tracing::debug_span!("pusher", socket_id = %socket_id, app = %app.id, remote = %client.remote_ip);
+    let php = match script_host {
+        None => None,
+        Some((script, host)) => {
+            let conn_id = ctx.public_id(&handle.id);
+            let env = connection_env(
+                &EnvSource {
+                    request: &parts,
+                    host,
+                    server_name: config.server_name.as_deref(),
+                    client: &client,
+                    script: &script,
+                    document_root: config.document_root.as_deref(),
+                    conn_id: &conn_id,
+                    control_socket: config.control.socket.as_deref(),
+                    tls: tls.as_deref(),
+                },
+                &ctx.envs,
+            );
+            let env = pusher::php::connection_env(env, &app.id, &socket_id);
+            let open = pusher::php::ask(&ctx, &handle, &env, ConnEvent::Open, None)
+                .instrument(span.clone())
+                .await;
+            match open_outcome(&ctx, &handle, &conn_id, open) {
+                Ok(()) => Some(connection::PhpConn::new(env, ctx.books.owe())),
+                Err((code, message)) => {
+                    ctx.hub.unregister(&handle.id);
+                    refuse_after_upgrade(&ctx, &tracker, slot, on_upgrade, code, message);
+                    return response;
+                }
+            }
+        }
+    };
+
     let activity = config.pusher.activity_timeout.as_secs().max(1);
     let _ = handle
         .outbox
         .push(frame::text(&frame::connection_established(
             &socket_id, activity,
         )));
-    let span = tracing::debug_span!("pusher", socket_id = %socket_id, app = %app.id, remote = %client.remote_ip);
     let accepted = connection::Accepted {
         ctx,
         handle,
         app,
         socket_id,
         slot,
+        php,
     };
     let task = async move {
         match on_upgrade.await {
             Ok(upgraded) => connection::serve(accepted, upgraded).await,
             Err(e) => {
                 tracing::info!(error = %e, "pusher client left during the upgrade");
-                accepted.ctx.hub.unregister(&accepted.handle.id);
+                connection::abandon(accepted).await;
             }
         }
     }
     .instrument(span);
     tracker.spawn(task);
     response
+}
+
+/// What PHP's answer to the open event makes of the connection: `Ok` to
+/// establish it (the answer's metadata set), else the code and message of
+/// the refusal.
+fn open_outcome(
+    ctx: &Context,
+    handle: &ConnHandle,
+    conn_id: &str,
+    open: Result<PhpResponse, EventError>,
+) -> Result<(), (u16, String)> {
+    match open {
+        Ok(answer) if answer.is_success() => {
+            let meta = &answer.directives.meta;
+            if !meta.is_empty()
+                && let Err(problem) = handle.update_meta(meta)
+            {
+                tracing::warn!(conn = %conn_id, %problem, "metadata directive refused");
+            }
+            Ok(())
+        }
+        Ok(answer) => {
+            ctx.metrics.refused("php");
+            tracing::info!(conn = %conn_id, status = answer.status, "php refused the pusher connection");
+            Err((
+                codes::UNAUTHORIZED,
+                format!("Refused by the app (status {})", answer.status),
+            ))
+        }
+        Err(e) => {
+            ctx.metrics.refused("php_unavailable");
+            tracing::error!(conn = %conn_id, error = %e, kind = e.kind(), "pusher open event failed");
+            Err((
+                codes::RECONNECT,
+                "The app could not be asked; try again".into(),
+            ))
+        }
+    }
+}
+
+/// Lets the upgrade complete, then sends `pusher:error` and a close with
+/// `code` (the slot is held until the socket closes).
+fn refuse_after_upgrade(
+    ctx: &Context,
+    tracker: &TaskTracker,
+    slot: Slot,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    code: u16,
+    message: String,
+) {
+    let close_timeout = ctx.config().websocket.close_timeout;
+    tracker.spawn(async move {
+        let _slot = slot;
+        if let Ok(upgraded) = on_upgrade.await {
+            let _ = tokio::time::timeout(close_timeout, refuse(upgraded, code, &message)).await;
+        }
+    });
 }
 
 /// Checks the `protocol` query parameter: `Err((code, message))` unless 7.

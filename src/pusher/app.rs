@@ -18,6 +18,8 @@ pub struct App {
     pub secret: Secret,
     /// How private and presence subscriptions are authorized.
     pub auth: AuthMode,
+    /// The script of events to PHP, when the app has one.
+    pub script: Option<std::path::PathBuf>,
 }
 
 /// Every configured app; built from a validated configuration (ids and keys unique).
@@ -37,6 +39,7 @@ impl Apps {
                 key: a.key.clone(),
                 secret: a.secret.clone(),
                 auth: a.auth,
+                script: a.script.clone(),
             });
             apps.by_key.insert(app.key.clone(), app.clone());
             apps.by_id.insert(app.id.clone(), app);

@@ -106,6 +106,7 @@ mod tests {
             key: "278d425bdf160c739803".into(),
             secret: serde_json::from_str("\"7ad3773142a6692b25b8\"").unwrap(),
             auth: Default::default(),
+            script: None,
         }
     }
 

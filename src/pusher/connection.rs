@@ -17,6 +17,12 @@
 //! When it ends, it leaves every channel (presence members are announced
 //! gone to the others), leaves the hub, flushes what it can within
 //! `websocket.close_timeout`, and closes the socket.
+//!
+//! An app with a `script` (events to PHP, `php.rs` below this file) makes
+//! PHP part of the connection's life: a subscription with `auth = "php"`
+//! and a client event wait for PHP's answer, the frames after them wait
+//! their turn (so a connection's subscriptions are answered in order), and
+//! the end sends PHP the `close` event.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +33,10 @@ use tokio::time::{sleep, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+mod php;
+
+pub use php::PhpConn;
 
 use super::protocol::{self, ClientFrame, codes};
 use super::state::Presence;
@@ -52,6 +62,8 @@ pub struct Accepted {
     pub socket_id: String,
     /// Its place under `max_connections`; freed when it ends.
     pub slot: Slot,
+    /// Events to PHP, when the app has a `script` (PHP accepted the open).
+    pub php: Option<PhpConn>,
 }
 
 /// One subscription.
@@ -67,6 +79,25 @@ struct Sub {
 struct Ending {
     /// Flush what is queued before closing the socket.
     flush: bool,
+    /// The close code PHP's close event tells (`WS_CLOSE_CODE`).
+    code: u16,
+    /// Its reason.
+    reason: String,
+}
+
+impl Ending {
+    fn new(flush: bool, code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            flush,
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// The client is gone without a close frame.
+    fn vanished() -> Self {
+        Self::new(false, c::CLOSE_VANISHED, c::REASON_VANISHED)
+    }
 }
 
 struct Conn {
@@ -83,6 +114,8 @@ struct Conn {
     last_seen: Instant,
     /// When the server's `pusher:ping` went out, unanswered so far.
     pinged: Option<Instant>,
+    /// Events to PHP, when the app has a `script` (boxed: most have none).
+    php: Option<Box<php::Side>>,
 }
 
 /// Runs the connection until it ends.
@@ -93,6 +126,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         app,
         socket_id,
         slot: _slot, // held until the connection is gone
+        php,
     } = accepted;
     let config = ctx.config();
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
@@ -101,6 +135,16 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
             "upgraded connection is neither TCP nor Unix; dropping it"
         );
         ctx.hub.unregister(&handle.id);
+        if let Some(php) = php {
+            Box::pin(php::close_event(
+                &ctx,
+                &handle,
+                php.into_side(),
+                &Ending::vanished(),
+                None,
+            ))
+            .await;
+        }
         return;
     };
     let ws_config = &config.websocket;
@@ -133,6 +177,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         client_events: TokenBucket::new(rate, rate),
         last_seen: Instant::now(),
         pinged: None,
+        php: php.map(|p| Box::new(p.into_side())),
     };
     ctx.hub.stats.connections_total.inc();
     if ctx.is_shutting_down() {
@@ -150,6 +195,40 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         let until = ctx.within_drain(config.websocket.close_timeout);
         let _ = timeout_at(until.into(), writer.flush_all()).await;
     }
+    drop(writer);
+    if let Some(side) = conn.php.take() {
+        let user = conn.user.take();
+        // Boxed: the close event's call would otherwise enlarge every idle
+        // connection's task.
+        Box::pin(php::close_event(
+            &ctx,
+            &handle,
+            *side,
+            &ending,
+            user.as_deref(),
+        ))
+        .await;
+    }
+}
+
+/// Ends a connection whose upgrade never completed (the client left):
+/// PHP, when it accepted the open, still gets its close event.
+pub async fn abandon(accepted: Accepted) {
+    let Accepted {
+        ctx, handle, php, ..
+    } = accepted;
+    ctx.hub.unregister(&handle.id);
+    handle.outbox.seal();
+    if let Some(php) = php {
+        Box::pin(php::close_event(
+            &ctx,
+            &handle,
+            php.into_side(),
+            &Ending::vanished(),
+            None,
+        ))
+        .await;
+    }
 }
 
 impl Conn {
@@ -160,20 +239,25 @@ impl Conn {
         loop {
             tokio::select! {
                 biased;
+                result = php::answer(&mut self.php), if php::is_asking(&self.php) => {
+                    if let Some(ending) = self.on_php_answer(result) {
+                        return ending;
+                    }
+                }
                 signal = writer.run() => match signal {
                     Ok(Signal::Close(code, reason)) => return self.close(code, &reason),
                     Ok(Signal::SlowConsumer) => {
                         self.ctx.metrics.closed("slow_consumer");
                         self.ctx.hub.stats.slow_consumers.inc();
                         tracing::warn!(socket_id = %self.socket_id, "pusher: slow consumer cut off");
-                        return Ending { flush: false };
+                        return Ending::new(false, c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER);
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "write failed");
-                        return Ending { flush: false };
+                        return Ending::vanished();
                     }
                 },
-                msg = self.ws.next() => {
+                msg = self.ws.next(), if php::can_read(&self.php, self.config.websocket.event_queue) => {
                     self.last_seen = Instant::now();
                     self.pinged = None;
                     timer.as_mut().reset((self.last_seen + activity).into());
@@ -192,9 +276,11 @@ impl Conn {
     }
 
     fn on_timer(&mut self, activity: Duration) -> Option<Ending> {
-        if self.ws.get_ref().is_paused() {
-            // Reading is paused by the inbound budget: the client's answer
-            // may be waiting unread.
+        if self.ws.get_ref().is_paused()
+            || !php::can_read(&self.php, self.config.websocket.event_queue)
+        {
+            // Reading is paused by the inbound budget, or frames wait for
+            // PHP: the client's answer may be waiting unread.
             self.last_seen = Instant::now();
             return None;
         }
@@ -225,7 +311,7 @@ impl Conn {
         self.handle
             .outbox
             .push_control(crate::frame::close(&payload));
-        Ending { flush: true }
+        Ending::new(true, code, reason)
     }
 
     fn send(&self, text: &str) {
@@ -249,22 +335,29 @@ impl Conn {
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
             // tungstenite queued its reply.
-            Some(Ok(Message::Close(_))) | None => return Some(Ending { flush: true }),
+            Some(Ok(Message::Close(frame))) => {
+                return Some(match frame {
+                    Some(f) => Ending::new(true, u16::from(f.code), f.reason.as_str()),
+                    None => Ending::new(true, c::CLOSE_NO_STATUS, ""),
+                });
+            }
+            None => return Some(Ending::vanished()),
             Some(Err(WsError::Capacity(_))) => {
                 self.ctx.metrics.closed("too_big");
                 return Some(self.close(c::CLOSE_TOO_BIG, "message too big"));
             }
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "pusher: read failed");
-                return Some(Ending { flush: false });
+                return Some(Ending::vanished());
             }
         };
-        // Given back when the message has been handled.
-        let _charge = self.ws.get_mut().message_charge();
+        // Given back when the message has been handled (or, waiting for
+        // PHP, when its turn has come).
+        let charge = self.ws.get_mut().message_charge();
         self.ctx.hub.stats.messages_in.inc();
         self.ctx.metrics.bytes_in.inc_by(text.len() as u64);
         match protocol::parse(text.as_str()) {
-            Ok(frame) => self.on_frame(frame),
+            Ok(frame) => self.on_frame(frame, charge),
             Err(e) => {
                 self.error(codes::GENERIC, &e.to_string());
                 None
@@ -272,7 +365,13 @@ impl Conn {
         }
     }
 
-    fn on_frame(&mut self, frame: ClientFrame) -> Option<Ending> {
+    /// Handles a frame now, or queues it behind the one PHP is asked about.
+    fn on_frame(&mut self, frame: ClientFrame, charge: crate::inbound::Charge) -> Option<Ending> {
+        let frame = php::wait_turn(&mut self.php, frame, charge)?;
+        self.handle_frame(frame)
+    }
+
+    fn handle_frame(&mut self, frame: ClientFrame) -> Option<Ending> {
         match frame {
             ClientFrame::Ping => self.send(&frame::pong()),
             ClientFrame::Pong => {}
@@ -330,6 +429,10 @@ impl Conn {
             return;
         }
         let kind = ChannelKind::of(name);
+        if self.php.is_some() && php::decides(&self.app, kind, name) {
+            self.ask_subscribe(name, kind, channel_data);
+            return;
+        }
         let mut presence = None;
         if kind.needs_auth() {
             let signed = auth::channel_text(&self.socket_id, name, channel_data);
@@ -353,6 +456,11 @@ impl Conn {
                 }
             }
         }
+        self.join(name, kind, presence);
+    }
+
+    /// Subscribes to an authorized channel.
+    fn join(&mut self, name: &str, kind: ChannelKind, presence: Option<(String, Value)>) {
         let hub = hub_channel(&self.app.id, name);
         let user_id = presence
             .as_ref()
@@ -463,7 +571,20 @@ impl Conn {
             );
             return;
         }
-        let frame = frame::client_event(event, name, &data, sub.user_id.as_deref());
+        if self.php.is_some() {
+            let user = sub.user_id.clone().or_else(|| self.user.clone());
+            self.ask_client_event(event, name, data, user);
+            return;
+        }
+        self.relay(event, name, &data);
+    }
+
+    /// Relays a client event to the channel's other members.
+    fn relay(&self, event: &str, name: &str, data: &str) {
+        let Some(sub) = self.subs.iter().find(|s| &*s.channel == name) else {
+            return;
+        };
+        let frame = frame::client_event(event, name, data, sub.user_id.as_deref());
         self.ctx
             .pusher
             .publish(&self.ctx.hub, &sub.hub, &frame, &[self.handle.id], false);
@@ -553,6 +674,7 @@ mod memory_budget {
             key: "k".into(),
             secret: serde_json::from_str("\"s\"").unwrap(),
             auth: Default::default(),
+            script: None,
         });
         let mut conn = Conn {
             ctx: ctx.clone(),
@@ -566,6 +688,7 @@ mod memory_budget {
             client_events: TokenBucket::new(10.0, 10.0),
             last_seen: Instant::now(),
             pinged: None,
+            php: None,
         };
         // Every idle Pusher connection's task holds `Conn`, the writer and
         // the `run` future: growth fails here.

@@ -20,7 +20,9 @@
 //! - `connection.rs`: one Pusher client's life after the handshake (`gateway/pusher.rs` accepts it);
 //! - `api_signature.rs`: the signature of an HTTP API request (pure, fuzzed);
 //! - `api.rs`: the HTTP API (`/apps/{id}/…`), on the WebSocket listeners and `pusher.api_listen`;
-//! - `publish.rs`: publishing an event from the server side (control socket, HTTP API).
+//! - `publish.rs`: publishing an event from the server side (control socket, HTTP API);
+//! - `php.rs`: events to PHP (an app's `script`): their variables, PHP's presence answer;
+//! - `channel_events.rs`: the channels' changes (Pusher's webhooks) as ordered requests to PHP.
 //!
 //! The connections signed in as a user (`pusher:signin`) are the members of
 //! the hub channel [`user_channel`]: `Hub::presence` lists them (to
@@ -31,8 +33,10 @@ pub mod api_signature;
 pub mod app;
 pub mod auth;
 pub mod channel;
+pub mod channel_events;
 pub mod connection;
 pub mod frame;
+pub mod php;
 pub mod protocol;
 pub mod publish;
 pub mod socket_id;

@@ -53,7 +53,8 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * [history] table (lines after the header; null: none), `pingInterval` the
  * websocket.ping_interval (the heartbeat), `admin` a port for the admin
  * listener (/metrics; null: none), `script` the raw contract's PHP script,
- * `websocket` more lines of [websocket], `extra` whole tables at the end.
+ * `websocket` more lines of [websocket], `extra` whole tables at the end,
+ * `fpm` the lines of [fpm] (null: a managed php-fpm running the scripts).
  */
 export class Daemon {
   static async start({
@@ -64,6 +65,7 @@ export class Daemon {
     admin = null,
     script = path.join(here, 'app.php'),
     websocket = [],
+    fpm = null,
   } = {}) {
     const daemon = new this();
     daemon.dir = dir ?? mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-'));
@@ -77,10 +79,7 @@ export class Daemon {
         `script = ${JSON.stringify(script)}`,
         ...(admin === null ? [] : [`admin = "127.0.0.1:${admin}"`]),
         '[fpm]',
-        'address = "managed"',
-        'pool_size = 4',
-        '[fpm.managed]',
-        `run_dir = ${JSON.stringify(path.join(daemon.dir, 'fpm'))}`,
+        ...(fpm ?? ['address = "managed"', 'pool_size = 4', '[fpm.managed]', `run_dir = ${JSON.stringify(path.join(daemon.dir, 'fpm'))}`]),
         '[control]',
         `socket = ${JSON.stringify(daemon.control)}`,
         '[websocket]',

@@ -20,13 +20,18 @@ export { DEADLINE_MS, repo, until } from '../js/support.mjs';
 
 export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
 
-/** The daemon of tests/js/support.mjs with one Pusher app (`APP`) and `app.php` for the raw contract. */
+/**
+ * The daemon of tests/js/support.mjs with one Pusher app (`APP`) and
+ * `app.php` for the raw contract; `app` are more lines of the app's table
+ * (`script`, `auth`), `fpm` the lines of [fpm] (null: managed).
+ */
 export class Daemon extends BaseDaemon {
-  static start({ pusher = [], websocket = [] } = {}) {
+  static start({ pusher = [], websocket = [], app = [], fpm = null } = {}) {
     return super.start({
       history: null,
       script: path.join(here, 'app.php'),
       websocket,
+      fpm,
       extra: [
         '[pusher]',
         ...pusher,
@@ -34,6 +39,7 @@ export class Daemon extends BaseDaemon {
         `id = "${APP.id}"`,
         `key = "${APP.key}"`,
         `secret = "${APP.secret}"`,
+        ...app,
       ],
     });
   }
@@ -112,10 +118,10 @@ export function subscribed(pusher, name) {
  * received, parsed (its `data` too when it is a JSON string).
  */
 export class RawClient {
-  static async open(port, pathAndQuery = `/app/${APP.key}?protocol=7&client=js&version=8.6.0`) {
+  static async open(port, pathAndQuery = `/app/${APP.key}?protocol=7&client=js&version=8.6.0`, { headers } = {}) {
     const client = new RawClient();
     client.frames = [];
-    client.ws = new WebSocket(`ws://127.0.0.1:${port}${pathAndQuery}`);
+    client.ws = new WebSocket(`ws://127.0.0.1:${port}${pathAndQuery}`, { headers });
     client.closed = new Promise((resolve) => client.ws.once('close', (code, reason) => resolve({ code, reason: String(reason) })));
     client.ws.on('message', (data) => {
       const frame = JSON.parse(String(data));

@@ -5,6 +5,10 @@
 // chromium with playwright-core, and stops the stack at the end, failed or
 // not. Each person is a browser context of their own (cookies), logged in
 // through the login form. Laravel Echo and pusher-js run unchanged in the page.
+//
+// LARAVEL_CHANNEL_AUTH picks how channels are authorized (scripts/laravel):
+// php (the default: ws2fcgi asks ws.php, the page makes no request for it)
+// or endpoint (Echo asks /broadcasting/auth for Pusher's signatures).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +24,7 @@ const START_TIMEOUT_MS = Number(process.env.LARAVEL_START_TIMEOUT_MS ?? 600_000)
 const STOP_TIMEOUT_MS = 40_000;
 const STEP_TIMEOUT_MS = 15_000;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const CHANNEL_AUTH = process.env.LARAVEL_CHANNEL_AUTH ?? 'php';
 
 let stack; // { child, url, output(), exited }
 let browser;
@@ -41,7 +46,7 @@ function step(name, fn) {
 async function startStack() {
   const child = spawn(path.join(repo, 'scripts/laravel'), [], {
     cwd: repo,
-    env: { ...process.env, PORT: 'auto', LARAVEL_RUN_DIR: runDir },
+    env: { ...process.env, PORT: 'auto', LARAVEL_RUN_DIR: runDir, LARAVEL_CHANNEL_AUTH: CHANNEL_AUTH },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -105,8 +110,11 @@ async function login(name) {
   const context = await browser.newContext({ viewport: { width: 1000, height: 600 } });
   context.setDefaultTimeout(STEP_TIMEOUT_MS);
   const page = await context.newPage();
-  const record = { page, context, errors: [] };
+  const record = { page, context, errors: [], authRequests: 0 };
   page.on('pageerror', (error) => record.errors.push(`pageerror: ${error.message}`));
+  page.on('request', (request) => {
+    if (new URL(request.url()).pathname === '/broadcasting/auth') record.authRequests += 1;
+  });
   page.on('console', (message) => {
     if (message.type() === 'error') record.errors.push(`console: ${message.text()}`);
   });
@@ -251,8 +259,8 @@ step('carol is refused the staff room and alice\'s private channel; the lobby wo
   const answer = await tab.goto(`${stack.url}rooms/staff`);
   assert.equal(answer.status(), 403);
   await tab.close();
-  // The browser reports the refused /broadcasting/auth requests (403) as
-  // console errors; nothing else may appear.
+  // With the endpoint, the browser reports the refused /broadcasting/auth
+  // requests (403) as console errors; nothing else may appear.
   carol.errors = carol.errors.filter((e) => !/status of 403/.test(e));
 });
 
@@ -265,5 +273,16 @@ step('bob leaves: alice sees him go', async () => {
 step('no page had a script error', async () => {
   for (const [name, record] of Object.entries(people)) {
     assert.deepEqual(record.errors, [], `${name}'s page`);
+  }
+});
+
+step(`channels were authorized ${CHANNEL_AUTH === 'php' ? 'with no request from the page (auth = "php")' : 'by /broadcasting/auth'}`, async () => {
+  for (const [name, record] of Object.entries(people)) {
+    if (CHANNEL_AUTH === 'php') {
+      assert.equal(record.authRequests, 0, `${name}'s page asked /broadcasting/auth`);
+    } else {
+      // Her room's presence channel and her private channel, at least.
+      assert.ok(record.authRequests >= 2, `${name}'s page asked /broadcasting/auth ${record.authRequests} times`);
+    }
   }
 });

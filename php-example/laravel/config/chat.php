@@ -11,6 +11,12 @@ return [
         2 => ['name' => 'Bob', 'email' => 'bob@example.com', 'password' => $secret, 'rooms' => ['lobby', 'staff']],
         3 => ['name' => 'Carol', 'email' => 'carol@example.com', 'password' => $secret, 'rooms' => ['lobby']],
     ],
+    // How Echo's private and presence channels are authorized:
+    // "php": ws2fcgi's Pusher app has auth = "php" and asks ws.php, which runs
+    //        routes/channels.php with the session's user: no request from the page;
+    // "endpoint": the page asks /broadcasting/auth for Pusher's signature, as
+    //        with Pusher itself (ws2fcgi checks it).
+    'channel_auth' => env('CHAT_CHANNEL_AUTH', 'php'),
     // Longest message a person may post, in characters.
     'max_message_length' => 2000,
 ];

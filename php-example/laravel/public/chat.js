@@ -14,7 +14,7 @@
   const messages = document.getElementById('messages');
   const form = document.getElementById('send');
 
-  const echo = new Echo.default({
+  const options = {
     broadcaster: 'pusher',
     Pusher: window.Pusher,
     key: root.dataset.key,
@@ -26,7 +26,21 @@
     disableStats: true,
     // Echo's authEndpoint is /broadcasting/auth; it sends this token along.
     csrfToken: csrf,
-  });
+  };
+  if (root.dataset.channelAuth === 'php') {
+    // ws2fcgi's app has auth = "php": it asks the app itself (ws.php runs
+    // routes/channels.php with this session's user), so the page makes no
+    // request and signs nothing. pusher-js still wants an answer: an empty
+    // auth, and for presence channels this user's id (the member list's
+    // "me"; the server takes the member from its own answer, not from this).
+    options.channelAuthorization = {
+      customHandler: ({ channelName }, callback) =>
+        callback(null, channelName.startsWith('presence-')
+          ? { auth: '', channel_data: JSON.stringify({ user_id: me.id }) }
+          : { auth: '' }),
+    };
+  }
+  const echo = new Echo.default(options);
 
   const pusher = echo.connector.pusher;
   pusher.connection.bind('state_change', ({ current }) => {

@@ -3,15 +3,21 @@
 // `scripts/laravel --check` runs through nginx. Pusher protocol 7 as pusher-js
 // speaks it, so no browser is needed:
 //
-//   php php-example/laravel/tools/check.php http://127.0.0.1:8080/ APP_KEY
+//   php php-example/laravel/tools/check.php http://127.0.0.1:8080/ APP_KEY [php|endpoint]
+//
+// php: the app has auth = "php" (the handshake carries the session cookie, the
+// subscriptions no signature); endpoint (the default): they are signed by
+// /broadcasting/auth, as Echo's authEndpoint would.
 //
 // 1. alice, bob and carol log in (the login form, its CSRF token, the session cookie);
-// 2. alice opens /app/APP_KEY, is given a socket id, signs presence-room.lobby at
-//    /broadcasting/auth and subscribes: subscription_succeeded lists her;
+// 2. alice opens /app/APP_KEY, is given a socket id and subscribes to
+//    presence-room.lobby: subscription_succeeded lists her;
 // 3. bob's request broadcast()s a message: alice receives App\Events\MessagePosted;
 // 4. alice's own message (X-Socket-ID: her socket, ->toOthers()) is not sent back
 //    to her, while bob's next one is;
-// 5. carol is refused presence-room.staff (403) and alice's private channel.
+// 5. carol is refused presence-room.staff (403) and alice's private channel, by
+//    /broadcasting/auth and (php) over her own WebSocket, where her own private
+//    channel is granted.
 // 6. raw WebSocket routes through ws.php: /ws/echo echoes a message (no 419),
 //    a foreign Origin is refused (403), a guest is sent to the login page (302),
 //    /ws/me greets alice from her session and an exception closes it with 1011.
@@ -203,9 +209,10 @@ final class PusherSocket
     private WebSocket $ws;
     public string $socketId;
 
-    public function __construct(string $host, int $port, string $key)
+    /** @param list<string> $headers */
+    public function __construct(string $host, int $port, string $key, array $headers = [])
     {
-        [$status, $ws] = WebSocket::open($host, $port, "/app/$key?protocol=7&client=js&version=8.6.0");
+        [$status, $ws] = WebSocket::open($host, $port, "/app/$key?protocol=7&client=js&version=8.6.0", $headers);
         $ws !== null || fail("handshake refused: $status");
         $this->ws = $ws;
         $hello = $this->next();
@@ -234,8 +241,8 @@ final class PusherSocket
     }
 }
 
-[, $base, $key] = $argv + [null, null, null];
-(is_string($base) && is_string($key)) || fail('usage: check.php BASE_URL APP_KEY');
+[, $base, $key, $mode] = $argv + [null, null, null, 'endpoint'];
+(is_string($base) && is_string($key) && in_array($mode, ['php', 'endpoint'], true)) || fail('usage: check.php BASE_URL APP_KEY [php|endpoint]');
 $base = rtrim($base, '/') . '/';
 $host = parse_url($base, PHP_URL_HOST);
 $port = parse_url($base, PHP_URL_PORT) ?? 80;
@@ -247,19 +254,32 @@ $bob->login('bob@example.com');
 $carol = new Browser($base);
 $carol->login('carol@example.com');
 
-$ws = new PusherSocket($host, $port, $key);
+$cookie = fn (Browser $b) => 'Cookie: ' . implode('; ', array_map(fn ($k, $v) => "$k=$v", array_keys($b->cookies), $b->cookies));
+
+/** Subscribes; returns the server's answer (subscription_succeeded or subscription_error). */
+function subscribe(PusherSocket $ws, string $channel, array $auth): array
+{
+    $ws->send(['event' => 'pusher:subscribe', 'data' => ['channel' => $channel] + $auth]);
+    $answer = $ws->next();
+    in_array($answer['event'], ['pusher_internal:subscription_succeeded', 'pusher:subscription_error'], true)
+        || fail("expected the answer to the subscription to $channel, got " . json_encode($answer));
+    return $answer;
+}
+
+// auth = "php": the handshake carries the session cookie, the subscription no
+// signature; ws2fcgi asks ws.php, which runs routes/channels.php.
+$ws = new PusherSocket($host, $port, $key, $mode === 'php' ? [$cookie($alice)] : []);
 echo "connected through nginx, socket id {$ws->socketId}\n";
 
 $channel = 'presence-room.lobby';
 [$status, $body] = $alice->post('broadcasting/auth', ['channel_name' => $channel, 'socket_id' => $ws->socketId]);
 $status === 200 || fail("/broadcasting/auth for $channel: $status $body");
 $signed = json_decode($body, true);
-$ws->send(['event' => 'pusher:subscribe', 'data' => ['channel' => $channel] + $signed]);
-$ok = $ws->next();
+$ok = subscribe($ws, $channel, $mode === 'php' ? ['auth' => '', 'channel_data' => '{"user_id":1}'] : $signed);
 $ok['event'] === 'pusher_internal:subscription_succeeded' || fail('expected subscription_succeeded, got ' . json_encode($ok));
 $presence = json_decode($ok['data'], true)['presence'];
 ($presence['hash']['1']['name'] ?? null) === 'Alice' || fail('alice is not in the member list: ' . $ok['data']);
-echo "subscribed to $channel, members: " . implode(', ', array_column($presence['hash'], 'name')) . "\n";
+echo "subscribed to $channel (" . ($mode === 'php' ? 'authorized by ws.php from her session' : 'signed by /broadcasting/auth') . "), members: " . implode(', ', array_column($presence['hash'], 'name')) . "\n";
 
 $token = 'check ' . bin2hex(random_bytes(4));
 [$status, $body] = $bob->post('rooms/lobby/messages', ['text' => $token]);
@@ -283,10 +303,20 @@ echo "toOthers(): alice's own message was not sent back to her; bob's next one w
 $status === 403 || fail("carol on presence-room.staff: $status, expected 403");
 [$status] = $carol->post('broadcasting/auth', ['channel_name' => 'private-user.1', 'socket_id' => '1.1']);
 $status === 403 || fail("carol on private-user.1: $status, expected 403");
-echo "carol was refused presence-room.staff and private-user.1 (403)\n";
+echo "/broadcasting/auth refused carol presence-room.staff and private-user.1 (403)\n";
+if ($mode === 'php') {
+    $theirs = new PusherSocket($host, $port, $key, [$cookie($carol)]);
+    foreach (['presence-room.staff' => ['auth' => '', 'channel_data' => '{"user_id":3}'], 'private-user.1' => ['auth' => '']] as $name => $auth) {
+        $answer = subscribe($theirs, $name, $auth);
+        ($answer['event'] === 'pusher:subscription_error' && (json_decode($answer['data'], true)['status'] ?? null) === 403)
+            || fail("carol's subscription to $name: " . json_encode($answer));
+    }
+    $answer = subscribe($theirs, 'private-user.3', ['auth' => '']);
+    $answer['event'] === 'pusher_internal:subscription_succeeded' || fail("carol's own private channel: " . json_encode($answer));
+    echo "over her WebSocket, ws.php refused carol presence-room.staff and private-user.1 (403) and gave her private-user.3\n";
+}
 
 // Raw WebSocket routes (Route::websocket), through ws.php and the HTTP kernel.
-$cookie = fn (Browser $b) => 'Cookie: ' . implode('; ', array_map(fn ($k, $v) => "$k=$v", array_keys($b->cookies), $b->cookies));
 [$status, $echo] = WebSocket::open($host, $port, '/ws/echo', ["Origin: http://$host:$port"]);
 $echo !== null || fail("/ws/echo refused: $status");
 $echo->send('ping ' . $token);

@@ -11,7 +11,8 @@
 <main id="chat"
       data-room="{{ $room }}"
       data-me="{{ json_encode($me) }}"
-      data-key="{{ $pusher['key'] }}">
+      data-key="{{ $pusher['key'] }}"
+      data-channel-auth="{{ $pusher['auth'] }}">
     <header>
         <h1>#{{ $room }}</h1>
         <span id="status" data-state="connecting">connecting…</span>

@@ -23,7 +23,7 @@ final class ChatController
             'me' => ['id' => $user->id, 'name' => $user->name],
             'rooms' => $user->rooms,
             'people' => collect(config('chat.users'))->map(fn ($u, $id) => ['id' => $id, 'name' => $u['name']])->values(),
-            'pusher' => ['key' => config('ws2fcgi.pusher.key')],
+            'pusher' => ['key' => config('ws2fcgi.pusher.key'), 'auth' => config('chat.channel_auth') === 'php' ? 'php' : 'endpoint'],
         ]);
     }
 

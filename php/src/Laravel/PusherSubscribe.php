@@ -55,6 +55,15 @@ final class PusherSubscribe
         $answer = $kernel->handle($request);
         if (! $answer->isSuccessful()) {
             $status = $answer->getStatusCode();
+            if ($status === 404 || $status >= 500) {
+                // Not a refusal by a channel callback: say what went wrong.
+                $app['log']->error('ws2fcgi: the subscribe event could not be authorized', [
+                    'channel' => $channel,
+                    'status' => $status,
+                    'auth_path' => $path,
+                    'hint' => $status === 404 ? 'no route answers ws2fcgi.auth_path: call Broadcast::routes()' : null,
+                ]);
+            }
 
             return [$request, self::refusal($status >= 400 ? $status : 403, 'refused by ' . $path . ' (' . $status . ')')];
         }

@@ -35,11 +35,16 @@ class Ws2fcgiBroadcaster extends Broadcaster
 
     private readonly PusherSignature $signature;
 
+    /**
+     * @param  PusherEncryption|null  $encryption  the app's master key, for
+     *                                             `private-encrypted-` channels
+     */
     public function __construct(
         private readonly ClientInterface $client,
         private readonly string $appId,
         string $key,
         string $secret,
+        private readonly ?PusherEncryption $encryption = null,
     ) {
         if ($appId === '') {
             throw new \InvalidArgumentException('ws2fcgi: the Pusher app id must not be empty (ws2fcgi.pusher.app_id)');
@@ -85,7 +90,13 @@ class Ws2fcgiBroadcaster extends Broadcaster
         }
 
         if (Str::startsWith($channel, 'private')) {
-            return $this->answer($request, $this->signature->privateChannel($channel, $socketId));
+            $answer = $this->signature->privateChannel($channel, $socketId);
+            if (PusherEncryption::isEncrypted($channel)) {
+                // pusher-js decrypts with this; ws2fcgi never sees it.
+                $answer['shared_secret'] = $this->encryption()->sharedSecret($channel);
+            }
+
+            return $this->answer($request, $answer);
         }
 
         $user = $this->retrieveUser($request, $this->normalizeChannelName($channel));
@@ -118,14 +129,47 @@ class Ws2fcgiBroadcaster extends Broadcaster
             throw new BroadcastException('ws2fcgi: the payload cannot be JSON-encoded: ' . $e->getMessage(), 0, $e);
         }
 
-        foreach (array_chunk($this->formatChannels($channels), self::CHANNELS_PER_PUBLISH) as $chunk) {
-            try {
-                $this->client->pusherPublish($this->appId, $chunk, (string) $event, $data, $socketId);
-            } catch (Ws2fcgiException $e) {
-                $message = $e->getMessage();
-                throw new BroadcastException(str_starts_with($message, 'ws2fcgi') ? $message : 'ws2fcgi: ' . $message, 0, $e);
-            }
+        $names = $this->formatChannels($channels);
+        $encrypted = array_values(array_filter($names, [PusherEncryption::class, 'isEncrypted']));
+        $plain = array_values(array_diff($names, $encrypted));
+        foreach (array_chunk($plain, self::CHANNELS_PER_PUBLISH) as $chunk) {
+            $this->publish($chunk, (string) $event, $data, $socketId);
         }
+        // Each encrypted channel has its own key, so its own publish.
+        foreach ($encrypted as $channel) {
+            try {
+                $sealed = $this->encryption()->encrypt($channel, $data);
+            } catch (\LogicException $e) {
+                throw new BroadcastException($e->getMessage(), 0, $e);
+            }
+            $this->publish([$channel], (string) $event, $sealed, $socketId);
+        }
+    }
+
+    /**
+     * @param  list<string>  $channels
+     *
+     * @throws BroadcastException
+     */
+    private function publish(array $channels, string $event, string $data, ?string $socketId): void
+    {
+        try {
+            $this->client->pusherPublish($this->appId, $channels, $event, $data, $socketId);
+        } catch (Ws2fcgiException $e) {
+            $message = $e->getMessage();
+            throw new BroadcastException(str_starts_with($message, 'ws2fcgi') ? $message : 'ws2fcgi: ' . $message, 0, $e);
+        }
+    }
+
+    /**
+     * @throws \LogicException when no master key is configured
+     */
+    private function encryption(): PusherEncryption
+    {
+        return $this->encryption ?? throw new \LogicException(
+            'ws2fcgi: private-encrypted- channels need the app\'s encryption master key '
+            . '(config/ws2fcgi.php \'pusher.encryption_master_key_base64\', or \'encryption_master_key_base64\' in the connection)'
+        );
     }
 
     /** The control socket client this broadcaster publishes with. */

@@ -81,6 +81,9 @@ class Ws2fcgiServiceProvider extends ServiceProvider
             $client = new Client($socket, (float) ($this->app['config']['ws2fcgi.timeout'] ?? 5.0));
         }
 
-        return new Ws2fcgiBroadcaster($client, $setting('app_id'), $setting('key'), $setting('secret'));
+        $masterKey = $connection['encryption_master_key_base64'] ?? $pusher['encryption_master_key_base64'] ?? null;
+        $encryption = is_string($masterKey) && $masterKey !== '' ? new PusherEncryption($masterKey) : null;
+
+        return new Ws2fcgiBroadcaster($client, $setting('app_id'), $setting('key'), $setting('secret'), $encryption);
     }
 }

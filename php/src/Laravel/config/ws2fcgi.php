@@ -19,6 +19,9 @@ return [
         'app_id' => env('WS2FCGI_PUSHER_APP_ID', env('PUSHER_APP_ID')),
         'key' => env('WS2FCGI_PUSHER_APP_KEY', env('PUSHER_APP_KEY')),
         'secret' => env('WS2FCGI_PUSHER_APP_SECRET', env('PUSHER_APP_SECRET')),
+        // private-encrypted- channels: 32 bytes, base64 (openssl rand -base64 32).
+        // Only Laravel and the browsers hold it; ws2fcgi relays ciphertext.
+        'encryption_master_key_base64' => env('WS2FCGI_PUSHER_ENCRYPTION_MASTER_KEY_BASE64', env('PUSHER_ENCRYPTION_MASTER_KEY_BASE64')),
     ],
 
     // Raw WebSocket routes (Route::websocket): origins whose pages may open a

@@ -91,10 +91,17 @@ async def events(app, ws_socket, base):
             extra = await recv(a)
             check("a controller's exception closes with 1011", False, f"got a message {extra!r}")
         except websockets.ConnectionClosed as closed:
-            check("a controller's exception closes with 1011 \"internal error\"",
-                  (closed.code, closed.reason) == (1011, "internal error"), f"{closed.code} {closed.reason!r}")
+            check("a controller's exception (Symfony's 500) closes with 1011 \"server error (500)\"",
+                  (closed.code, closed.reason) == (1011, "server error (500)"), f"{closed.code} {closed.reason!r}")
         await b.send("still here?")
         check("the other connection is unaffected", json.loads(await recv(b)).get("echo") == "still here?")
+        await b.send("forbidden")
+        try:
+            extra = await recv(b)
+            check("an AccessDeniedHttpException closes with 1008", False, f"got a message {extra!r}")
+        except websockets.ConnectionClosed as closed:
+            check("an AccessDeniedHttpException (403) closes with 1008 \"refused (403)\"",
+                  (closed.code, closed.reason) == (1008, "refused (403)"), f"{closed.code} {closed.reason!r}")
 
     status, _, _ = http_get(f"{base}/ws", {"Cookie": cookie})
     check("/ws over plain HTTP (not an event) is 400", status == 400, str(status))

@@ -4,8 +4,9 @@ declare(strict_types=1);
 
 namespace Ws2fcgi\Symfony;
 
+use Psr\Log\LoggerInterface;
 use Symfony\Component\EventDispatcher\EventSubscriberInterface;
-use Symfony\Component\HttpKernel\Event\ExceptionEvent;
+use Symfony\Component\HttpKernel\Event\ResponseEvent;
 use Symfony\Component\HttpKernel\Event\ViewEvent;
 use Symfony\Component\HttpKernel\KernelEvents;
 use Ws2fcgi\EventKind;
@@ -16,30 +17,37 @@ use Ws2fcgi\Response;
  *
  * - kernel.view: a controller that returns a Ws2fcgi\Response gets it
  *   turned into Symfony's (ResponseConverter).
- * - kernel.exception: an exception thrown while handling a message event
- *   closes the connection with 1011 "internal error" after Symfony has
- *   logged it. Without this the answer would be Symfony's 500 page, which
- *   ws2fcgi discards with a warning while the client, told nothing, waits.
- *   An exception in an open event stays Symfony's error response: the
- *   handshake is refused with that status. The answers to close events are
- *   discarded anyway.
+ * - kernel.response: a message event answered outside 2xx (an exception
+ *   Symfony turned into its 500 page, an AccessDeniedHttpException's 403, a
+ *   redirect) becomes a 200 that closes the connection: `X-WS-Close: 1011
+ *   server error (<status>)` for a 5xx, `1008 refused (<status>)` otherwise,
+ *   logged as a warning with the connection id. ws2fcgi would discard the
+ *   non-2xx answer with only a log line, and the client, told nothing,
+ *   would wait for a reply. Answers to open events keep their status (a
+ *   refusal of the handshake); those to close events are discarded anyway.
  *
- * Register it as a service tagged `kernel.event_subscriber` (autoconfigure
- * does that).
+ * Register it as a service with autoconfigure (or tag it
+ * `kernel.event_subscriber`); the logger is autowired when there is one.
  */
 final class Ws2fcgiSubscriber implements EventSubscriberInterface
 {
-    /** The close code of a message event whose controller threw. */
+    /** The close code of a message event answered with a 5xx. */
     public const ERROR_CLOSE_CODE = 1011;
+
+    /** The close code of a message event answered with another non-2xx status. */
+    public const REFUSED_CLOSE_CODE = 1008;
+
+    public function __construct(private readonly ?LoggerInterface $logger = null)
+    {
+    }
 
     /** @return array<string, array{0: string, 1: int}> */
     public static function getSubscribedEvents(): array
     {
         return [
             KernelEvents::VIEW => ['onView', 0],
-            // After Symfony's ErrorListener logged the exception (priority 0),
-            // before it renders its error page (-128).
-            KernelEvents::EXCEPTION => ['onException', -64],
+            // Last, so that it sees the status every other listener settled on.
+            KernelEvents::RESPONSE => ['onResponse', -1024],
         ];
     }
 
@@ -51,18 +59,23 @@ final class Ws2fcgiSubscriber implements EventSubscriberInterface
         }
     }
 
-    public function onException(ExceptionEvent $event): void
+    public function onResponse(ResponseEvent $event): void
     {
         $request = $event->getRequest();
-        if (!$request->server->has('WS_EVENT')) {
+        if (!$event->isMainRequest() || $request->server->get('WS_EVENT') !== EventKind::Message->value) {
             return;
         }
-        if ($request->server->get('WS_EVENT') !== EventKind::Message->value) {
+        $status = $event->getResponse()->getStatusCode();
+        if ($status >= 200 && $status < 300) {
             return;
         }
-        $close = Response::accept()->close(self::ERROR_CLOSE_CODE, 'internal error');
-        // A 2xx on purpose: ws2fcgi applies directives of 2xx answers only.
-        $event->allowCustomResponseCode();
+        $close = $status >= 500
+            ? Response::accept()->close(self::ERROR_CLOSE_CODE, "server error ($status)")
+            : Response::accept()->close(self::REFUSED_CLOSE_CODE, "refused ($status)");
+        $this->logger?->warning('ws2fcgi: a message event was answered with {status}; connection {connection} closed', [
+            'status' => $status,
+            'connection' => $request->server->get('WS_CONNECTION_ID'),
+        ]);
         $event->setResponse(ResponseConverter::toSymfony($close));
     }
 }

@@ -7,7 +7,7 @@ namespace Ws2fcgi\Tests\Symfony;
 use PHPUnit\Framework\TestCase;
 use Symfony\Component\HttpFoundation\Request;
 use Symfony\Component\HttpFoundation\Response as HttpResponse;
-use Symfony\Component\HttpKernel\Event\ExceptionEvent;
+use Symfony\Component\HttpKernel\Event\ResponseEvent;
 use Symfony\Component\HttpKernel\Event\ViewEvent;
 use Symfony\Component\HttpKernel\HttpKernelInterface;
 use Ws2fcgi\Response;
@@ -54,24 +54,41 @@ final class ResponseConverterTest extends TestCase
         self::assertSame('r', $event->getResponse()?->headers->get('X-WS-Join'));
     }
 
-    public function testTheSubscriberClosesAMessageWhoseControllerThrew(): void
+    private function answer(Request $request, HttpResponse $response): ?HttpResponse
     {
         $kernel = $this->createMock(HttpKernelInterface::class);
-        $request = new Request([], [], [], [], [], ['WS_EVENT' => 'message', 'WS_CONNECTION_ID' => 'c1']);
-        $event = new ExceptionEvent($kernel, $request, HttpKernelInterface::MAIN_REQUEST, new \RuntimeException('x'));
-        (new Ws2fcgiSubscriber())->onException($event);
-        self::assertSame('1011 internal error', $event->getResponse()?->headers->get('X-WS-Close'));
-        self::assertTrue($event->isAllowingCustomResponseCode(), 'the 200 must not become a 500');
+        $event = new ResponseEvent($kernel, $request, HttpKernelInterface::MAIN_REQUEST, $response);
+        (new Ws2fcgiSubscriber())->onResponse($event);
+        return $event->getResponse();
     }
 
-    public function testTheSubscriberLeavesOtherExceptionsToSymfony(): void
+    private static function message(): Request
     {
-        $kernel = $this->createMock(HttpKernelInterface::class);
-        foreach ([Request::create('/page'), new Request([], [], [], [], [], ['WS_EVENT' => 'open', 'WS_CONNECTION_ID' => 'c1'])] as $request) {
-            $event = new ExceptionEvent($kernel, $request, HttpKernelInterface::MAIN_REQUEST, new \RuntimeException('x'));
-            (new Ws2fcgiSubscriber())->onException($event);
-            self::assertNull($event->getResponse());
-        }
-        self::assertInstanceOf(HttpResponse::class, ResponseConverter::toSymfony(Response::accept()));
+        return new Request([], [], [], [], [], ['WS_EVENT' => 'message', 'WS_CONNECTION_ID' => 'c1']);
+    }
+
+    public function testAMessageAnsweredWithA5xxClosesWith1011(): void
+    {
+        $answer = $this->answer(self::message(), new HttpResponse('<html>error page</html>', 500));
+        self::assertSame(200, $answer?->getStatusCode());
+        self::assertSame('1011 server error (500)', $answer?->headers->get('X-WS-Close'));
+        self::assertSame('', $answer?->getContent());
+    }
+
+    public function testAMessageAnsweredWithA4xxOrARedirectClosesWith1008(): void
+    {
+        self::assertSame('1008 refused (403)', $this->answer(self::message(), new HttpResponse('', 403))?->headers->get('X-WS-Close'));
+        self::assertSame('1008 refused (302)', $this->answer(self::message(), new HttpResponse('', 302))?->headers->get('X-WS-Close'));
+    }
+
+    public function testOtherAnswersAreLeftAlone(): void
+    {
+        $ok = new HttpResponse('reply', 200);
+        self::assertSame($ok, $this->answer(self::message(), $ok));
+        $refusal = new HttpResponse('log in first', 403);
+        $open = new Request([], [], [], [], [], ['WS_EVENT' => 'open', 'WS_CONNECTION_ID' => 'c1']);
+        self::assertSame($refusal, $this->answer($open, $refusal), 'an open keeps its refusal');
+        $page = new HttpResponse('not found', 404);
+        self::assertSame($page, $this->answer(Request::create('/page'), $page), 'ordinary pages are not touched');
     }
 }

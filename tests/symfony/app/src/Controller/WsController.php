@@ -5,6 +5,7 @@ declare(strict_types=1);
 namespace App\Controller;
 
 use Symfony\Component\HttpFoundation\Request;
+use Symfony\Component\HttpKernel\Exception\AccessDeniedHttpException;
 use Ws2fcgi\Event;
 use Ws2fcgi\EventKind;
 use Ws2fcgi\Response;
@@ -17,6 +18,7 @@ use Ws2fcgi\Symfony\Publisher;
  *   open     refused (403) without a logged-in user; accepted with
  *            "hello <user>", joining "news", the user kept as metadata
  *   message  "boom"           the controller throws (the subscriber closes with 1011)
+ *            "forbidden"      AccessDeniedHttpException (the subscriber closes with 1008)
  *            "others:<text>"  published to "news" for everyone but the sender
  *            anything else    {"user":<session user>,"meta":<WS_META_USER>,"echo":<text>}
  */
@@ -42,6 +44,9 @@ final class WsController
     {
         if ($event->body === 'boom') {
             throw new \RuntimeException('the controller failed on purpose');
+        }
+        if ($event->body === 'forbidden') {
+            throw new AccessDeniedHttpException('not for you');
         }
         if (\str_starts_with($event->body, 'others:')) {
             $text = \substr($event->body, \strlen('others:'));

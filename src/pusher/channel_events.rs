@@ -278,3 +278,42 @@ async fn send(ctx: Arc<Context>, job: Job) -> String {
     }
     app.id.clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(apps: &str) -> ChannelEvents {
+        let config = crate::Config::from_toml(apps).unwrap();
+        ChannelEvents::new(Arc::new(Apps::new(&config.pusher)), Family::default())
+    }
+
+    fn counted(events: &ChannelEvents, outcome: &'static str) -> u64 {
+        events
+            .outcomes
+            .get_or_create(&OutcomeLabel { outcome })
+            .get()
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_what_it_drops_is_counted() {
+        let events = events(
+            "[[pusher.app]]\nid = \"1\"\nkey = \"k1\"\nsecret = \"s\"\nscript = \"/srv/p.php\"\n\
+             [[pusher.app]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s\"\n",
+        );
+        for _ in 0..MAX_QUEUED + 3 {
+            events.report("1", "presence-a", Change::Occupied);
+        }
+        assert_eq!(events.pending(), MAX_QUEUED);
+        assert_eq!(counted(&events, "dropped"), 3);
+        // An app without a script, or an unknown one, queues nothing.
+        events.report("2", "presence-a", Change::Vacated);
+        events.report("3", "presence-a", Change::Vacated);
+        assert_eq!(events.pending(), MAX_QUEUED);
+        assert_eq!(counted(&events, "dropped"), 3);
+        // What is left when the drain ends is counted as not delivered.
+        assert_eq!(events.abandon(), MAX_QUEUED);
+        assert_eq!(counted(&events, "not_delivered"), MAX_QUEUED as u64);
+        assert_eq!(events.pending(), 0);
+    }
+}

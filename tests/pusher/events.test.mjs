@@ -244,6 +244,42 @@ test('channel events (webhooks) reach PHP once per change, in order; close event
   assert.deepEqual([rawClose.code, rawClose.reason], ['4321', 'gone fishing']);
 });
 
+test('shutdown: PHP gets the close events (1001) and the channels\' changes before the daemon exits', async () => {
+  const own = path.join(dir, 'shutdown.log');
+  const ownScript = path.join(dir, 'shutdown.php');
+  writeFileSync(ownScript, `<?php\nconst EVENTS_LOG = ${JSON.stringify(own)};\nrequire ${JSON.stringify(path.join(here, 'events.php'))};\n`);
+  writeFileSync(own, '');
+  const stopping = await Daemon.start({ app: [`script = ${JSON.stringify(ownScript)}`, 'auth = "php"'] });
+  const read = () =>
+    readFileSync(own, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line));
+  try {
+    const raw = await RawClient.open(stopping.port, undefined, { headers: { Cookie: 'user=zed' } });
+    const socketId = await raw.socketId();
+    raw.send({ event: 'pusher:subscribe', data: { channel: 'presence-bye' } });
+    await raw.next('pusher_internal:subscription_succeeded');
+    await until('member_added', () => read().find((e) => e.event === 'member_added'));
+    await stopping.stop();
+    assert.equal((await raw.closed).code, 1001);
+    const seen = read();
+    const close = seen.find((e) => e.event === 'close' && e.socket === socketId);
+    assert.deepEqual([close?.code, close?.reason], ['1001', 'server shutdown']);
+    assert.deepEqual(
+      seen.filter((e) => e.channel === 'presence-bye' && e.event !== 'subscribe').map((e) => [e.event, e.user]),
+      [
+        ['channel_occupied', null],
+        ['member_added', 'zed'],
+        ['member_removed', 'zed'],
+        ['channel_vacated', null],
+      ],
+    );
+  } finally {
+    await stopping.stop();
+  }
+});
+
 test('php-fpm down: the open is refused with pusher:error 4200 and pusher-js reconnects', async () => {
   const down = await Daemon.start({
     app: [`script = ${JSON.stringify(script)}`],

@@ -13,7 +13,8 @@ use Ws2fcgi\ClientInterface;
 /**
  * ws2fcgi in a Laravel app, found through composer.json's `extra.laravel`.
  *
- * - merges and publishes `config/ws2fcgi.php` (`vendor:publish --tag=ws2fcgi-config`);
+ * - merges and publishes `config/ws2fcgi.php` (`vendor:publish --tag=ws2fcgi-config`)
+ *   and the `ws.php` front controller (`--tag=ws2fcgi-front-controller`);
  * - binds the control socket client, `Ws2fcgi\ClientInterface` (and `Client`),
  *   one per app, its connection persistent per PHP-FPM worker;
  * - registers the `ws2fcgi` broadcast driver (`Broadcast::extend`);
@@ -41,6 +42,8 @@ class Ws2fcgiServiceProvider extends ServiceProvider
     {
         if ($this->app->runningInConsole()) {
             $this->publishes([self::CONFIG => $this->app->configPath('ws2fcgi.php')], 'ws2fcgi-config');
+            // The front controller of WebSocket events, beside artisan (not in public/).
+            $this->publishes([__DIR__ . '/stubs/ws.php' => $this->app->basePath('ws.php')], 'ws2fcgi-front-controller');
         }
 
         $this->callAfterResolving(BroadcastManager::class, function (BroadcastManager $manager) {

@@ -34,6 +34,8 @@ $line = [
     'uri' => $server['REQUEST_URI'] ?? null,
     'remote' => $server['REMOTE_ADDR'] ?? null,
     'method' => $server['REQUEST_METHOD'] ?? null,
+    'control' => $server['WS_CONTROL_SOCKET'] ?? null,
+    'script' => $server['SCRIPT_FILENAME'] ?? null,
     'body' => (string) file_get_contents('php://input'),
 ];
 file_put_contents(EVENTS_LOG, json_encode($line) . "\n", FILE_APPEND | LOCK_EX);

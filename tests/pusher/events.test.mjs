@@ -96,6 +96,8 @@ test('open: PHP sees the handshake (cookie, URI, address) and the socket id; its
   assert.equal(open.remote, '127.0.0.1');
   assert.match(open.uri, new RegExp(`^/app/${APP.key}\\?protocol=7&`));
   assert.match(open.conn, /^[0-9a-f]{40}$/);
+  assert.equal(open.control, daemon.control, 'WS_CONTROL_SOCKET, to publish from PHP');
+  assert.equal(open.script, script);
 
   // Refused from the session: pusher-js is told 4009 and does not reconnect.
   const mallory = client('user=mallory; deny=1', 'mallory');
@@ -228,6 +230,8 @@ test('channel events (webhooks) reach PHP once per change, in order; close event
   ];
   await until('every change', () => changes().length >= expected.length);
   assert.deepEqual(changes(), expected);
+  const vacated = events().find((e) => e.event === 'channel_vacated' && e.channel === channel);
+  assert.deepEqual([vacated.control, vacated.script, vacated.conn, vacated.cookie], [daemon.control, script, null, null]);
 
   const close = events().find((e) => e.event === 'close' && e.socket === a1Id);
   assert.equal(close.code, '1000', 'pusher-js closes with 1000');

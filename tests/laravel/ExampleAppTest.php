@@ -230,6 +230,21 @@ final class ExampleAppTest extends TestCase
         self::assertSame(200, $this->event('GET', '/ws/echo', ['WS_EVENT' => 'open', 'HTTP_ORIGIN' => 'http://localhost'])->getStatusCode());
     }
 
+    public function testNoDaemonFailsTheBroadcastNotThePage(): void
+    {
+        $this->login('alice@example.com');
+        $page = $this->page('GET', '/rooms/lobby');
+        self::assertSame(200, $page->getStatusCode());
+        preg_match('/name="csrf-token" content="([^"]+)"/', (string) $page->getContent(), $m);
+
+        $answer = $this->page('POST', '/rooms/lobby/messages', ['_token' => $m[1], 'text' => 'hello']);
+
+        self::assertSame(500, $answer->getStatusCode());
+        $log = (string) file_get_contents(self::$run . '/storage/logs/laravel.log');
+        self::assertStringContainsString('BroadcastException', $log);
+        self::assertStringContainsString('no-daemon.sock', $log);
+    }
+
     public function testARequestWithoutAnEventGets404(): void
     {
         $app = $this->app();

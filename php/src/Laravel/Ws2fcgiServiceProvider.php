@@ -25,15 +25,17 @@ class Ws2fcgiServiceProvider extends ServiceProvider
 {
     public const CONFIG = __DIR__ . '/config/ws2fcgi.php';
 
+    /** The control socket when nothing names one: the Debian package's. */
+    public const DEFAULT_CONTROL_SOCKET = '/run/ws2fcgi/control.sock';
+
     public function register()
     {
         $this->mergeConfigFrom(self::CONFIG, 'ws2fcgi');
 
         $this->app->singleton(ClientInterface::class, function ($app) {
             $config = $app['config']['ws2fcgi'];
-            $socket = $config['control_socket'] ?? null;
 
-            return new Client(is_string($socket) && $socket !== '' ? $socket : null, (float) ($config['timeout'] ?? 5.0));
+            return new Client(self::controlSocket($config['control_socket'] ?? null), (float) ($config['timeout'] ?? 5.0));
         });
         $this->app->alias(ClientInterface::class, Client::class);
     }
@@ -55,6 +57,23 @@ class Ws2fcgiServiceProvider extends ServiceProvider
             return $this->match(['GET', 'POST'], $uri, WebSocketController::class)
                 ->defaults(WebSocketController::HANDLER, $handler);
         });
+    }
+
+    /**
+     * The configured socket, else `WS_CONTROL_SOCKET` (the request's: ws2fcgi
+     * sets it on every event; then the environment's), else the Debian
+     * package's path. Never throws: a wrong path fails at the first publish,
+     * with the reason, not while the app boots.
+     */
+    private static function controlSocket(mixed $configured): string
+    {
+        foreach ([$configured, $_SERVER['WS_CONTROL_SOCKET'] ?? null, getenv('WS_CONTROL_SOCKET')] as $candidate) {
+            if (is_string($candidate) && $candidate !== '') {
+                return $candidate;
+            }
+        }
+
+        return self::DEFAULT_CONTROL_SOCKET;
     }
 
     /**

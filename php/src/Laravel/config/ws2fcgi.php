@@ -5,10 +5,11 @@
 
 return [
 
-    // The daemon's control socket (`control.socket` in ws2fcgi.toml). Under
-    // ws2fcgi every event carries it as WS_CONTROL_SOCKET; ordinary web
-    // requests, queue workers and artisan need it here.
-    'control_socket' => env('WS2FCGI_CONTROL_SOCKET', '/run/ws2fcgi/control.sock'),
+    // The daemon's control socket (`control.socket` in ws2fcgi.toml). When
+    // null: WS_CONTROL_SOCKET from the request (ws2fcgi sets it on every
+    // event; a web server may pass it too) or the environment, else
+    // /run/ws2fcgi/control.sock (the Debian package's).
+    'control_socket' => env('WS2FCGI_CONTROL_SOCKET'),
 
     // Seconds to connect, and to write a request and read its reply.
     'timeout' => (float) env('WS2FCGI_TIMEOUT', 5.0),

@@ -38,6 +38,8 @@ pub struct Context {
     pub books: drain::Books,
     /// When the shutdown drain began and ends (the pool has a copy).
     pub drain: drain::Clock,
+    /// Open events waiting for a PHP-FPM slot or running (`fpm.open_queue`).
+    pub admission: crate::admission::Admission,
     /// Cancelled once a new process took over the listening sockets
     /// (SIGUSR2, `handover.rs`): the control, admin and API endpoints stop
     /// accepting, and the drain that follows closes clients with 1012.
@@ -115,6 +117,7 @@ impl Context {
             config: ArcSwap::from_pointee(config),
             started: std::time::Instant::now(),
             handover: tokio_util::sync::CancellationToken::new(),
+            admission: Default::default(),
         }
     }
 

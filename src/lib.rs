@@ -19,6 +19,7 @@
 
 pub mod activation;
 pub mod admin;
+pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod config;

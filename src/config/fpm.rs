@@ -26,6 +26,12 @@ pub struct FpmConfig {
     /// How long an event may wait for a free FastCGI connection.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// Open events (handshakes) waiting for a free FastCGI connection or
+    /// running, at most; past it, or when the estimated wait passes
+    /// `queue_timeout`, a handshake is turned away at once with a
+    /// Retry-After (`admission.rs`). 0: no count bound.
+    #[serde(default = "default_open_queue")]
+    pub open_queue: usize,
     /// How long PHP may take to answer one event.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -109,6 +115,7 @@ impl Default for FpmConfig {
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
             queue_timeout: default_queue_timeout(),
+            open_queue: default_open_queue(),
             request_timeout: default_request_timeout(),
             idle_timeout: default_fpm_idle_timeout(),
             max_response_header_bytes: default_max_response_header_bytes(),
@@ -127,6 +134,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_open_queue() -> usize {
+    16_384
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)

@@ -83,6 +83,41 @@ struct Inner {
     fresh_waiting: AtomicUsize,
     /// The shutdown drain: its deadline bounds every wait and request.
     drain: drain::Clock,
+    /// Mean time an event holds a slot, in µs (a moving average; 0: none
+    /// yet), for the admission queue's estimate (`admission.rs`).
+    mean_event_us: std::sync::atomic::AtomicU64,
+}
+
+/// Folds the time a slot was held into [`Inner::mean_event_us`] when dropped:
+/// a moving average with weight 1/8 for the newest event.
+struct EventTiming<'a> {
+    mean_us: &'a std::sync::atomic::AtomicU64,
+    started: Instant,
+}
+
+impl<'a> EventTiming<'a> {
+    fn start(mean_us: &'a std::sync::atomic::AtomicU64) -> Self {
+        Self {
+            mean_us,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for EventTiming<'_> {
+    fn drop(&mut self) {
+        let sample = u64::try_from(self.started.elapsed().as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let old = self.mean_us.load(Ordering::Relaxed);
+        // Racy on purpose: a lost update only delays the average a little.
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.mean_us.store(new.max(1), Ordering::Relaxed);
+    }
 }
 
 /// A fresh connection with no byte back after this long is taken to be
@@ -179,6 +214,7 @@ impl FpmPool {
                 permits: Semaphore::new(config.pool_size),
                 idle: Mutex::new(Vec::with_capacity(config.pool_size)),
                 fresh_waiting: AtomicUsize::new(0),
+                mean_event_us: Default::default(),
                 drain,
             }),
         }
@@ -194,10 +230,19 @@ impl FpmPool {
         &self.inner.addr
     }
 
+    /// The mean time an event holds a slot, once any has run.
+    pub fn mean_event(&self) -> Option<Duration> {
+        match self.inner.mean_event_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+
     /// Runs one request: `params` are encoded name-value pairs (in pieces), `stdin` the body.
     pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
         let config = self.inner.config.load();
         let _permit = self.acquire(config.queue_timeout).await?;
+        let _timing = EventTiming::start(&self.inner.mean_event_us);
         if self.inner.drain.is_over() {
             return Err(FpmError::DrainEnded);
         }

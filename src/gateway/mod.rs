@@ -421,6 +421,35 @@ async fn handshake(
         ));
     }
 
+    // The admission queue (admission.rs): a place while the open event waits
+    // for a slot and runs, or at once the time the queue needs.
+    let bounds = crate::admission::Bounds {
+        open_queue: config.fpm.open_queue,
+        pool_size: config.fpm.pool_size,
+        queue_timeout: config.fpm.queue_timeout,
+        mean_event: ctx.fpm.mean_event(),
+    };
+    let ticket = match ctx.admission.enter(&bounds) {
+        Ok(ticket) => ticket,
+        Err(full) => {
+            ctx.metrics.refused("open_queue");
+            tracing::debug!(
+                remote = %client.remote_ip,
+                retry_after = full.retry_after_secs,
+                queued = ctx.admission.queued(),
+                "handshake turned away: the admission queue is full"
+            );
+            return Ok(queue_full(
+                on_upgrade,
+                &parts.headers,
+                &accept_key,
+                offers_v1,
+                full,
+                slot,
+                &tracker,
+            ));
+        }
+    };
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
     let id = ctx.public_id(&handle.id);
     // Debug-level: a live span costs every idle connection ~230 bytes in the
@@ -461,6 +490,8 @@ async fn handshake(
             return Ok(upstream_failure(&e));
         }
     };
+    // PHP answered: the place in the admission queue is free.
+    drop(ticket);
 
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -592,6 +623,40 @@ fn rejection(answer: &PhpResponse) -> HttpResponse {
         }
     }
     response
+}
+
+/// The answer to a handshake the admission queue has no room for: a client
+/// that speaks ws2fcgi.v1 gets a 101 closed at once with 1013 and the delay
+/// in the reason (a browser cannot read a refused handshake's status or
+/// headers); any other `503` with `Retry-After`.
+fn queue_full(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    headers: &hyper::HeaderMap,
+    accept_key: &str,
+    offers_v1: bool,
+    full: crate::admission::Full,
+    slot: Slot,
+    tracker: &TaskTracker,
+) -> HttpResponse {
+    let secs = full.retry_after_secs;
+    if offers_v1 {
+        return turn_away::close_upgrade_at_once(
+            on_upgrade,
+            headers,
+            accept_key,
+            crate::admission::CLOSE_TRY_AGAIN,
+            crate::admission::reason(secs),
+            slot,
+            tracker,
+        );
+    }
+    let mut r = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ws2fcgi: busy, try again\n",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
 
 /// The client's answer when PHP could not be asked.

@@ -7,7 +7,8 @@
 //! ```text
 //! client ──GET Upgrade──▶ gateway
 //!        ◀── 101 Switching Protocols
-//!        ◀── close 1012 "service restart"    (after a SIGUSR2 handover)
+//!        ◀── close 1012 "service restart"       (after a SIGUSR2 handover)
+//!        ◀── close 1013 "busy; retry after N"   (the admission queue is full)
 //! ```
 //!
 //! The socket keeps its slot until the client answers the close, or
@@ -20,6 +21,7 @@ use futures_util::StreamExt as _;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -45,6 +47,27 @@ pub(super) fn close_at_once(
     tracker: &TaskTracker,
 ) -> Response<Full<Bytes>> {
     let on_upgrade = hyper::upgrade::on(&mut *req);
+    close_upgrade_at_once(
+        on_upgrade,
+        req.headers(),
+        accept_key,
+        code,
+        reason,
+        slot,
+        tracker,
+    )
+}
+
+/// [`close_at_once`] for a request already taken apart: its upgrade and headers.
+pub(super) fn close_upgrade_at_once(
+    on_upgrade: OnUpgrade,
+    request_headers: &hyper::HeaderMap,
+    accept_key: &str,
+    code: u16,
+    reason: String,
+    slot: Slot,
+    tracker: &TaskTracker,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -55,7 +78,7 @@ pub(super) fn close_at_once(
     }
     // A client that offered subprotocols may fail a 101 that selects none
     // (the `ws` package does): ws2fcgi.v1 when offered, else the first.
-    if let Some(chosen) = subprotocol(req.headers())
+    if let Some(chosen) = subprotocol(request_headers)
         && let Ok(value) = HeaderValue::from_str(&chosen)
     {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);

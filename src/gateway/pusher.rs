@@ -168,7 +168,17 @@ pub(super) async fn handshake(
                 .instrument(span.clone())
                 .await;
             match open_outcome(&ctx, &handle, &conn_id, open) {
-                Ok(()) => Some(connection::PhpConn::new(env, ctx.books.owe())),
+                Ok(answer) => {
+                    // As in the raw contract: PHP's cookies go out on the 101.
+                    for (name, value) in &answer.headers {
+                        if name == "set-cookie"
+                            && let Ok(value) = HeaderValue::from_bytes(value)
+                        {
+                            response.headers_mut().append(header::SET_COOKIE, value);
+                        }
+                    }
+                    Some(connection::PhpConn::new(env, ctx.books.owe()))
+                }
                 Err((code, message)) => {
                     ctx.hub.unregister(&handle.id);
                     refuse_after_upgrade(&ctx, &tracker, slot, on_upgrade, code, message);
@@ -214,7 +224,7 @@ fn open_outcome(
     handle: &ConnHandle,
     conn_id: &str,
     open: Result<PhpResponse, EventError>,
-) -> Result<(), (u16, String)> {
+) -> Result<PhpResponse, (u16, String)> {
     match open {
         Ok(answer) if answer.is_success() => {
             let meta = &answer.directives.meta;
@@ -223,7 +233,7 @@ fn open_outcome(
             {
                 tracing::warn!(conn = %conn_id, %problem, "metadata directive refused");
             }
-            Ok(())
+            Ok(answer)
         }
         Ok(answer) => {
             ctx.metrics.refused("php");

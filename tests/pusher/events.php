@@ -48,6 +48,7 @@ switch ($event) {
             exit;
         }
         header('X-WS-Meta-User: ' . $user);
+        header('Set-Cookie: seen=1; Path=/');
         break;
     case 'subscribe':
         $channel = (string) $server['WS_PUSHER_CHANNEL'];

@@ -107,7 +107,13 @@ test('open: PHP sees the handshake (cookie, URI, address) and the socket id; its
   const before = events().filter((e) => e.cookie === 'user=mallory; deny=1').length;
   assert.equal(before, 1, 'one open event, no retry, no close event');
 
-  // The same, byte for byte, with a raw client.
+  // The open answer's Set-Cookie goes out on the 101, as in the raw contract.
+  const accepted = await RawClient.open(daemon.port, undefined, { headers: { Cookie: 'user=eve' } });
+  await accepted.socketId();
+  assert.deepEqual(accepted.upgrade.headers['set-cookie'], ['seen=1; Path=/']);
+  await accepted.close();
+
+  // The refusal, byte for byte, with a raw client.
   const raw = await RawClient.open(daemon.port, undefined, { headers: { Cookie: 'deny=1' } });
   const frame = await raw.next('pusher:error');
   assert.equal(frame.data.code, 4009);

@@ -133,6 +133,7 @@ export class RawClient {
       client.frames.push(frame);
     });
     client.ws.on('error', () => {});
+    client.ws.once('upgrade', (response) => (client.upgrade = response));
     await new Promise((resolve, reject) => {
       client.ws.once('open', resolve);
       client.ws.once('error', reject);

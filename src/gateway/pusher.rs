@@ -11,6 +11,7 @@
 //! protocol missing / not a number  pusher:error 4008 / 4006, close (no reconnect)
 //! protocol other than 7            pusher:error 4007, close 4007   (no reconnect)
 //! max_connections_per_ip reached   pusher:error 4100, close 4100   (reconnect after a back-off)
+//! the open events' queue is full   pusher:error 4100, close 4100   (reconnect after a back-off)
 //! PHP refused the open (non-2xx)   pusher:error 4009, close 4009   (no reconnect)
 //! PHP could not answer the open    pusher:error 4200, close 4200   (reconnect at once)
 //! accepted                         pusher:connection_established {socket_id, activity_timeout}
@@ -164,9 +165,36 @@ pub(super) async fn handshake(
                 &ctx.envs,
             );
             let env = pusher::php::connection_env(env, &app.id, &socket_id);
+            // The admission queue of open events (admission.rs), as on the
+            // raw path; turned away: Pusher's "over capacity", which
+            // pusher-js answers by reconnecting after a back-off.
+            let bounds = crate::admission::Bounds {
+                open_queue: config.fpm.open_queue,
+                pool_size: config.fpm.pool_size,
+                queue_timeout: config.fpm.queue_timeout,
+                mean_event: ctx.fpm.mean_event(),
+            };
+            let ticket = match ctx.admission.enter(&bounds) {
+                Ok(ticket) => ticket,
+                Err(full) => {
+                    ctx.metrics.refused("open_queue");
+                    ctx.hub.unregister(&handle.id);
+                    let message = format!("Over capacity; retry after {}s", full.retry_after_secs);
+                    refuse_after_upgrade(
+                        &ctx,
+                        &tracker,
+                        slot,
+                        on_upgrade,
+                        codes::OVER_CAPACITY,
+                        message,
+                    );
+                    return response;
+                }
+            };
             let open = pusher::php::ask(&ctx, &handle, &env, ConnEvent::Open, None)
                 .instrument(span.clone())
                 .await;
+            drop(ticket);
             match open_outcome(&ctx, &handle, &conn_id, open) {
                 Ok(answer) => {
                     // As in the raw contract: PHP's cookies go out on the 101.

@@ -5,7 +5,8 @@
 // file that defines EVENTS_LOG, where every event is appended as one JSON
 // line, so the test sees what PHP saw and in which order.
 //
-// The "session" is the handshake's cookie `user=<id>`; `deny=1` refuses.
+// The "session" is the handshake's cookie `user=<id>`; `deny=1` refuses;
+// `hold=<path>` holds the open until that file exists.
 //
 //   open          403 when the cookie has deny=1; else 2xx, X-WS-Meta-User
 //   subscribe     private-deny-*: 403; presence-badjson-*: 200 "not json";
@@ -43,6 +44,10 @@ file_put_contents(EVENTS_LOG, json_encode($line) . "\n", FILE_APPEND | LOCK_EX);
 $user = (string) ($cookies['user'] ?? '');
 switch ($event) {
     case 'open':
+        // hold=<path>: the open waits (at most 20 s) until that file exists.
+        for ($i = 0; isset($cookies['hold']) && $i < 2000 && !file_exists((string) $cookies['hold']); $i++) {
+            usleep(10000);
+        }
         if (($cookies['deny'] ?? '') === '1') {
             http_response_code(403);
             exit;

@@ -290,6 +290,34 @@ test('shutdown: PHP gets the close events (1001) and the channels\' changes befo
   }
 });
 
+test('a full admission queue of open events turns a Pusher client away with 4100', async () => {
+  const own = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-pusher-queue-'));
+  const flag = path.join(own, 'go');
+  const queued = await Daemon.start({
+    dir: own,
+    app: [`script = ${JSON.stringify(script)}`],
+    fpm: ['address = "managed"', 'pool_size = 4', 'open_queue = 1', '[fpm.managed]', `run_dir = ${JSON.stringify(path.join(own, 'fpm'))}`],
+  });
+  try {
+    // The first open waits in PHP until the flag exists: it holds the queue's one place.
+    const held = RawClient.open(queued.port, undefined, { headers: { Cookie: `hold=${flag}` } });
+    await until('the held open in PHP', () => events().find((e) => e.event === 'open' && e.cookie === `hold=${flag}`));
+    const turned = await RawClient.open(queued.port);
+    const frame = await turned.next('pusher:error');
+    assert.equal(frame.data.code, 4100);
+    assert.match(frame.data.message, /^Over capacity; retry after \d+s$/);
+    assert.equal((await turned.closed).code, 4100);
+    writeFileSync(flag, '');
+    const first = await held;
+    await first.socketId();
+    await first.close();
+  } finally {
+    writeFileSync(flag, '');
+    await queued.stop();
+    rmSync(own, { recursive: true, force: true });
+  }
+});
+
 test('php-fpm down: the open is refused with pusher:error 4200 and pusher-js reconnects', async () => {
   const down = await Daemon.start({
     app: [`script = ${JSON.stringify(script)}`],

@@ -23,11 +23,13 @@ export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
 /**
  * The daemon of tests/js/support.mjs with one Pusher app (`APP`) and
  * `app.php` for the raw contract; `app` are more lines of the app's table
- * (`script`, `auth`), `fpm` the lines of [fpm] (null: managed).
+ * (`script`, `auth`), `fpm` the lines of [fpm] (null: managed), `dir` its
+ * directory (default: a new temporary one).
  */
 export class Daemon extends BaseDaemon {
-  static start({ pusher = [], websocket = [], app = [], fpm = null } = {}) {
+  static start({ pusher = [], websocket = [], app = [], fpm = null, dir } = {}) {
     return super.start({
+      dir,
       history: null,
       script: path.join(here, 'app.php'),
       websocket,

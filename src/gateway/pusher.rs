@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use super::{HttpResponse, check_upgrade, plain};
 use crate::context::Context;
-use crate::event::{EnvSource, connection_env};
+use crate::event::{ConnEnv, EnvSource, connection_env};
 use crate::host;
 use crate::hub::ConnHandle;
 use crate::limits::Slot;
@@ -165,45 +165,13 @@ pub(super) async fn handshake(
                 &ctx.envs,
             );
             let env = pusher::php::connection_env(env, &app.id, &socket_id);
-            // The admission queue of open events (admission.rs), as on the
-            // raw path; turned away: Pusher's "over capacity", which
-            // pusher-js answers by reconnecting after a back-off.
-            let bounds = crate::admission::Bounds {
-                open_queue: config.fpm.open_queue,
-                pool_size: config.fpm.pool_size,
-                queue_timeout: config.fpm.queue_timeout,
-                mean_event: ctx.fpm.mean_event(),
-            };
-            let ticket = match ctx.admission.enter(&bounds) {
-                Ok(ticket) => ticket,
-                Err(full) => {
-                    ctx.metrics.refused("open_queue");
-                    ctx.hub.unregister(&handle.id);
-                    let message = format!("Over capacity; retry after {}s", full.retry_after_secs);
-                    refuse_after_upgrade(
-                        &ctx,
-                        &tracker,
-                        slot,
-                        on_upgrade,
-                        codes::OVER_CAPACITY,
-                        message,
-                    );
-                    return response;
-                }
-            };
-            let open = pusher::php::ask(&ctx, &handle, &env, ConnEvent::Open, None)
+            let open = open_in_php(&ctx, &handle, &conn_id, &env)
                 .instrument(span.clone())
                 .await;
-            drop(ticket);
-            match open_outcome(&ctx, &handle, &conn_id, open) {
-                Ok(answer) => {
-                    // As in the raw contract: PHP's cookies go out on the 101.
-                    for (name, value) in &answer.headers {
-                        if name == "set-cookie"
-                            && let Ok(value) = HeaderValue::from_bytes(value)
-                        {
-                            response.headers_mut().append(header::SET_COOKIE, value);
-                        }
+            match open {
+                Ok(cookies) => {
+                    for cookie in cookies {
+                        response.headers_mut().append(header::SET_COOKIE, cookie);
                     }
                     Some(connection::PhpConn::new(env, ctx.books.owe()))
                 }
@@ -242,6 +210,43 @@ pub(super) async fn handshake(
     .instrument(span);
     tracker.spawn(task);
     response
+}
+
+/// Sends the open event to the app's script, through the admission queue
+/// of open events (`admission.rs`, as on the raw path). `Ok`: PHP accepted;
+/// its metadata is set, and its `Set-Cookie` values are returned for the
+/// 101. `Err`: the code and message of the refusal.
+async fn open_in_php(
+    ctx: &Context,
+    handle: &ConnHandle,
+    conn_id: &str,
+    env: &ConnEnv,
+) -> Result<Vec<HeaderValue>, (u16, String)> {
+    let config = ctx.config();
+    let bounds = crate::admission::Bounds {
+        open_queue: config.fpm.open_queue,
+        pool_size: config.fpm.pool_size,
+        queue_timeout: config.fpm.queue_timeout,
+        mean_event: ctx.fpm.mean_event(),
+    };
+    // Turned away: Pusher's "over capacity", which pusher-js answers by
+    // reconnecting after a back-off.
+    let ticket = ctx.admission.enter(&bounds).map_err(|full| {
+        ctx.metrics.refused("open_queue");
+        let message = format!("Over capacity; retry after {}s", full.retry_after_secs);
+        (codes::OVER_CAPACITY, message)
+    })?;
+    let open = pusher::php::ask(ctx, handle, env, ConnEvent::Open, None).await;
+    drop(ticket);
+    let answer = open_outcome(ctx, handle, conn_id, open)?;
+    // As in the raw contract: PHP's cookies go out on the 101.
+    let cookies = answer
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "set-cookie")
+        .filter_map(|(_, value)| HeaderValue::from_bytes(value).ok())
+        .collect();
+    Ok(cookies)
 }
 
 /// What PHP's answer to the open event makes of the connection: `Ok` to

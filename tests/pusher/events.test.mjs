@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
+import Echo from 'laravel-echo';
 import Pusher from 'pusher-js';
 import { APP, Daemon, RawClient, connected, subscribed, until } from './support.mjs';
 
@@ -36,6 +37,7 @@ Pusher.Runtime.createWebSocket = function (url) {
 
 let daemon;
 const clients = [];
+const echoes = [];
 
 before(async () => {
   daemon = await Daemon.start({ app: [`script = ${JSON.stringify(script)}`, 'auth = "php"'] });
@@ -43,6 +45,7 @@ before(async () => {
 
 after(async () => {
   for (const c of clients) c.disconnect();
+  for (const e of echoes) e.disconnect();
   Pusher.Runtime.createWebSocket = original;
   await daemon?.stop();
   rmSync(dir, { recursive: true, force: true });
@@ -203,6 +206,58 @@ test('client events: PHP lets them through or refuses them (pusher:error to the 
       ['private-chat', 'client-typing', '{"n":2}', null],
     ],
   );
+});
+
+test('Laravel Echo with auth = "php": presence and private channels authorized by PHP, whispers through client_event', async () => {
+  /** Echo as docs/pusher.md configures it for auth = "php", connected with `cookie`. */
+  const echo = async (cookie, userId) => {
+    jar = cookie;
+    const e = new Echo({
+      broadcaster: 'pusher',
+      Pusher,
+      key: APP.key,
+      wsHost: '127.0.0.1',
+      wsPort: daemon.port,
+      forceTLS: false,
+      enabledTransports: ['ws'],
+      cluster: '',
+      disableStats: true,
+      channelAuthorization: {
+        customHandler: ({ channelName }, callback) =>
+          callback(null, channelName.startsWith('presence-') ? { auth: '', channel_data: JSON.stringify({ user_id: userId }) } : { auth: '' }),
+      },
+    });
+    echoes.push(e);
+    await until('Echo connected', () => e.connector.pusher.connection.state === 'connected');
+    return e;
+  };
+  const ann = await echo('user=ann', 'ann');
+  const here = [];
+  const joining = [];
+  const whispers = [];
+  ann
+    .join('room.1')
+    .here((users) => here.push(users))
+    .joining((user) => joining.push(user))
+    .listenForWhisper('typing', (w) => whispers.push(w));
+  await until('here', () => here.length === 1);
+  assert.deepEqual(here[0], [{ name: 'User ann' }]);
+
+  const ben = await echo('user=ben', 'ben');
+  const benHere = [];
+  const room = ben.join('room.1').here((users) => benHere.push(users));
+  await until('ben here', () => benHere.length === 1);
+  assert.deepEqual(benHere[0].map((u) => u.name).sort(), ['User ann', 'User ben']);
+  await until('joining', () => joining.length === 1);
+  assert.deepEqual(joining, [{ name: 'User ben' }]);
+  room.whisper('typing', { who: 'ben' });
+  await until('the whisper', () => whispers.length === 1);
+  assert.deepEqual(whispers, [{ who: 'ben' }]);
+
+  const errors = [];
+  ann.private('deny-x').error((status) => errors.push(status));
+  await until('the refusal', () => errors.length === 1);
+  assert.equal(errors[0].status, 403);
 });
 
 test('channel events (webhooks) reach PHP once per change, in order; close events carry their code', async () => {

@@ -94,12 +94,16 @@ impl Context {
             apps.clone(),
             metrics.pusher_channel_events.clone(),
         ));
+        let pusher = crate::pusher::State::with_changes(pusher_events.clone());
+        if let Some(cluster) = &cluster {
+            pusher.join_cluster(cluster.pusher_ops());
+        }
         Self {
             slots,
             inbound: crate::inbound::Budget::new(config.limits.inbound_bytes, &metrics),
             envs: Default::default(),
             origins: ArcSwap::from_pointee(origin_policy(&config)),
-            pusher: crate::pusher::State::with_changes(pusher_events.clone()),
+            pusher,
             pusher_events,
             pusher_apps: ArcSwap::new(apps),
             tls: load_tls(&config),
@@ -209,6 +213,14 @@ impl Context {
         self.fpm.update(&next.fpm);
         self.config.store(Arc::new(next));
         Ok(kept)
+    }
+
+    /// This node's tag in Pusher socket ids: 0 on a single node, a hash of
+    /// the node id in a cluster (`pusher/socket_id.rs`).
+    pub fn socket_tag(&self) -> u32 {
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| crate::pusher::socket_id::node_tag(c.node_id()))
     }
 
     /// A connection's id as PHP and control clients see it (`WS_CONNECTION_ID`):

@@ -23,10 +23,12 @@ use tokio::sync::mpsc;
 
 use super::history::{self, Delivered};
 use super::link::{CONNECT_TIMEOUT, FIRST_BACKOFF, Link, MAX_BACKOFF, RESPONSE_TIMEOUT, Role};
+use super::roster;
 use super::seal::{self, Replay, SealError, Sequence};
 use super::wire::{self, Body, Envelope};
 use super::{Outgoing, split_public_id, valid_node_id};
 use crate::hub::ConnId;
+use crate::pusher::roster::Order;
 
 /// Envelopes pipelined in one round trip at most.
 pub const BATCH: usize = 256;
@@ -247,6 +249,9 @@ impl Link {
         if channel == &*cluster.bus && bytes.starts_with(history::BUS_MAGIC) {
             return self.receive_history(channel, bytes, inbound);
         }
+        if channel == &*cluster.bus && bytes.starts_with(roster::BUS_MAGIC) {
+            return self.receive_announcement(channel, bytes, inbound);
+        }
         // This node's own publishes come back on the bus: skipped unopened.
         // A forgery naming this node as origin is skipped too.
         match wire::peek_origin(bytes) {
@@ -289,6 +294,10 @@ impl Link {
                 kind,
                 payload,
             } if on_bus => {
+                if channel.starts_with(crate::pusher::HUB_PREFIX) {
+                    return crate::pusher::cluster::receive(&self.ctx, &channel, &payload, &except)
+                        as u64;
+                }
                 let except: Vec<ConnId> = except
                     .iter()
                     .filter_map(|id| split_public_id(id))
@@ -377,6 +386,43 @@ impl Link {
             cluster.history.delivered(incoming.seq, delivered);
         }
         delivered as u64
+    }
+
+    /// A Pusher presence announcement, PUBLISHed by the roster scripts
+    /// (`roster.rs`): applied by every node, this node's own too, in the
+    /// order of its number; a gap makes the node load the roster again.
+    fn receive_announcement(&self, channel: &str, bytes: &[u8], inbound: &mut Inbound) -> u64 {
+        let cluster = &self.cluster;
+        let (seq, hub, frame) = match roster::open_bus(&cluster.key, &cluster.prefix, bytes) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.reject(channel, "unauthenticated", &e, inbound);
+                return 0;
+            }
+        };
+        let Ok(frame) = std::str::from_utf8(&frame) else {
+            self.reject(channel, "malformed", &"not UTF-8", inbound);
+            return 0;
+        };
+        match self.ctx.pusher.announce(&self.ctx.hub, seq, &hub, frame) {
+            None => self.reject(channel, "malformed", &"not a member announcement", inbound),
+            Some(Order::Old) => {
+                let e = "a presence announcement already applied";
+                self.reject(channel, "replayed", &e, inbound);
+            }
+            Some(Order::New { missed }) => {
+                cluster.counters.inbound.inc();
+                if missed > 0 {
+                    tracing::warn!(
+                        missed,
+                        seq,
+                        "pusher presence announcements never reached this node; reloading"
+                    );
+                    cluster.pusher_ops.resync();
+                }
+            }
+        }
+        0
     }
 
     /// Counts a refused message by `kind` and logs it, as a warning at most

@@ -9,7 +9,8 @@
 //! the subscriber (which always reads, so notices first) lost its connection.
 //!
 //! - `bus.rs`: the **publisher** and the **subscriber**,
-//! - `presence_sync.rs`: the **presence** task.
+//! - `presence_sync.rs`: the **presence** task;
+//! - `roster.rs`: the **roster** task (Pusher presence per user, cluster-wide).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub fn start(ctx: Arc<Context>) -> Option<Running> {
     let mut tasks = JoinSet::new();
     tasks.spawn(link.clone().publisher(receivers.outgoing));
     tasks.spawn(link.clone().subscriber());
+    tasks.spawn(link.clone().roster());
     tasks.spawn(link.presence(receivers.queries));
     Some(Running { tasks, stop })
 }

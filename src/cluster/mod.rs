@@ -40,6 +40,8 @@ mod link;
 pub mod presence;
 #[cfg(feature = "cluster")]
 mod presence_sync;
+#[cfg(feature = "cluster")]
+mod roster;
 pub mod seal;
 #[cfg(feature = "cluster")]
 pub mod url;
@@ -144,10 +146,17 @@ pub(crate) struct Outgoing {
     request: Option<u64>,
 }
 
-/// A presence query for the presence task: the channel and where to answer.
-pub(crate) struct Query {
-    channel: String,
-    reply: oneshot::Sender<Vec<RemoteMember>>,
+/// A query for the presence task, and where to answer.
+pub(crate) enum Query {
+    /// The members of a raw channel on the other nodes.
+    Presence {
+        channel: String,
+        reply: oneshot::Sender<Vec<RemoteMember>>,
+    },
+    /// The members of every Pusher hub channel on the other nodes.
+    PusherCounts {
+        reply: oneshot::Sender<HashMap<String, usize>>,
+    },
 }
 
 /// A member of a channel on another node.
@@ -198,6 +207,8 @@ pub struct Cluster {
     next_request: AtomicU64,
     queries: mpsc::Sender<Query>,
     tracker: Arc<Tracker>,
+    /// This node's Pusher presence users' changes, for the roster task.
+    pusher_ops: Arc<crate::pusher::roster::Ops>,
     counters: Counters,
     receivers: Mutex<Option<Receivers>>,
     /// The channels' history in Redis, and its connection.
@@ -233,6 +244,7 @@ impl Cluster {
             next_request: AtomicU64::new(random_u64()),
             queries,
             tracker: Arc::new(Tracker::default()),
+            pusher_ops: Arc::default(),
             counters: Counters {
                 out: metrics.cluster_out.clone(),
                 inbound: metrics.cluster_in.clone(),
@@ -258,6 +270,12 @@ impl Cluster {
     /// The hub observer that keeps this node's presence keys up to date.
     pub fn tracker(&self) -> Arc<Tracker> {
         self.tracker.clone()
+    }
+
+    /// Where this node's Pusher presence users' changes go (`pusher/state.rs`
+    /// pushes, the roster task sends them to Redis).
+    pub fn pusher_ops(&self) -> Arc<crate::pusher::roster::Ops> {
+        self.pusher_ops.clone()
     }
 
     /// `id` as other nodes and PHP see it: `<node_id>.<40 hex>`.
@@ -345,12 +363,31 @@ impl Cluster {
     /// cannot be asked within `cluster.request_timeout`).
     pub async fn presence(&self, channel: &str) -> Vec<RemoteMember> {
         let (reply, answer) = oneshot::channel();
-        let query = Query {
+        let query = Query::Presence {
             channel: channel.to_owned(),
             reply,
         };
         if self.queries.try_send(query).is_err() {
             return Vec::new();
+        }
+        tokio::time::timeout(self.request_timeout, answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// The connections subscribed to each Pusher hub channel on every
+    /// other live node (empty when Redis cannot be asked within
+    /// `cluster.request_timeout`).
+    pub async fn pusher_counts(&self) -> HashMap<String, usize> {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .queries
+            .try_send(Query::PusherCounts { reply })
+            .is_err()
+        {
+            return HashMap::new();
         }
         tokio::time::timeout(self.request_timeout, answer)
             .await

@@ -87,6 +87,11 @@ impl Tracker {
     pub fn channels(&self) -> Vec<Arc<str>> {
         self.lock().channels.keys().cloned().collect()
     }
+
+    /// The local members of `channel`.
+    pub fn count(&self, channel: &str) -> usize {
+        self.lock().channels.get(channel).copied().unwrap_or(0)
+    }
 }
 
 impl Observer for Tracker {

@@ -7,6 +7,12 @@
 //! and extends its hashes (all with expiry `node_ttl`); after every (re)connect
 //! it rewrites them all; on a graceful stop it deletes them. Presence queries
 //! run concurrently on a clone of its connection.
+//!
+//! Pusher's channels (hub names starting with `\u{1}`, `pusher/mod.rs`) are
+//! not raw channels: they get no presence hash (raw `presence` never shows
+//! them), only their number of local subscribers, all in one hash per node,
+//! `<prefix>:pusher:counts:<node>` (field: hub name, value: count), which the
+//! Pusher HTTP API sums over the live nodes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -20,6 +26,12 @@ use tokio::task::JoinSet;
 use super::link::{FIRST_BACKOFF, Link, MAX_BACKOFF, Role, send_pipeline};
 use super::{Query, RemoteMember, valid_node_id};
 use crate::hub::ConnId;
+use crate::pusher::HUB_PREFIX;
+
+/// Is `channel` a Pusher hub channel (counted, not mirrored member by member)?
+fn is_pusher(channel: &str) -> bool {
+    channel.starts_with(HUB_PREFIX)
+}
 
 /// Presence keys written or refreshed per round trip at most.
 const KEYS_PER_TRIP: usize = 512;
@@ -81,8 +93,17 @@ impl Link {
                         let link = self.clone();
                         let conn = conn.clone();
                         lookups.spawn(async move {
-                            if let Ok(members) = link.lookup(conn, &query.channel).await {
-                                let _ = query.reply.send(members);
+                            match query {
+                                Query::Presence { channel, reply } => {
+                                    if let Ok(members) = link.lookup(conn, &channel).await {
+                                        let _ = reply.send(members);
+                                    }
+                                }
+                                Query::PusherCounts { reply } => {
+                                    if let Ok(counts) = link.pusher_counts(conn).await {
+                                        let _ = reply.send(counts);
+                                    }
+                                }
                             }
                         });
                         Ok(())
@@ -128,7 +149,25 @@ impl Link {
         written: &mut HashSet<Arc<str>>,
     ) -> RedisResult<()> {
         let _ = self.cluster.tracker.take();
-        let channels = self.cluster.tracker.channels();
+        let (pusher, channels): (Vec<Arc<str>>, Vec<Arc<str>>) = self
+            .cluster
+            .tracker
+            .channels()
+            .into_iter()
+            .partition(|c| is_pusher(c));
+        let counts = self.counts_key(&self.cluster.node_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&counts).ignore();
+        for chunk in pusher.chunks(KEYS_PER_TRIP) {
+            let hset = pipe.cmd("HSET").arg(&counts);
+            for channel in chunk {
+                hset.arg(&**channel)
+                    .arg(self.cluster.tracker.count(channel));
+            }
+            hset.ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&counts).arg(self.ttl_ms()).ignore();
+        pipe.query_async::<()>(conn).await?;
         let current: HashSet<&Arc<str>> = channels.iter().collect();
         let stale: Vec<Arc<str>> = written
             .iter()
@@ -188,7 +227,12 @@ impl Link {
         let mut pipe = redis::pipe();
         let mut queued = 0;
         let mut writes: Vec<(ConnId, Arc<str>)> = Vec::new();
+        let mut counted = HashSet::new();
         for (id, channel) in changes.memberships {
+            if is_pusher(&channel) {
+                counted.insert(channel);
+                continue;
+            }
             let member = hub
                 .get(&id)
                 .filter(|_| hub.channels_of(&id).iter().any(|c| **c == *channel));
@@ -206,8 +250,21 @@ impl Link {
         }
         for id in changes.meta {
             for channel in hub.channels_of(&id) {
-                writes.push((id, channel.into()));
+                if !is_pusher(&channel) {
+                    writes.push((id, channel.into()));
+                }
             }
+        }
+        if !counted.is_empty() {
+            let counts = self.counts_key(&self.cluster.node_id);
+            for channel in counted {
+                match self.cluster.tracker.count(&channel) {
+                    0 => pipe.cmd("HDEL").arg(&counts).arg(&*channel).ignore(),
+                    n => pipe.cmd("HSET").arg(&counts).arg(&*channel).arg(n).ignore(),
+                };
+                queued += 1;
+            }
+            pipe.cmd("PEXPIRE").arg(&counts).arg(self.ttl_ms()).ignore();
         }
         for (id, channel) in writes {
             let Some(handle) = hub.get(&id) else { continue };
@@ -252,8 +309,12 @@ impl Link {
             .arg(ttl)
             .ignore();
         pipe.cmd("SADD").arg(self.nodes_key()).arg(node).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(self.counts_key(node))
+            .arg(ttl)
+            .ignore();
         for chunk in channels.chunks(KEYS_PER_TRIP) {
-            for channel in chunk {
+            for channel in chunk.iter().filter(|c| !is_pusher(c)) {
                 pipe.cmd("PEXPIRE")
                     .arg(self.presence_key(node, channel))
                     .arg(ttl)
@@ -274,7 +335,8 @@ impl Link {
         let mut pipe = redis::pipe();
         pipe.cmd("DEL").arg(self.alive_key(node)).ignore();
         pipe.cmd("SREM").arg(self.nodes_key()).arg(node).ignore();
-        for channel in &channels {
+        pipe.cmd("DEL").arg(self.counts_key(node)).ignore();
+        for channel in channels.iter().filter(|c| !is_pusher(c)) {
             pipe.cmd("DEL")
                 .arg(self.presence_key(node, channel))
                 .ignore();
@@ -285,6 +347,48 @@ impl Link {
                 tracing::warn!(error = %e, "could not delete this node's keys; they expire within node_ttl")
             }
         }
+    }
+
+    /// `<prefix>:pusher:counts:<node>`: a node's subscribers per Pusher channel.
+    fn counts_key(&self, node: &str) -> String {
+        format!("{}:pusher:counts:{node}", self.cluster.prefix)
+    }
+
+    /// The subscribers of every Pusher hub channel on the other live nodes, summed.
+    async fn pusher_counts(
+        &self,
+        mut conn: MultiplexedConnection,
+    ) -> RedisResult<std::collections::HashMap<String, usize>> {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.nodes_key())
+            .query_async(&mut conn)
+            .await?;
+        let others: Vec<&String> = nodes
+            .iter()
+            .filter(|n| **n != self.cluster.node_id && valid_node_id(n))
+            .collect();
+        let mut sums = std::collections::HashMap::new();
+        if others.is_empty() {
+            return Ok(sums);
+        }
+        let mut pipe = redis::pipe();
+        for node in &others {
+            pipe.cmd("EXISTS").arg(self.alive_key(node));
+            pipe.cmd("HGETALL").arg(self.counts_key(node));
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        for pair in replies.chunks(2) {
+            let [alive, hash] = pair else { continue };
+            if !matches!(alive, redis::Value::Int(1)) {
+                continue;
+            }
+            let fields: BTreeMap<String, usize> =
+                redis::from_redis_value_ref(hash).unwrap_or_default();
+            for (channel, count) in fields {
+                *sums.entry(channel).or_insert(0) += count;
+            }
+        }
+        Ok(sums)
     }
 
     /// The members of `channel` on every other live node.

@@ -144,7 +144,7 @@ pub(super) async fn handshake(
     };
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
-    let socket_id = SocketId::of(&handle.id).to_string();
+    let socket_id = SocketId::of(&handle.id, ctx.socket_tag()).to_string();
     let span = tracing::debug_span!("pusher", socket_id = %socket_id, app = %app.id, remote = %client.remote_ip);
     let php = match script_host {
         None => None,

@@ -38,10 +38,9 @@ use serde_json::{Map, Value, json};
 use super::api_signature::{self, Query};
 use super::channel::{ChannelKind, MAX_CHANNEL_NAME};
 use super::publish::{self, Event, PublishError, USER_CHANNEL_PREFIX};
-use super::{App, frame, hub_channel, user_channel};
+use super::{App, hub_channel, user_channel};
 use crate::config::PusherConfig;
 use crate::context::Context;
-use crate::frame::Kind;
 
 /// An HTTP answer.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -166,10 +165,10 @@ pub async fn serve(ctx: Arc<Context>, req: Request<Incoming>) -> HttpResponse {
         return text(StatusCode::UNAUTHORIZED, &refusal.to_string());
     }
     let result = match route {
-        Route::Events => events(&ctx, app, &body),
-        Route::BatchEvents => batch_events(&ctx, app, &body),
-        Route::Channels => channels(&ctx, app, &query),
-        Route::Channel(name) => channel(&ctx, app, &name, &query),
+        Route::Events => events(&ctx, app, &body).await,
+        Route::BatchEvents => batch_events(&ctx, app, &body).await,
+        Route::Channels => channels(&ctx, app, &query).await,
+        Route::Channel(name) => channel(&ctx, app, &name, &query).await,
         Route::Users(name) => users(&ctx, app, &name),
         Route::Terminate(user) => terminate(&ctx, app, &user),
     };
@@ -298,24 +297,25 @@ fn parse_json(body: &[u8]) -> Result<Value, (StatusCode, String)> {
 }
 
 /// `POST /apps/{id}/events`.
-fn events(ctx: &Context, app: &App, body: &[u8]) -> Answer {
+async fn events(ctx: &Context, app: &App, body: &[u8]) -> Answer {
     let checked = read_event(ctx, parse_json(body)?)?;
     publish::publish(ctx, &app.id, &checked.event()).map_err(|e| publish_error(&e))?;
     if checked.info.is_empty() {
         return Ok(json!({}));
     }
+    let counts = Counts::read(ctx, checked.info.subscription_count).await;
     let mut channels = Map::new();
     for name in &checked.channels {
         channels.insert(
             name.clone(),
-            Value::Object(info_of(ctx, app, name, checked.info)),
+            Value::Object(info_of(ctx, app, name, checked.info, &counts)),
         );
     }
     Ok(json!({ "channels": channels }))
 }
 
 /// `POST /apps/{id}/batch_events`: every event is checked before any is published.
-fn batch_events(ctx: &Context, app: &App, body: &[u8]) -> Answer {
+async fn batch_events(ctx: &Context, app: &App, body: &[u8]) -> Answer {
     let mut value = parse_json(body)?;
     let Some(Value::Array(batch)) = value.get_mut("batch").map(Value::take) else {
         return Err(bad("Missing `batch`: an array of events"));
@@ -337,9 +337,10 @@ fn batch_events(ctx: &Context, app: &App, body: &[u8]) -> Answer {
     if checked.iter().all(|e| e.info.is_empty()) {
         return Ok(json!({}));
     }
+    let counts = Counts::read(ctx, checked.iter().any(|e| e.info.subscription_count)).await;
     let answers: Vec<Value> = checked
         .iter()
-        .map(|e| Value::Object(info_of(ctx, app, &e.channels[0], e.info)))
+        .map(|e| Value::Object(info_of(ctx, app, &e.channels[0], e.info, &counts)))
         .collect();
     Ok(json!({ "batch": answers }))
 }
@@ -379,8 +380,38 @@ impl Info {
     }
 }
 
+/// Subscribers of Pusher channels on the other nodes of a cluster, read
+/// once per request (nothing on a single node, or when not needed).
+#[derive(Default)]
+struct Counts {
+    /// Hub channel → subscribers on the other live nodes.
+    remote: std::collections::HashMap<String, usize>,
+}
+
+impl Counts {
+    async fn read(ctx: &Context, needed: bool) -> Self {
+        match &ctx.cluster {
+            Some(cluster) if needed => Self {
+                remote: cluster.pusher_counts().await,
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// Subscribers of a hub channel on every node.
+    fn of(&self, ctx: &Context, hub_name: &str) -> usize {
+        ctx.hub.member_count(hub_name) + self.remote.get(hub_name).copied().unwrap_or(0)
+    }
+}
+
 /// The attributes of one channel that `info` asks for.
-fn info_of(ctx: &Context, app: &App, channel: &str, info: Info) -> Map<String, Value> {
+fn info_of(
+    ctx: &Context,
+    app: &App,
+    channel: &str,
+    info: Info,
+    counts: &Counts,
+) -> Map<String, Value> {
     let hub_name = hub_channel(&app.id, channel);
     let mut out = Map::new();
     if info.user_count && ChannelKind::of(channel).is_presence() {
@@ -392,14 +423,15 @@ fn info_of(ctx: &Context, app: &App, channel: &str, info: Info) -> Map<String, V
     if info.subscription_count {
         out.insert(
             "subscription_count".into(),
-            json!(ctx.hub.member_count(&hub_name)),
+            json!(counts.of(ctx, &hub_name)),
         );
     }
     out
 }
 
-/// The user ids of a presence channel on this node, each once, in order
-/// (the WebSocket side counts presence members per user: `state.rs`).
+/// The user ids of a presence channel, each once, in order (the WebSocket
+/// side counts presence members per user: `state.rs`; in a cluster, the
+/// cluster's users: `roster.rs`).
 fn presence_users(ctx: &Context, hub_name: &str) -> Vec<String> {
     let mut users: Vec<String> = ctx
         .pusher
@@ -411,16 +443,30 @@ fn presence_users(ctx: &Context, hub_name: &str) -> Vec<String> {
     users
 }
 
-/// `GET /apps/{id}/channels`: the occupied channels, maybe with a prefix.
-fn channels(ctx: &Context, app: &App, query: &Query) -> Answer {
+/// `GET /apps/{id}/channels`: the occupied channels (of every node), maybe with a prefix.
+async fn channels(ctx: &Context, app: &App, query: &Query) -> Answer {
     let prefix = query.get("filter_by_prefix").unwrap_or("");
     let info = Info::parse(query.get("info")).map_err(bad)?;
     if info.user_count && !prefix.starts_with("presence-") {
         return Err(bad("info=user_count needs filter_by_prefix=presence-"));
     }
     let hub_prefix = hub_channel(&app.id, prefix);
+    let counts = Counts::read(ctx, true).await;
+    let mut occupied: std::collections::BTreeSet<String> = ctx
+        .hub
+        .channels_with_prefix(&hub_prefix)
+        .into_iter()
+        .map(|(hub_name, _)| hub_name)
+        .collect();
+    occupied.extend(
+        counts
+            .remote
+            .iter()
+            .filter(|(hub_name, n)| **n > 0 && hub_name.starts_with(&hub_prefix))
+            .map(|(hub_name, _)| hub_name.clone()),
+    );
     let mut found = BTreeMap::new();
-    for (hub_name, _) in ctx.hub.channels_with_prefix(&hub_prefix) {
+    for hub_name in occupied {
         let Some((_, name)) = super::from_hub_channel(&hub_name) else {
             continue;
         };
@@ -429,7 +475,7 @@ fn channels(ctx: &Context, app: &App, query: &Query) -> Answer {
         }
         found.insert(
             name.to_owned(),
-            Value::Object(info_of(ctx, app, name, info)),
+            Value::Object(info_of(ctx, app, name, info, &counts)),
         );
     }
     Ok(json!({ "channels": found }))
@@ -439,17 +485,18 @@ fn check_name(name: &str) -> Result<(), (StatusCode, String)> {
     super::channel::check(name).map_err(|e| bad(format!("Invalid channel `{}`: {e}", cut(name))))
 }
 
-/// `GET /apps/{id}/channels/{name}`.
-fn channel(ctx: &Context, app: &App, name: &str, query: &Query) -> Answer {
+/// `GET /apps/{id}/channels/{name}`: counts of every node.
+async fn channel(ctx: &Context, app: &App, name: &str, query: &Query) -> Answer {
     check_name(name)?;
     let info = Info::parse(query.get("info")).map_err(bad)?;
     if info.user_count && !ChannelKind::of(name).is_presence() {
         return Err(bad("info=user_count is only for presence channels"));
     }
-    let count = ctx.hub.member_count(&hub_channel(&app.id, name));
+    let counts = Counts::read(ctx, true).await;
+    let count = counts.of(ctx, &hub_channel(&app.id, name));
     let mut out = Map::new();
     out.insert("occupied".into(), json!(count > 0));
-    out.extend(info_of(ctx, app, name, info));
+    out.extend(info_of(ctx, app, name, info, &counts));
     Ok(Value::Object(out))
 }
 
@@ -472,22 +519,8 @@ fn users(ctx: &Context, app: &App, name: &str) -> Answer {
 fn terminate(ctx: &Context, app: &App, user: &str) -> Answer {
     publish::check_channel(&format!("{USER_CHANNEL_PREFIX}{user}"))
         .map_err(|e| bad(format!("Invalid user id: {e}")))?;
-    let ids: Vec<_> = ctx
-        .hub
-        .presence(&user_channel(&app.id, user))
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    let message = frame::error(
-        Some(TERMINATED_CODE),
-        "Connection terminated by the app's server",
-    );
-    ctx.hub.send(&ids, Kind::Text, message.as_bytes());
-    for id in &ids {
-        ctx.hub
-            .close(id, TERMINATED_CODE, "terminated by the app's server");
-    }
-    tracing::info!(app = %app.id, user = cut(user), connections = ids.len(), "pusher user's connections terminated");
+    let closed = super::cluster::terminate(ctx, &user_channel(&app.id, user));
+    tracing::info!(app = %app.id, user = cut(user), connections = closed, "pusher user's connections terminated (on this node; other nodes close theirs)");
     Ok(json!({}))
 }
 

@@ -585,9 +585,11 @@ impl Conn {
             return;
         };
         let frame = frame::client_event(event, name, data, sub.user_id.as_deref());
-        self.ctx
-            .pusher
-            .publish(&self.ctx.hub, &sub.hub, &frame, &[self.handle.id], false);
+        let except = super::cluster::Except {
+            local: vec![self.handle.id],
+            remote: Vec::new(),
+        };
+        super::cluster::publish(&self.ctx, &sub.hub, &frame, except);
     }
 }
 

@@ -17,12 +17,14 @@
 //! - `auth.rs`: the signatures of subscriptions and sign-ins;
 //! - `protocol.rs`: the frames a client sends, parsed (pure, fuzzed);
 //! - `state.rs`: what a node keeps: presence members per user, cache channels' last events;
+//! - `roster.rs`: in a cluster, the presence members of every node as Redis announced them;
 //! - `connection.rs`: one Pusher client's life after the handshake (`gateway/pusher.rs` accepts it);
 //! - `api_signature.rs`: the signature of an HTTP API request (pure, fuzzed);
 //! - `api.rs`: the HTTP API (`/apps/{id}/…`), on the WebSocket listeners and `pusher.api_listen`;
 //! - `publish.rs`: publishing an event from the server side (control socket, HTTP API);
 //! - `php.rs`: events to PHP (an app's `script`): their variables, PHP's presence answer;
-//! - `channel_events.rs`: the channels' changes (Pusher's webhooks) as ordered requests to PHP.
+//! - `channel_events.rs`: the channels' changes (Pusher's webhooks) as ordered requests to PHP;
+//! - `cluster.rs`: events, cache channels and presence across cluster nodes.
 //!
 //! The connections signed in as a user (`pusher:signin`) are the members of
 //! the hub channel [`user_channel`]: `Hub::presence` lists them (to
@@ -34,11 +36,13 @@ pub mod app;
 pub mod auth;
 pub mod channel;
 pub mod channel_events;
+pub mod cluster;
 pub mod connection;
 pub mod frame;
 pub mod php;
 pub mod protocol;
 pub mod publish;
+pub mod roster;
 pub mod socket_id;
 pub mod state;
 

@@ -6,12 +6,13 @@
 //! channel's frame is encoded once and shared by its members through the
 //! hub. An event on `#server-to-user-<id>` reaches the connections signed
 //! in as that user. A `cache-` channel keeps the event for its next
-//! subscribers (`state.rs`).
+//! subscribers (`state.rs`). In a cluster the event reaches every node,
+//! and `socket_id` may name a connection of any of them (`cluster.rs`).
 
-use super::channel::{self, ChannelKind};
+use super::channel;
+use super::cluster::Except;
 use super::{SocketId, frame, hub_channel};
 use crate::context::Context;
-use crate::hub::ConnId;
 
 /// Longest event name, in bytes (Pusher's limit).
 pub const MAX_EVENT_NAME: usize = 200;
@@ -105,19 +106,14 @@ pub fn publish(ctx: &Context, app_id: &str, event: &Event<'_>) -> Result<usize, 
         .by_id(app_id)
         .ok_or_else(|| PublishError::UnknownApp(cut(app_id)))?;
     check(ctx, event)?;
-    let except: Vec<ConnId> = event
-        .socket_id
-        .and_then(|text| text.parse::<SocketId>().ok())
-        .and_then(|sid| ctx.hub.find(sid.slot, sid.serial))
-        .into_iter()
-        .collect();
     let mut delivered = 0;
     for name in event.channels {
         let text = frame::event(event.name, Some(name), event.data, None);
-        let cache = !name.starts_with('#') && ChannelKind::of(name).is_cache();
-        delivered +=
-            ctx.pusher
-                .publish(&ctx.hub, &hub_channel(&app.id, name), &text, &except, cache);
+        let except = event
+            .socket_id
+            .map(|text| Except::socket_id(ctx, text))
+            .unwrap_or_default();
+        delivered += super::cluster::publish(ctx, &hub_channel(&app.id, name), &text, except);
     }
     Ok(delivered)
 }

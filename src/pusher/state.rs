@@ -28,17 +28,26 @@
 //! last connection leaves           MemberRemoved (presence), then Vacated
 //! ```
 //!
-//! These are this node's changes (a channel occupied here may be occupied on
-//! another node too).
+//! On a single node these are this node's changes. In a cluster they are
+//! the cluster's, each reported once, by the node whose connection made it:
+//! this node's changes go to Redis as [`Op`]s instead, and the roster task
+//! (`cluster/roster.rs`) reports those Redis found to be the cluster's
+//! first or last ([`State::report_cluster`]).
+//!
+//! In a cluster (`[cluster]`), a user's first and last connection here are
+//! not announced by this node either: Redis announces the first connection
+//! anywhere and the last one anywhere, in one order for every node
+//! (`roster.rs`); member lists are the cluster's.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::frame;
+use super::roster::{Op, Ops, Order, Roster, Said};
 use crate::frame::Kind;
 use crate::hub::{ConnHandle, ConnId, Hub};
 
@@ -70,6 +79,8 @@ struct Inner {
     presence: HashMap<String, HashMap<String, Member>>,
     /// Hub channel → its last event.
     cache: HashMap<String, Cached>,
+    /// In a cluster: the members of every node, as Redis announced them.
+    roster: Roster,
 }
 
 /// What happened to a channel (Pusher's webhook events).
@@ -104,6 +115,8 @@ pub struct State {
     inner: Mutex<Inner>,
     /// Where changes of channels go; nowhere when `None`.
     changes: Option<Arc<dyn Changes>>,
+    /// In a cluster: where this node's changes go (to Redis).
+    cluster: OnceLock<Arc<Ops>>,
 }
 
 /// A presence subscriber.
@@ -120,7 +133,21 @@ impl State {
         Self {
             inner: Mutex::default(),
             changes: Some(changes),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Makes presence and changes cluster-wide: this node's changes go to
+    /// `ops` (sent to Redis by `cluster/roster.rs`), member lists are the
+    /// roster's.
+    pub fn join_cluster(&self, ops: Arc<Ops>) {
+        let _ = self.cluster.set(ops);
+    }
+
+    /// Reports a change Redis found to be the cluster's (the roster task,
+    /// on the node whose change it was).
+    pub fn report_cluster(&self, hub_channel: &str, change: Change) {
+        self.report(hub_channel, change);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -156,21 +183,42 @@ impl State {
         };
         let mut added = None;
         let mut new_member = None;
+        // In a cluster: the new member's `user_info`, for its join op.
+        let mut join_info = None;
         match presence {
             None => send(frame::subscription_succeeded(channel).as_bytes()),
             Some(p) => {
                 let members = inner.presence.entry(hub_channel.to_owned()).or_default();
                 let member = members.entry(p.user_id.to_owned()).or_insert_with(|| {
-                    added = Some(frame::member_added(channel, p.user_id, &p.user_info));
                     new_member = Some(p.user_id.to_owned());
                     Member {
                         connections: 0,
-                        info: p.user_info,
+                        info: p.user_info.clone(),
                     }
                 });
                 member.connections += 1;
-                let list = members.iter().map(|(id, m)| (id.as_str(), &m.info));
-                send(frame::presence_succeeded(channel, list).as_bytes());
+                match self.cluster.get() {
+                    None => {
+                        if new_member.is_some() {
+                            added = Some(frame::member_added(channel, p.user_id, &p.user_info));
+                        }
+                        let list = members.iter().map(|(id, m)| (id.as_str(), &m.info));
+                        send(frame::presence_succeeded(channel, list).as_bytes());
+                    }
+                    Some(_) => {
+                        let roster = &mut inner.roster;
+                        let own = (!roster.contains(hub_channel, p.user_id))
+                            .then_some((p.user_id, &p.user_info));
+                        let list = roster.members(hub_channel).chain(own);
+                        send(frame::presence_succeeded(channel, list).as_bytes());
+                        if own.is_some() {
+                            roster.tell(hub_channel, p.user_id, handle.id);
+                        }
+                    }
+                }
+                if self.cluster.get().is_some() && new_member.is_some() {
+                    join_info = Some(p.user_info.to_string());
+                }
             }
         }
         if cache {
@@ -182,13 +230,24 @@ impl State {
         }
         let empty = hub.member_count(hub_channel) == 0;
         if hub.join(&handle.id, hub_channel) && empty {
-            self.report(hub_channel, Change::Occupied);
+            match self.cluster.get() {
+                None => self.report(hub_channel, Change::Occupied),
+                Some(ops) => ops.push(Op::Occupy {
+                    hub: hub_channel.to_owned(),
+                }),
+            }
         }
         if let Some(added) = added {
             hub.publish(hub_channel, Kind::Text, added.as_bytes(), &[handle.id]);
         }
-        if let Some(user_id) = new_member {
-            self.report(hub_channel, Change::MemberAdded { user_id });
+        match (new_member, self.cluster.get(), join_info) {
+            (Some(user), Some(ops), Some(info)) => ops.push(Op::Join {
+                hub: hub_channel.to_owned(),
+                user,
+                info,
+            }),
+            (Some(user_id), None, _) => self.report(hub_channel, Change::MemberAdded { user_id }),
+            _ => {}
         }
     }
 
@@ -207,10 +266,18 @@ impl State {
         hub.leave(id, hub_channel);
         let vacated = before > 0 && hub.member_count(hub_channel) == 0;
         if let Some(user_id) = user_id {
+            if self.cluster.get().is_some() {
+                inner.roster.forget(hub_channel, user_id, id);
+            }
             self.remove_member(&mut inner, hub, hub_channel, channel, user_id);
         }
         if vacated {
-            self.report(hub_channel, Change::Vacated);
+            match self.cluster.get() {
+                None => self.report(hub_channel, Change::Vacated),
+                Some(ops) => ops.push(Op::Vacate {
+                    hub: hub_channel.to_owned(),
+                }),
+            }
         }
     }
 
@@ -237,6 +304,13 @@ impl State {
         members.remove(user_id);
         if members.is_empty() {
             inner.presence.remove(hub_channel);
+        }
+        if let Some(ops) = self.cluster.get() {
+            ops.push(Op::Leave {
+                hub: hub_channel.to_owned(),
+                user: user_id.to_owned(),
+            });
+            return;
         }
         let removed = frame::member_removed(channel, user_id);
         hub.publish(hub_channel, Kind::Text, removed.as_bytes(), &[]);
@@ -288,9 +362,18 @@ impl State {
             .delivered
     }
 
-    /// The users of a presence channel on this node and their `user_info`.
+    /// The users of a presence channel and their `user_info`: this node's,
+    /// or in a cluster the cluster's.
     pub fn members(&self, hub_channel: &str) -> Vec<(String, Value)> {
-        self.lock()
+        let inner = self.lock();
+        if self.cluster.get().is_some() {
+            return inner
+                .roster
+                .members(hub_channel)
+                .map(|(id, info)| (id.to_owned(), info.clone()))
+                .collect();
+        }
+        inner
             .presence
             .get(hub_channel)
             .map(|m| {
@@ -299,6 +382,54 @@ impl State {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every (hub channel, user) with connections on this node, as joins,
+    /// and every channel it occupies (for a resync with Redis).
+    pub fn local_ops(&self, hub: &Hub) -> Vec<Op> {
+        let inner = self.lock();
+        let mut ops: Vec<Op> = hub
+            .channels_with_prefix(&super::HUB_PREFIX.to_string())
+            .into_iter()
+            .filter(|(name, _)| {
+                super::from_hub_channel(name).is_some_and(|(_, c)| !c.starts_with('#'))
+            })
+            .map(|(hub, _)| Op::Occupy { hub })
+            .collect();
+        for (hub, members) in &inner.presence {
+            for (user, member) in members {
+                ops.push(Op::Join {
+                    hub: hub.clone(),
+                    user: user.clone(),
+                    info: member.info.to_string(),
+                });
+            }
+        }
+        ops
+    }
+
+    /// Applies announcement `seq` of the cluster (a `member_added` or
+    /// `member_removed` frame on `hub_channel`) and delivers it to this
+    /// node's members; `None` when the frame is neither.
+    pub fn announce(&self, hub: &Hub, seq: u64, hub_channel: &str, frame: &str) -> Option<Order> {
+        let said = Said::of_frame(frame)?;
+        let mut inner = self.lock();
+        let (order, except) = inner.roster.announce(seq, hub_channel, said);
+        if let Order::New { .. } = order {
+            hub.publish(hub_channel, Kind::Text, frame.as_bytes(), &except);
+        }
+        Some(order)
+    }
+
+    /// Replaces the roster with a snapshot from Redis (`epoch` names the
+    /// counter `seq` is of: a new one after Redis lost its data).
+    pub fn load_roster(
+        &self,
+        epoch: &str,
+        seq: u64,
+        members: HashMap<String, HashMap<String, Value>>,
+    ) {
+        self.lock().roster.load(epoch, seq, members);
     }
 }
 

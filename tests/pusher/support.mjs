@@ -16,7 +16,7 @@ import { Daemon as BaseDaemon, DEADLINE_MS, until } from '../js/support.mjs';
 import WebSocket from 'ws';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export { DEADLINE_MS, repo, until } from '../js/support.mjs';
+export { DEADLINE_MS, Redis, repo, until } from '../js/support.mjs';
 
 export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
 
@@ -24,10 +24,12 @@ export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
  * The daemon of tests/js/support.mjs with one Pusher app (`APP`) and
  * `app.php` for the raw contract; `app` are more lines of the app's table
  * (`script`, `auth`), `fpm` the lines of [fpm] (null: managed), `dir` its
- * directory (default: a new temporary one).
+ * directory (default: a new temporary one); `cluster` makes it a node of a
+ * cluster (`{ redis, nodeId, nodeTtl }`: the URL of a `Redis`, this node's
+ * id, `cluster.node_ttl`).
  */
 export class Daemon extends BaseDaemon {
-  static start({ pusher = [], websocket = [], app = [], fpm = null, dir } = {}) {
+  static start({ pusher = [], websocket = [], app = [], fpm = null, dir, cluster = null } = {}) {
     return super.start({
       dir,
       history: null,
@@ -35,6 +37,14 @@ export class Daemon extends BaseDaemon {
       websocket,
       fpm,
       extra: [
+        ...(cluster === null
+          ? []
+          : [
+              '[cluster]',
+              `redis = ${JSON.stringify(cluster.redis)}`,
+              `node_id = ${JSON.stringify(cluster.nodeId)}`,
+              `node_ttl = ${JSON.stringify(cluster.nodeTtl ?? '15s')}`,
+            ]),
         '[pusher]',
         ...pusher,
         '[[pusher.app]]',

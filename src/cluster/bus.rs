@@ -126,6 +126,14 @@ impl Link {
         }
         let mut pipe = redis::pipe();
         for o in batch.iter() {
+            if let Some((key, ttl_ms)) = &o.keep {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(&o.bytes)
+                    .arg("PX")
+                    .arg(*ttl_ms)
+                    .ignore();
+            }
             pipe.cmd("PUBLISH").arg(&*o.channel).arg(&o.bytes);
         }
         let result: RedisResult<Vec<i64>> = pipe.query_async(conn).await;

@@ -144,6 +144,9 @@ pub(crate) struct Outgoing {
     bytes: Vec<u8>,
     /// The request this envelope carries, failed at once if it is dropped.
     request: Option<u64>,
+    /// Also `SET` the sealed envelope at this key, expiring after this many
+    /// milliseconds (a Pusher cache channel's last event).
+    keep: Option<(String, u64)>,
 }
 
 /// A query for the presence task, and where to answer.
@@ -272,6 +275,11 @@ impl Cluster {
         self.tracker.clone()
     }
 
+    /// The Redis key of a Pusher cache channel's last event.
+    pub fn pusher_cache_key(&self, hub_channel: &str) -> String {
+        format!("{}:pusher:cache:{hub_channel}", self.prefix)
+    }
+
     /// Where this node's Pusher presence users' changes go (`pusher/state.rs`
     /// pushes, the roster task sends them to Redis).
     pub fn pusher_ops(&self) -> Arc<crate::pusher::roster::Ops> {
@@ -298,6 +306,21 @@ impl Cluster {
         except: Vec<String>,
         local: impl FnOnce() -> usize,
     ) -> usize {
+        self.publish_keeping(channel, kind, payload, except, None, local)
+    }
+
+    /// As [`Cluster::publish`], and keeps the sealed envelope in Redis at
+    /// `keep`'s key for its time (`SET … PX`, pipelined with the `PUBLISH`).
+    pub fn publish_keeping(
+        &self,
+        channel: &str,
+        kind: Kind,
+        payload: &Bytes,
+        except: Vec<String>,
+        keep: Option<(String, Duration)>,
+        local: impl FnOnce() -> usize,
+    ) -> usize {
+        let keep = keep.map(|(key, ttl)| (key, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
         let envelope = Envelope {
             origin: self.node_id.clone(),
             body: Body::Publish {
@@ -312,7 +335,12 @@ impl Cluster {
         let delivered = local();
         match bytes {
             Ok(bytes) => {
-                self.enqueue(self.bus.clone(), bytes, None);
+                self.push(Outgoing {
+                    channel: self.bus.clone(),
+                    bytes,
+                    request: None,
+                    keep,
+                });
             }
             Err(e) => {
                 self.counters.dropped.inc();
@@ -399,17 +427,21 @@ impl Cluster {
     /// Queues an envelope for the publisher; false (and counted) when the
     /// queue is full or the publisher is gone.
     fn enqueue(&self, channel: Arc<str>, bytes: Vec<u8>, request: Option<u64>) -> bool {
-        let len = bytes.len();
+        self.push(Outgoing {
+            channel,
+            bytes,
+            request,
+            keep: None,
+        })
+    }
+
+    /// Queues an outgoing envelope; false (and counted) when the queue is
+    /// full or the publisher is gone.
+    fn push(&self, outgoing: Outgoing) -> bool {
+        let len = outgoing.bytes.len();
+        let request = outgoing.request;
         let queued = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let sent = queued + len <= QUEUE_BYTES
-            && self
-                .outgoing
-                .try_send(Outgoing {
-                    channel,
-                    bytes,
-                    request,
-                })
-                .is_ok();
+        let sent = queued + len <= QUEUE_BYTES && self.outgoing.try_send(outgoing).is_ok();
         if !sent {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.counters.dropped.inc();

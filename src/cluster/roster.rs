@@ -184,6 +184,32 @@ pub fn open_bus(
     }
 }
 
+/// Opens a cache channel's last event as kept in Redis: the sealed bus
+/// envelope of its publish (the seal bound to the bus channel); its frame
+/// and age.
+fn open_cached(
+    key: &seal::Key,
+    bus: &str,
+    hub: &str,
+    sealed: &[u8],
+) -> Result<(String, std::time::Duration), &'static str> {
+    let (body, at) = seal::open(key, bus, sealed).map_err(|_| "bad seal")?;
+    let age = std::time::Duration::from_nanos(seal::now_ns().saturating_sub(at));
+    match wire::decode(body).map(|e| e.body) {
+        Ok(Body::Publish {
+            channel,
+            kind: Kind::Text,
+            payload,
+            ..
+        }) if channel == hub => {
+            let frame = String::from_utf8(payload.to_vec()).map_err(|_| "not UTF-8")?;
+            Ok((frame, age))
+        }
+        Ok(_) => Err("not a text publication of this channel"),
+        Err(_) => Err("malformed envelope"),
+    }
+}
+
 /// The set member of a (hub channel, user): hub names hold no newline.
 fn pair(hub: &str, user: &str) -> String {
     format!("{hub}\n{user}")
@@ -274,6 +300,7 @@ impl Link {
                 let shas = self.load_scripts(&mut conn).await?;
                 self.wait_alive(&mut conn).await?;
                 self.resync(&mut conn, &shas).await?;
+                self.load_cache(&mut conn).await?;
                 RedisResult::Ok((conn, shas))
             };
             let ready = tokio::select! {
@@ -545,6 +572,52 @@ impl Link {
             )));
         };
         self.ctx.pusher.load_roster(&epoch, seq, members);
+        Ok(())
+    }
+
+    /// Reads the cache channels' last events kept in Redis into this
+    /// node's memory (a node started after an event was published knows it).
+    async fn load_cache(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        let pattern = self.pusher_key("cache:*");
+        let prefix = self.pusher_key("cache:");
+        let mut cursor = 0u64;
+        let mut loaded = 0usize;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                let values: Vec<Option<Vec<u8>>> =
+                    redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+                for (key, value) in keys.iter().zip(values) {
+                    let (Some(hub), Some(sealed)) = (key.strip_prefix(&prefix), value) else {
+                        continue;
+                    };
+                    match open_cached(&self.cluster.key, &self.cluster.bus, hub, &sealed) {
+                        Ok((frame, age)) => {
+                            self.ctx.pusher.restore_cache(hub, &frame, age);
+                            loaded += 1;
+                        }
+                        Err(problem) => {
+                            tracing::warn!(key = %key, problem, "a cached pusher event in redis was refused")
+                        }
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        tracing::info!(
+            cached_events = loaded,
+            "pusher presence and cache channels read from redis"
+        );
         Ok(())
     }
 

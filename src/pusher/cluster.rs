@@ -14,7 +14,10 @@
 //!
 //! A `cache-` channel's event is kept by every node that applies it, the
 //! publishing one and the others alike, so a subscriber on any node is
-//! sent the last event (`state.rs`).
+//! sent the last event (`state.rs`); and in Redis, the sealed envelope at
+//! `<prefix>:pusher:cache:<hub>` for [`CACHE_TTL`] (a `SET` pipelined with
+//! the `PUBLISH`), which a node loads when it (re)connects, so a node
+//! started after the event knows it too.
 //!
 //! `terminate_connections` crosses nodes the same way: one publish of the
 //! `pusher:error` 4009 frame ([`terminate_frame`]) to the user's channel;
@@ -24,6 +27,7 @@
 
 use bytes::Bytes;
 
+use super::state::CACHE_TTL;
 use super::{ChannelKind, SocketId, from_hub_channel};
 use crate::context::Context;
 use crate::frame::Kind;
@@ -73,11 +77,13 @@ pub fn publish(ctx: &Context, hub_channel: &str, frame: &str, except: Except) ->
         None => local(),
         Some(cluster) => {
             let payload = Bytes::copy_from_slice(frame.as_bytes());
-            cluster.publish(
+            let keep = cache.then(|| (cluster.pusher_cache_key(hub_channel), CACHE_TTL));
+            cluster.publish_keeping(
                 hub_channel,
                 Kind::Text,
                 &payload,
                 except.remote.clone(),
+                keep,
                 local,
             )
         }

@@ -421,6 +421,31 @@ impl State {
         Some(order)
     }
 
+    /// Keeps `frame` as a cache channel's last event, published `age` ago
+    /// (read back from Redis), unless this node knows a newer one.
+    pub fn restore_cache(&self, hub_channel: &str, frame: &str, age: Duration) {
+        if age >= CACHE_TTL {
+            return;
+        }
+        let Some(at) = Instant::now().checked_sub(age) else {
+            return;
+        };
+        let mut inner = self.lock();
+        let newer_here = inner.cache.get(hub_channel).is_some_and(|c| c.at >= at);
+        let full =
+            inner.cache.len() >= MAX_CACHED_CHANNELS && !inner.cache.contains_key(hub_channel);
+        if newer_here || full {
+            return;
+        }
+        inner.cache.insert(
+            hub_channel.to_owned(),
+            Cached {
+                frame: Bytes::copy_from_slice(frame.as_bytes()),
+                at,
+            },
+        );
+    }
+
     /// Replaces the roster with a snapshot from Redis (`epoch` names the
     /// counter `seq` is of: a new one after Redis lost its data).
     pub fn load_roster(

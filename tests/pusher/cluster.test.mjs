@@ -4,11 +4,17 @@
 // reaches every node once, socket_id excludes a connection of another node,
 // client events and cache channels cross nodes, presence is per user over
 // the whole cluster (the same user on two nodes: one member_added, one
-// member_removed), a killed node's members are removed, and the HTTP API
-// counts and terminates across nodes.
+// member_removed), a killed node's members are removed, the channels'
+// changes reach PHP once for the cluster (every node runs the app's script,
+// tests/pusher/events.php, appending to one log), and the HTTP API counts
+// and terminates across nodes.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
 import Pusher from 'pusher';
@@ -23,13 +29,28 @@ const clients = [];
 /** Quick to reap a killed node: it disappears within 2 s + 2/3 s. */
 const NODE_TTL = '2s';
 
+// The app's events to PHP, of every node, in one log (events.php appends a JSON line each).
+const here = path.dirname(fileURLToPath(import.meta.url));
+const dir = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-pusher-cluster-'));
+const log = path.join(dir, 'events.log');
+const script = path.join(dir, 'events.php');
+writeFileSync(script, `<?php\nconst EVENTS_LOG = ${JSON.stringify(log)};\nrequire ${JSON.stringify(path.join(here, 'events.php'))};\n`);
+writeFileSync(log, '');
+
+/** The events PHP got so far on every node, parsed. */
+const events = () =>
+  readFileSync(log, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+
 function startNode(nodeId) {
-  return Daemon.start({ cluster: { redis: redis.url, nodeId, nodeTtl: NODE_TTL } });
+  return Daemon.start({ app: [`script = ${JSON.stringify(script)}`], cluster: { redis: redis.url, nodeId, nodeTtl: NODE_TTL } });
 }
 
-/** Resolves when the node is connected to Redis (publisher, subscriber and presence). */
+/** Resolves when the node is connected to Redis and has read the Pusher state kept there. */
 function joined(daemon) {
-  return until(`${daemon.nodeId} to join the cluster`, () => /this node is part of the cluster/.test(daemon.log));
+  return until(`${daemon.nodeId} to join the cluster`, () => /this node is part of the cluster/.test(daemon.log) && /pusher presence and cache channels read from redis/.test(daemon.log));
 }
 
 before(async () => {
@@ -45,6 +66,7 @@ after(async () => {
   for (const c of clients) c.disconnect?.() ?? c.close?.();
   for (const daemon of Object.values(nodes)) await daemon.stop();
   await redis?.stop();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 function client(node, options) {
@@ -129,6 +151,25 @@ test('a cache channel replays on another node the event published on one; cache_
   await until('cache_miss on c', () => missed);
 });
 
+test('a node started after a cache channel\'s event reads it from redis (kept 30 minutes)', async () => {
+  await sdk('a').trigger('cache-before', 'tick', { n: 7 });
+  const key = `ws2fcgi:pusher:cache:\u00011001\u0001cache-before`;
+  await until('the event kept in redis', () => Number(redisCli('PTTL', key)) > 29 * 60 * 1000);
+  const late = await startNode('e');
+  nodes.e = late;
+  late.nodeId = 'e';
+  await joined(late);
+  const pusher = client('e');
+  await connected(pusher);
+  const got = [];
+  let missed = false;
+  const channel = pusher.subscribe('cache-before');
+  channel.bind('tick', (data) => got.push(data.n));
+  channel.bind('pusher:cache_miss', () => (missed = true));
+  await until('the cached event on the new node', () => got.length === 1 || missed);
+  assert.deepEqual([got, missed], [[7], false]);
+});
+
 /** A presence subscriber of `name` on `node` as `id`; records the member events it sees. */
 async function member(node, id, name = 'presence-room') {
   const pusher = client(node, { user: { id, info: { name: `user ${id}` } } });
@@ -177,6 +218,37 @@ test('presence is per user over the cluster: the same user on two nodes is added
   assert.deepEqual(observer.seen.added, ['ada', 'bob']);
   assert.deepEqual(ids(observer.channel.members), ['observer']);
   observer.pusher.disconnect();
+});
+
+test('the channels\' changes reach PHP once for the cluster, from the node whose connection made them', async () => {
+  const name = 'presence-hooks';
+  const changes = () => events().filter((e) => e.channel === name && ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'].includes(e.event));
+  const adaOnA = await member('a', 'ada', name);
+  await until('occupied and ada added', () => changes().length === 2);
+  const adaOnB = await member('b', 'ada', name);
+  const bobOnC = await member('c', 'bob', name);
+  await until('bob added', () => changes().some((e) => e.event === 'member_added' && e.user === 'bob'));
+  adaOnA.pusher.disconnect();
+  adaOnB.pusher.disconnect();
+  await until('ada removed', () => changes().some((e) => e.event === 'member_removed' && e.user === 'ada'));
+  bobOnC.pusher.disconnect();
+  await until('vacated', () => changes().some((e) => e.event === 'channel_vacated'));
+  // A duplicate would be in the log by the time the last change is: each
+  // node's changes reach its PHP in order, and nodes a and b made theirs first.
+  await until('bob removed', () => changes().some((e) => e.event === 'member_removed' && e.user === 'bob'));
+  const counted = {};
+  for (const e of changes()) counted[`${e.event} ${e.user ?? ''}`.trim()] = (counted[`${e.event} ${e.user ?? ''}`.trim()] ?? 0) + 1;
+  assert.deepEqual(counted, {
+    channel_occupied: 1,
+    'member_added ada': 1,
+    'member_added bob': 1,
+    'member_removed ada': 1,
+    'member_removed bob': 1,
+    channel_vacated: 1,
+  });
+  const all = changes();
+  assert.equal(all[0].event, 'channel_occupied', 'occupied first');
+  assert.equal(all.at(-1).event, 'channel_vacated', 'vacated last');
 });
 
 test('the raw contract\'s presence keys never hold Pusher channels', async () => {

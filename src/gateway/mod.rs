@@ -519,27 +519,7 @@ async fn handshake(
     if let Some(value) = chosen.and_then(|c| HeaderValue::from_bytes(c).ok()) {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
-    // permessage-deflate, when on and offered (an offer it cannot take is
-    // declined: the connection goes on uncompressed).
-    let deflate = config
-        .websocket
-        .compression
-        .then(|| {
-            crate::deflate::negotiate(
-                parts
-                    .headers
-                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            )
-        })
-        .flatten();
-    if let Some(agreed) = &deflate
-        && let Ok(value) = HeaderValue::from_str(&agreed.response)
-    {
-        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
-        handle.set_deflate(config.websocket.compression_min_size);
-    }
+    let deflate = agree_deflate(&config, &parts.headers, headers, &handle);
     for (name, value) in &answer.headers {
         if name == "set-cookie"
             && let Ok(value) = HeaderValue::from_bytes(value)
@@ -591,6 +571,32 @@ async fn handshake(
     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
     tracker.spawn(task);
     Ok(response)
+}
+
+/// permessage-deflate, when `websocket.compression` is on and the client
+/// offered it (an offer it cannot take is declined: the connection goes on
+/// uncompressed): the answer's header is set and `handle`'s messages of at
+/// least `compression_min_size` go compressed. The raw and the Pusher
+/// handshakes both agree here.
+pub(super) fn agree_deflate(
+    config: &crate::config::Config,
+    request: &hyper::HeaderMap,
+    response: &mut hyper::HeaderMap,
+    handle: &crate::hub::ConnHandle,
+) -> Option<crate::deflate::Agreement> {
+    if !config.websocket.compression {
+        return None;
+    }
+    let agreed = crate::deflate::negotiate(
+        request
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )?;
+    let value = HeaderValue::from_str(&agreed.response).ok()?;
+    response.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    handle.set_deflate(config.websocket.compression_min_size);
+    Some(agreed)
 }
 
 /// Keeps the slot with the socket until it closes: PHP's refusal may be

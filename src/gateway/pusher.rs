@@ -9,7 +9,7 @@
 //! ```text
 //! unknown app key                  pusher:error 4001, close 4001   (no reconnect)
 //! protocol missing / not a number  pusher:error 4008 / 4006, close (no reconnect)
-//! protocol other than 7            pusher:error 4007, close 4007   (no reconnect)
+//! protocol other than 5, 6 or 7   pusher:error 4007, close 4007   (no reconnect)
 //! max_connections_per_ip reached   pusher:error 4100, close 4100   (reconnect after a back-off)
 //! the open events' queue is full   pusher:error 4100, close 4100   (reconnect after a back-off)
 //! PHP refused the open (non-2xx)   pusher:error 4009, close 4009   (no reconnect)
@@ -19,7 +19,9 @@
 //!
 //! What is refused before any upgrade is refused as on the raw path: not a
 //! WebSocket request, an origin not allowed, shutting down, and, for an app
-//! with a `script`, a `Host` header PHP must not see (400).
+//! with a `script`, a `Host` header PHP must not see (400). An accepted
+//! client that offers permessage-deflate gets it as a raw client does
+//! (`websocket.compression`, see `deflate.rs`).
 
 use std::sync::Arc;
 
@@ -144,6 +146,9 @@ pub(super) async fn handshake(
     };
 
     let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
+    // permessage-deflate as on the raw endpoint: publications compressed
+    // once for every member that agreed, the client's messages inflated.
+    let deflate = super::agree_deflate(&config, &parts.headers, response.headers_mut(), &handle);
     let socket_id = SocketId::of(&handle.id, ctx.socket_tag()).to_string();
     let span = tracing::debug_span!("pusher", socket_id = %socket_id, app = %app.id, remote = %client.remote_ip);
     let php = match script_host {
@@ -197,6 +202,7 @@ pub(super) async fn handshake(
         socket_id,
         slot,
         php,
+        inflate_window: deflate.map(|d| d.client_window_bits),
     };
     let task = async move {
         match on_upgrade.await {
@@ -306,7 +312,7 @@ fn refuse_after_upgrade(
     });
 }
 
-/// Checks the `protocol` query parameter: `Err((code, message))` unless 7.
+/// Checks the `protocol` query parameter: `Err((code, message))` unless 5 to 7.
 fn protocol_version(query: Option<&str>) -> Result<(), (u16, String)> {
     let value = query
         .unwrap_or("")
@@ -319,11 +325,12 @@ fn protocol_version(query: Option<&str>) -> Result<(), (u16, String)> {
         ));
     };
     match value.parse::<u32>() {
-        Ok(pusher::PROTOCOL_VERSION) => Ok(()),
+        Ok(pusher::MIN_PROTOCOL_VERSION..=pusher::PROTOCOL_VERSION) => Ok(()),
         Ok(other) => Err((
             codes::UNSUPPORTED_PROTOCOL,
             format!(
-                "Unsupported protocol version {other}; this server speaks {}",
+                "Unsupported protocol version {other}; this server speaks {} to {}",
+                pusher::MIN_PROTOCOL_VERSION,
                 pusher::PROTOCOL_VERSION
             ),
         )),
@@ -365,7 +372,11 @@ mod tests {
         assert!(protocol_version(Some("protocol=7&client=js&version=8.4.0")).is_ok());
         assert!(protocol_version(Some("client=js&protocol=7")).is_ok());
         let code = |q| protocol_version(q).unwrap_err().0;
-        assert_eq!(code(Some("protocol=5")), codes::UNSUPPORTED_PROTOCOL);
+        // pusher-websocket-java asks for 5, served as 7 (as Pusher does).
+        assert!(protocol_version(Some("client=java-client&protocol=5&version=2.4.4")).is_ok());
+        assert!(protocol_version(Some("protocol=6")).is_ok());
+        assert_eq!(code(Some("protocol=4")), codes::UNSUPPORTED_PROTOCOL);
+        assert_eq!(code(Some("protocol=8")), codes::UNSUPPORTED_PROTOCOL);
         assert_eq!(code(Some("protocol=x")), codes::INVALID_VERSION_FORMAT);
         assert_eq!(code(None), codes::NO_PROTOCOL_VERSION);
     }

@@ -64,6 +64,9 @@ pub struct Accepted {
     pub slot: Slot,
     /// Events to PHP, when the app has a `script` (PHP accepted the open).
     pub php: Option<PhpConn>,
+    /// permessage-deflate was agreed: the window (log2) the client
+    /// compresses with, for the inflater of its messages.
+    pub inflate_window: Option<u8>,
 }
 
 /// One subscription.
@@ -127,6 +130,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         socket_id,
         slot: _slot, // held until the connection is gone
         php,
+        inflate_window,
     } = accepted;
     let config = ctx.config();
     let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
@@ -160,6 +164,9 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         ws_config.read_buffer_size,
         Intake::new(ledger),
     );
+    if let Some(window_bits) = inflate_window {
+        side.inflate_with(window_bits, ws_config.max_frame_size);
+    }
     side.preload(&pre_read);
     drop(pre_read);
     let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
@@ -314,8 +321,14 @@ impl Conn {
         Ending::new(true, code, reason)
     }
 
+    /// Queues one frame for this connection (compressed when agreed and large enough).
     fn send(&self, text: &str) {
-        let _ = self.handle.outbox.push(frame::text(text));
+        let frame = self.handle.message(
+            crate::frame::Kind::Text,
+            text.as_bytes(),
+            &self.ctx.hub.stats.compression,
+        );
+        let _ = self.handle.outbox.push(frame);
     }
 
     fn error(&self, code: u16, message: &str) {

@@ -54,6 +54,11 @@ pub use state::State;
 /// The protocol version spoken (the `protocol` query parameter of `/app/{key}`).
 pub const PROTOCOL_VERSION: u32 = 7;
 
+/// The oldest `protocol` a client may ask for; it is served version 7's
+/// frames, as Pusher serves them. pusher-websocket-java (Android, and the
+/// React Native and Flutter SDKs on Android) still sends `protocol=5`.
+pub const MIN_PROTOCOL_VERSION: u32 = 5;
+
 /// The prefix of every Pusher channel's hub name. Raw channel names forbid
 /// control characters (see [`crate::response::check_channel`]), so a hub
 /// name that starts with one is never a raw channel's.

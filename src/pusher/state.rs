@@ -178,8 +178,12 @@ impl State {
     ) {
         let mut inner = self.lock();
         let inner = &mut *inner;
+        // Compressed when the client agreed and it is large enough (a
+        // presence channel's member list).
         let send = |text: &[u8]| {
-            let _ = handle.outbox.push(crate::frame::data(Kind::Text, text));
+            let _ = handle
+                .outbox
+                .push(handle.message(Kind::Text, text, &hub.stats.compression));
         };
         let mut added = None;
         let mut new_member = None;

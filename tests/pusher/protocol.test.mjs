@@ -130,13 +130,22 @@ test('a presence subscription needs channel_data as signed; a forged sign-in clo
   assert.equal(c.of('pusher:error').at(-1).data.code, 4009);
 });
 
-test('protocol versions other than 7 are refused with the documented codes', async () => {
-  for (const [query, code] of [['?protocol=5', 4007], ['?protocol=x', 4006], ['', 4008]]) {
+test('protocol versions other than 5 to 7 are refused with the documented codes', async () => {
+  for (const [query, code] of [['?protocol=4', 4007], ['?protocol=8', 4007], ['?protocol=x', 4006], ['', 4008]]) {
     const c = await raw(`/app/${APP.key}${query}`);
     const closed = await c.closed;
     assert.equal(closed.code, code, query);
     assert.equal(c.frames[0].data.code, code);
   }
+});
+
+test('protocol=5, as pusher-websocket-java (Android) asks for it, is served as 7', async () => {
+  const c = await raw(`/app/${APP.key}?client=java-client&protocol=5&version=2.4.4`);
+  await c.socketId();
+  c.send({ event: 'pusher:subscribe', data: { channel: 'v5' } });
+  await c.next('pusher_internal:subscription_succeeded', 1, 'v5');
+  c.ws.close();
+  await c.closed;
 });
 
 test('over max_connections_per_ip: pusher:error and close 4100, so pusher-js backs off and retries', async () => {

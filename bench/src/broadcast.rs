@@ -1,14 +1,18 @@
 //! `broadcast`: N members of one channel, K senders, every message to all N.
 //!
 //! 1. **Join.** N connections to `URL?channel=NAME`; the server's script joins
-//!    them (bench/php/bench.php answers the open event with `X-WS-Join`). With
+//!    them (bench/php/bench.php answers the open event with `X-WS-Join`).
+//!    With `--pusher`, N Pusher clients of the app (`/app/{key}`) each
+//!    subscribe to the channel (see [`crate::pusher`]). With
 //!    `--also-url` (other nodes of a cluster) the N are split evenly over the
 //!    URLs, and messages published on the first node reach the others through
 //!    Redis; the via-PHP senders are the first node's members.
 //! 2. **Sync.** "sync" is published every 100 ms until every member has seen
 //!    one (at most [`SYNC_TIMEOUT`]), so no measured message races a join.
 //! 3. **Publish.** K senders at R msgs/s each for `--duration` (or `--count`
-//!    each), straight to the control socket or as `pub:` messages through PHP.
+//!    each), straight to the control socket or as `pub:` messages through PHP
+//!    (Pusher members: `pusher_publish` on the control socket, or signed
+//!    `POST /apps/{id}/events` to the HTTP API with `--api`).
 //!    Payloads carry send time, sender and sequence (see [`crate::payload`]).
 //! 4. **Drain.** Wait until every expected delivery arrived, at most `--drain`.
 //!
@@ -32,6 +36,7 @@ use crate::cli::{BroadcastArgs, WsArgs};
 use crate::connect::connect_many;
 use crate::payload::{self, Seen, SeqTracker};
 use crate::publish::{self, ControlClient, Schedule, SenderStats, since};
+use crate::pusher_api::{self, ApiClient, api_addr};
 use crate::stats::{ErrorTally, Latencies, LatencyBatch, LatencySummary, per_sec};
 use crate::target::{Ws, WsTarget};
 use crate::{CLOSE_GRACE, Report, UsageError, stopped};
@@ -122,7 +127,14 @@ struct MemberResult {
 
 /// Runs `broadcast`.
 pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
-    let target = Arc::new(WsTarget::new(&args.ws)?.with_query("channel", &args.channel));
+    let pusher = args.pusher.clone().map(Arc::new);
+    let channel: Arc<str> = args.channel.as_str().into();
+    let member_target = |target: WsTarget| match &pusher {
+        Some(app) => target.with_path(&crate::pusher::client_path(app)),
+        None => target.with_query("channel", &args.channel),
+    };
+    let api = args.via.api.as_deref().map(api_addr).transpose()?;
+    let target = Arc::new(member_target(WsTarget::new(&args.ws)?));
     let mut targets = vec![Arc::clone(&target)];
     for url in &args.also_urls {
         let ws = WsArgs {
@@ -130,7 +142,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
             ..args.ws.clone()
         };
         let node = WsTarget::new(&ws).map_err(|e| UsageError(format!("--also-url: {}", e.0)))?;
-        targets.push(Arc::new(node.with_query("channel", &args.channel)));
+        targets.push(Arc::new(member_target(node)));
     }
     if args.via.via_php && args.senders > args.connections {
         return Err(UsageError("--via-php needs --senders ≤ --connections".into()).into());
@@ -140,12 +152,16 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         Some(path) => Some(
             ControlClient::connect(path)
                 .await
-                .with_context(|| format!("control socket {}", path.display()))?,
+                .with_context(|| format!("control socket {}", path.display()))?
+                .for_pusher(pusher.as_ref().map(|app| app.id.as_str())),
         ),
         None => None,
     };
+    let mut api_client = match (api, &pusher) {
+        (Some(addr), Some(app)) => Some(ApiClient::new(addr, Arc::clone(app))),
+        _ => None,
+    };
     let base = Instant::now();
-    let channel: Arc<str> = args.channel.as_str().into();
 
     // 1. Join: --url's share first, so via-PHP senders are its members.
     let join_deadline = Instant::now() + JOIN_PHASE_MAX;
@@ -164,8 +180,23 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         )
         .await;
         first += share;
-        members_by_url.push(opened.conns.len() as u64);
-        conns.extend(opened.conns);
+        let opened_conns = match &pusher {
+            Some(app) => {
+                let (joined, errors) = crate::pusher::join_all(
+                    opened.conns,
+                    app,
+                    &channel,
+                    args.concurrency,
+                    args.ws.connect_timeout,
+                )
+                .await;
+                join_errors.merge(errors);
+                joined
+            }
+            None => opened.conns,
+        };
+        members_by_url.push(opened_conns.len() as u64);
+        conns.extend(opened_conns);
         join_errors.merge(opened.failures);
         match join_latency {
             None => join_latency = Some(opened.latency),
@@ -191,6 +222,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         };
         let member = Member {
             base,
+            pusher: pusher.is_some(),
             senders,
             live: Arc::clone(&live),
             batch: latencies.batch(),
@@ -205,7 +237,12 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
         && live.synced.load(Ordering::Relaxed) < members
         && sync_start.elapsed() < SYNC_TIMEOUT
     {
-        if let Some(control) = &mut control {
+        if let Some(client) = &mut api_client {
+            if let Err(e) = client.publish(&channel, SYNC).await {
+                publish_errors.add(format!("sync: {e}"));
+                break;
+            }
+        } else if let Some(control) = &mut control {
             if let Err(e) = control.publish(&channel, SYNC).await {
                 publish_errors.add(format!("sync: {e}"));
                 break;
@@ -217,6 +254,7 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     }
     let sync_secs = sync_start.elapsed();
     drop(control);
+    drop(api_client);
 
     // 3. Publish.
     let cpu_before = server_cpu(args.server_pid);
@@ -231,11 +269,23 @@ pub async fn run(args: BroadcastArgs) -> anyhow::Result<Report> {
     };
     let mut publishers = JoinSet::new();
     if members > 0 || args.via.control.is_some() {
-        if let Some(path) = &args.via.control {
+        if let (Some(addr), Some(app)) = (api, &pusher) {
+            for sender in 0..args.senders {
+                let task = pusher_api::run(
+                    addr,
+                    Arc::clone(app),
+                    Arc::clone(&channel),
+                    schedule(sender),
+                    args.window,
+                );
+                publishers.spawn(async move { (sender, task.await) });
+            }
+        } else if let Some(path) = &args.via.control {
             for sender in 0..args.senders {
                 let client = ControlClient::connect(path)
                     .await
-                    .with_context(|| format!("control socket {}", path.display()))?;
+                    .with_context(|| format!("control socket {}", path.display()))?
+                    .for_pusher(pusher.as_ref().map(|app| app.id.as_str()));
                 let task = client.run(
                     Arc::clone(&channel),
                     schedule(sender),
@@ -373,6 +423,8 @@ fn secs3(d: Duration) -> f64 {
 /// One channel member's receiving side.
 struct Member {
     base: Instant,
+    /// A Pusher client: the payload is its event frame's `data`.
+    pusher: bool,
     senders: usize,
     live: Arc<Live>,
     batch: LatencyBatch,
@@ -432,8 +484,19 @@ impl Member {
                             break;
                         }
                     };
-                    // A ws2fcgi.v1 member's messages start with a header line.
-                    let data = text.split_once('\n').map_or(text.as_str(), |(_, d)| d);
+                    // A ws2fcgi.v1 member's messages start with a header line;
+                    // a Pusher member's are JSON frames around the payload.
+                    let data = if self.pusher {
+                        match crate::pusher::payload(&text) {
+                            Some(data) => data,
+                            None => {
+                                result.other += 1;
+                                continue;
+                            }
+                        }
+                    } else {
+                        text.split_once('\n').map_or(text.as_str(), |(_, d)| d)
+                    };
                     if data == SYNC {
                         if !synced {
                             synced = true;
@@ -441,7 +504,7 @@ impl Member {
                         }
                         continue;
                     }
-                    self.delivered(&text, &mut trackers, &mut result);
+                    self.delivered(data, &mut trackers, &mut result);
                 }
             }
         }
@@ -485,9 +548,13 @@ async fn next_queued(queue: &mut Option<mpsc::Receiver<Message>>) -> Option<Mess
 }
 
 fn human(args: &BroadcastArgs, url: &str, f: &Figures) -> String {
-    let via = match &args.via.control {
-        Some(path) => format!("control socket {}", path.display()),
-        None => "PHP (pub: messages)".into(),
+    let via = match (&args.via.api, &args.via.control) {
+        (Some(api), _) => format!("the Pusher HTTP API at {api}"),
+        (None, Some(path)) if args.pusher.is_some() => {
+            format!("control socket {} (pusher_publish)", path.display())
+        }
+        (None, Some(path)) => format!("control socket {}", path.display()),
+        (None, None) => "PHP (pub: messages)".into(),
     };
     let nodes = if f.members_by_url.is_empty() {
         String::new()

@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Serialize, Serializer};
 
+use crate::pusher::PusherApp;
+
 /// Load tool for ws2fcgi and any WebSocket server on this machine.
 ///
 /// The human summary goes to stderr; with --json one JSON line per run goes to
@@ -39,6 +41,8 @@ pub enum Mode {
     Broadcast(BroadcastArgs),
     /// Connect, send one message, wait for the reply, close — repeatedly: cycles/s and errors.
     Churn(ChurnArgs),
+    /// Pairs of Pusher clients relaying client events on private or presence channels.
+    ClientEvents(ClientEventsArgs),
     /// Drive PHP-FPM directly over FastCGI: the raw capacity the bridge can at best approach.
     Fcgi(FcgiArgs),
 }
@@ -134,6 +138,11 @@ pub struct PublishVia {
     /// Publish through PHP: K of the N members send "pub:PAYLOAD" (bench/php/bench.php).
     #[arg(long)]
     pub via_php: bool,
+    /// Publish through the Pusher HTTP API at http://HOST:PORT (signed;
+    /// needs --pusher): `POST /apps/{id}/events`, --window keep-alive
+    /// connections per sender.
+    #[arg(long, value_name = "URL", requires = "pusher")]
+    pub api: Option<String>,
 }
 
 /// `broadcast` parameters.
@@ -173,6 +182,11 @@ pub struct BroadcastArgs {
     /// Channel name.
     #[arg(long, default_value = "bench")]
     pub channel: String,
+    /// Members are Pusher clients of this app (`/app/{key}`, subscribed to
+    /// --channel), published to with the control socket's `pusher_publish`
+    /// or the HTTP API (--api).
+    #[arg(long, value_name = "ID:KEY:SECRET", conflicts_with = "via_php")]
+    pub pusher: Option<PusherApp>,
     /// Payload size in bytes (timestamp, sender, sequence, then padding).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
@@ -182,7 +196,8 @@ pub struct BroadcastArgs {
     /// Handshakes in flight at once while joining.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
-    /// Control-socket publishes in flight per sender (pipelining window).
+    /// Control-socket publishes in flight per sender (pipelining window);
+    /// with --api, HTTP connections per sender.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub window: u32,
     /// After the last publish, wait at most this long for outstanding deliveries.
@@ -217,6 +232,38 @@ pub struct ChurnArgs {
     #[serde(serialize_with = "secs")]
     pub duration: Duration,
     /// A reply or close handshake that takes longer than this is an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub reply_timeout: Duration,
+}
+
+/// `client-events` parameters.
+#[derive(Args, Debug, Serialize)]
+pub struct ClientEventsArgs {
+    /// The server and how to connect to it (the path is replaced by `/app/{key}`).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ws: WsArgs,
+    /// The Pusher app the clients connect to; its secret signs their subscriptions.
+    #[arg(long, value_name = "ID:KEY:SECRET")]
+    pub pusher: PusherApp,
+    /// Pairs of connections, each pair on its own channel, one event in flight.
+    #[arg(short = 'c', long, default_value_t = 8)]
+    pub pairs: u64,
+    /// Presence channels (users a<i> and b<i>) instead of private ones.
+    #[arg(long)]
+    pub presence: bool,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Stop after this many round trips in total.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub count: u64,
+    /// Cap on the measuring phase.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// A relay that takes longer than this ends its pair with an error.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub reply_timeout: Duration,
@@ -359,5 +406,16 @@ mod tests {
             panic!("broadcast")
         };
         assert_eq!(args.also_urls.len(), 2);
+    }
+
+    #[test]
+    fn the_pusher_api_needs_a_pusher_app() {
+        let base = ["b", "broadcast", "--url", "ws://127.0.0.1:1/"];
+        let api = [&base[..], &["--api", "http://127.0.0.1:2"]].concat();
+        assert!(Cli::try_parse_from(&api).is_err());
+        let app = [&api[..], &["--pusher", "1:k:s"]].concat();
+        assert!(Cli::try_parse_from(app).is_ok());
+        let php = [&base[..], &["--via-php", "--pusher", "1:k:s"]].concat();
+        assert!(Cli::try_parse_from(php).is_err());
     }
 }

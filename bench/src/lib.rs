@@ -1,9 +1,10 @@
 //! ws2fcgi-bench: a load tool for ws2fcgi and any WebSocket server on loopback.
 //!
-//! Five modes, one file each: `idle` (memory per held connection), `echo`
-//! (round trips through PHP), `broadcast` (fan-out of one channel), `churn`
-//! (connection set-up and tear-down) and `fcgi` (PHP-FPM's raw capacity, the
-//! ceiling the bridge can at best approach). Each returns a [`Report`]: a
+//! Six modes, one file each: `idle` (memory per held connection), `echo`
+//! (round trips through PHP), `broadcast` (fan-out of one channel, raw or
+//! Pusher clients), `churn` (connection set-up and tear-down),
+//! `client-events` (Pusher client events relayed between pairs) and `fcgi`
+//! (PHP-FPM's raw capacity, the ceiling the bridge can at best approach). Each returns a [`Report`]: a
 //! human summary and the figures that become one JSON line.
 //!
 //! Every loop is bounded by a count and by a duration; every target must be
@@ -14,6 +15,7 @@
 pub mod broadcast;
 pub mod churn;
 pub mod cli;
+pub mod client_events;
 pub mod connect;
 pub mod cpu;
 pub mod echo;
@@ -23,6 +25,8 @@ pub mod inflate;
 pub mod pace;
 pub mod payload;
 pub mod publish;
+pub mod pusher;
+pub mod pusher_api;
 pub mod rss;
 pub mod stats;
 pub mod target;
@@ -101,6 +105,7 @@ pub async fn run(mode: Mode) -> anyhow::Result<Report> {
         Mode::Echo(args) => echo::run(args).await,
         Mode::Broadcast(args) => broadcast::run(args).await,
         Mode::Churn(args) => churn::run(args).await,
+        Mode::ClientEvents(args) => client_events::run(args).await,
         Mode::Fcgi(args) => fcgi::run(args).await,
     }
 }

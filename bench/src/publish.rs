@@ -8,6 +8,12 @@
 //! ← {"ok":false,"error":"…"}
 //! ```
 //!
+//! For Pusher members (`--pusher`) the op is `pusher_publish`:
+//!
+//! ```text
+//! → {"op":"pusher_publish","app":"1001","channels":["bench"],"event":"bench","data":"t=…"}
+//! ```
+//!
 //! A control publisher pipelines: it keeps up to `--window` requests
 //! unanswered, reading replies on a separate task, and flushes its buffered
 //! writes before every pause so a paced message is not held back.
@@ -38,6 +44,15 @@ const WRITE_BUFFER: usize = 64 * 1024;
 struct Publish<'a> {
     op: &'static str,
     channel: &'a str,
+    data: &'a str,
+}
+
+#[derive(Serialize)]
+struct PusherPublish<'a> {
+    op: &'static str,
+    app: &'a str,
+    channels: [&'a str; 1],
+    event: &'static str,
     data: &'a str,
 }
 
@@ -106,6 +121,8 @@ pub struct SenderStats {
 pub struct ControlClient {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// Publish Pusher events of this app (`pusher_publish`) instead of raw messages.
+    pusher_app: Option<Arc<str>>,
 }
 
 impl ControlClient {
@@ -115,13 +132,20 @@ impl ControlClient {
         Ok(Self {
             reader: BufReader::new(read),
             writer,
+            pusher_app: None,
         })
+    }
+
+    /// Publishes Pusher events of app `app_id` (`pusher_publish`) from now on.
+    pub fn for_pusher(mut self, app_id: Option<&str>) -> Self {
+        self.pusher_app = app_id.map(Into::into);
+        self
     }
 
     /// Publishes one message and waits for its reply.
     pub async fn publish(&mut self, channel: &str, data: &str) -> Result<u64, String> {
         let mut line = Vec::new();
-        encode(&mut line, channel, data);
+        encode(&mut line, self.pusher_app.as_deref(), channel, data);
         self.writer
             .write_all(&line)
             .await
@@ -150,6 +174,7 @@ impl ControlClient {
         let mut writer = BufWriter::with_capacity(WRITE_BUFFER, self.writer);
         let mut pacer = Pacer::new(schedule.rate);
         let (mut data, mut line) = (String::new(), Vec::new());
+        let pusher_app = self.pusher_app.clone();
         let mut sent = 0;
         let mut errors = ErrorTally::default();
         while sent < schedule.count {
@@ -190,7 +215,7 @@ impl ControlClient {
                 seq: sent,
             };
             payload::write(&mut data, stamp, schedule.size);
-            encode(&mut line, &channel, &data);
+            encode(&mut line, pusher_app.as_deref(), &channel, &data);
             if let Err(e) = writer.write_all(&line).await {
                 errors.add(format!("write: {}", e.kind()));
                 break;
@@ -280,15 +305,30 @@ async fn read_line(
     }
 }
 
-fn encode(line: &mut Vec<u8>, channel: &str, data: &str) {
+/// One request line: a raw publish, or a Pusher event of `pusher_app`.
+fn encode(line: &mut Vec<u8>, pusher_app: Option<&str>, channel: &str, data: &str) {
     line.clear();
-    let request = Publish {
-        op: "publish",
-        channel,
-        data,
-    };
     // Serializing a struct of strings into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *line, &request);
+    let _ = match pusher_app {
+        None => serde_json::to_writer(
+            &mut *line,
+            &Publish {
+                op: "publish",
+                channel,
+                data,
+            },
+        ),
+        Some(app) => serde_json::to_writer(
+            &mut *line,
+            &PusherPublish {
+                op: "pusher_publish",
+                app,
+                channels: [channel],
+                event: crate::pusher::EVENT,
+                data,
+            },
+        ),
+    };
     line.push(b'\n');
 }
 
@@ -328,10 +368,15 @@ mod tests {
     #[test]
     fn requests_are_one_json_line() {
         let mut line = Vec::new();
-        encode(&mut line, "room \"1\"", "t=1;s=0;q=0;");
+        encode(&mut line, None, "room \"1\"", "t=1;s=0;q=0;");
         assert_eq!(
             line,
             b"{\"op\":\"publish\",\"channel\":\"room \\\"1\\\"\",\"data\":\"t=1;s=0;q=0;\"}\n"
+        );
+        encode(&mut line, Some("1001"), "bench", "sync");
+        assert_eq!(
+            line,
+            b"{\"op\":\"pusher_publish\",\"app\":\"1001\",\"channels\":[\"bench\"],\"event\":\"bench\",\"data\":\"sync\"}\n"
         );
     }
 

@@ -90,6 +90,20 @@ impl WsTarget {
         }
     }
 
+    /// The same target with the URL's path and query replaced by `path_and_query`.
+    pub fn with_path(&self, path_and_query: &str) -> Self {
+        // "ws://host:port/…": the authority ends at the third slash.
+        let end = self
+            .url
+            .match_indices('/')
+            .nth(2)
+            .map_or(self.url.len(), |(i, _)| i);
+        Self {
+            url: format!("{}{path_and_query}", &self.url[..end]),
+            ..self.clone()
+        }
+    }
+
     /// Bytes read from the sockets of every connection to this target so far.
     pub fn wire_bytes(&self) -> u64 {
         self.wire_bytes.load(Ordering::Relaxed)
@@ -223,7 +237,7 @@ impl FpmAddr {
 }
 
 /// The loopback address `host` names, or why it is refused.
-fn loopback_ip(host: &str) -> Result<IpAddr, String> {
+pub(crate) fn loopback_ip(host: &str) -> Result<IpAddr, String> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.eq_ignore_ascii_case("localhost") {
         return Ok(Ipv4Addr::LOCALHOST.into());
@@ -303,6 +317,21 @@ mod tests {
             t.with_query("channel", "bench").url(),
             "ws://127.0.0.1:1/p?x=1&channel=bench"
         );
+    }
+
+    #[test]
+    fn paths_are_replaced() {
+        for url in [
+            "ws://127.0.0.1:1",
+            "ws://127.0.0.1:1/",
+            "ws://127.0.0.1:1/x?channel=a",
+        ] {
+            let t = WsTarget::new(&args(url)).unwrap();
+            assert_eq!(
+                t.with_path("/app/k?protocol=7").url(),
+                "ws://127.0.0.1:1/app/k?protocol=7"
+            );
+        }
     }
 
     #[test]

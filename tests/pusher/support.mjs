@@ -26,12 +26,13 @@ export const APP = { id: '1001', key: 'app-key', secret: 'app-secret-5b2c' };
  * (`script`, `auth`), `fpm` the lines of [fpm] (null: managed), `dir` its
  * directory (default: a new temporary one); `cluster` makes it a node of a
  * cluster (`{ redis, nodeId, nodeTtl }`: the URL of a `Redis`, this node's
- * id, `cluster.node_ttl`).
+ * id, `cluster.node_ttl`); `admin` a port for /metrics (0: any; null: none).
  */
 export class Daemon extends BaseDaemon {
-  static start({ pusher = [], websocket = [], app = [], fpm = null, dir, cluster = null } = {}) {
+  static start({ pusher = [], websocket = [], app = [], fpm = null, dir, cluster = null, admin = null } = {}) {
     return super.start({
       dir,
+      admin,
       history: null,
       script: path.join(here, 'app.php'),
       websocket,

@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::time::timeout_at;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -91,97 +91,175 @@ impl Ending {
     }
 }
 
-/// Runs the connection until it ends and PHP has seen its close event.
-pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
-    let Accepted {
-        ctx,
-        handle,
-        env,
-        close_after_open,
-        slot: _slot, // held until the close event has reached PHP
-        close_due,
-        inflate_window,
-    } = accepted;
-    let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
-        tracing::error!(conn = %ctx.public_id(&handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
-        let ending = Ending::new(c::CLOSE_VANISHED, c::REASON_VANISHED);
-        let queued = Queued::default();
-        Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
-        return;
+/// Runs the connection, once the client's upgrade completes, until it ends
+/// and PHP has seen its close event.
+///
+/// This future is what every idle connection's task holds, so only what the
+/// loop needs lives in it across the loop's await: `Accepted` comes boxed
+/// (a pointer, freed once unpacked), the set-up is synchronous ([`Live::open`])
+/// and the ending is boxed ([`Live::end`]). Otherwise each of them would keep
+/// its own space in every idle task (an async fn's state holds every local
+/// and future of every await, and moved-from ones too).
+pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrade) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            tracing::info!(
+                conn = %accepted.ctx.public_id(&accepted.handle.id),
+                error = %e,
+                "client left during the upgrade"
+            );
+            Box::pin(abandon(*accepted)).await;
+            return;
+        }
     };
-    let config = ctx.config();
-    // What hyper read past the handshake (a pipelined first frame) is
-    // copied into the read side, which lets go of hyper's read buffer.
-    let ws_config = &config.websocket;
-    let ledger = Ledger::new(
-        ctx.inbound.clone(),
-        ws_config.inbound_queue_bytes,
-        ws_config.max_message_size,
-        ws_config.read_buffer_size,
-    );
-    let mut side = ReadSide::new(
-        read_half,
-        handle.clone(),
-        ws_config.read_buffer_size,
-        Intake::new(ledger),
-    );
-    if let Some(window_bits) = inflate_window {
-        side.inflate_with(window_bits, ws_config.max_frame_size);
-    }
-    side.preload(&pre_read);
-    drop(pre_read);
-    let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
-    let mut conn = Conn {
-        config: config.clone(),
-        ctx: ctx.clone(),
-        handle: handle.clone(),
-        env: env.clone(),
-        ws,
-        writer: Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone()),
-        events: VecDeque::new(),
-        answer: None,
-        last_seen: Instant::now(),
-        closing: None,
-        rate: config
-            .websocket
-            .rate_limit
-            .as_ref()
-            .map(|r| Box::new(TokenBucket::new(r.messages_per_second, f64::from(r.burst)))),
+    let mut live = match Live::open(accepted, upgraded) {
+        Ok(live) => live,
+        Err(accepted) => {
+            Box::pin(abandon(*accepted)).await;
+            return;
+        }
     };
-    ctx.hub.stats.connections_total.inc();
-    if ctx.is_shutting_down() {
-        handle
-            .outbox
-            .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
-    }
-    if let Some((code, reason)) = close_after_open {
-        conn.start_close(code, reason);
-    }
-    let ending = conn.run().await;
-    // tungstenite holds its reply to the client's close frame until its next
-    // read or flush; flush it into the outbox so the client gets its close
-    // handshake (RFC 6455 §5.5.1) before the socket is closed.
-    let _ = conn.ws.flush().await;
+    let ending = live.conn.run().await;
+    Box::pin(live.end(ending)).await;
+}
 
-    ctx.hub.unregister(&handle.id);
-    handle.outbox.seal();
-    let Conn {
-        mut writer,
-        events,
-        answer,
-        ws,
-        ..
-    } = conn;
-    if ending.flush {
-        let until = ctx.within_drain(config.websocket.close_timeout);
-        let _ = timeout_at(until.into(), writer.flush_all()).await;
+/// A connection while it lives: its loop's state, and what it keeps for
+/// its end.
+struct Live {
+    conn: Conn,
+    /// The connection's place under `max_connections`, held until the close
+    /// event has reached PHP.
+    slot: crate::limits::Slot,
+    /// The close event it owes PHP, booked by `finish`.
+    close_due: CloseDue,
+}
+
+impl Live {
+    /// Sets the connection up on its upgraded socket. Gives `accepted` back
+    /// (for [`abandon`]) when the socket is neither TCP, TLS nor Unix.
+    /// Takes the box so that it is freed here, not when [`serve`] ends.
+    fn open(
+        accepted: Box<Accepted>,
+        upgraded: hyper::upgrade::Upgraded,
+    ) -> Result<Self, Box<Accepted>> {
+        let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
+            tracing::error!(conn = %accepted.ctx.public_id(&accepted.handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
+            return Err(accepted);
+        };
+        let Accepted {
+            ctx,
+            handle,
+            env,
+            close_after_open,
+            slot,
+            close_due,
+            inflate_window,
+        } = *accepted;
+        let config = ctx.config();
+        // What hyper read past the handshake (a pipelined first frame) is
+        // copied into the read side, which lets go of hyper's read buffer.
+        let ws_config = &config.websocket;
+        let ledger = Ledger::new(
+            ctx.inbound.clone(),
+            ws_config.inbound_queue_bytes,
+            ws_config.max_message_size,
+            ws_config.read_buffer_size,
+        );
+        let mut side = ReadSide::new(
+            read_half,
+            handle.clone(),
+            ws_config.read_buffer_size,
+            Intake::new(ledger),
+        );
+        if let Some(window_bits) = inflate_window {
+            side.inflate_with(window_bits, ws_config.max_frame_size);
+        }
+        side.preload(&pre_read);
+        drop(pre_read);
+        // Completes at once: no I/O without a handshake.
+        let Some(ws) = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config()))
+            .now_or_never()
+        else {
+            tracing::error!(conn = %ctx.public_id(&handle.id), "could not set the WebSocket up; dropping the connection");
+            return Err(Box::new(Accepted {
+                ctx,
+                handle,
+                env,
+                close_after_open: None,
+                slot,
+                close_due,
+                inflate_window: None,
+            }));
+        };
+        let mut conn = Conn {
+            config: config.clone(),
+            ctx: ctx.clone(),
+            writer: Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone()),
+            handle,
+            env,
+            ws,
+            events: VecDeque::new(),
+            answer: None,
+            last_seen: Instant::now(),
+            closing: None,
+            rate: config
+                .websocket
+                .rate_limit
+                .as_ref()
+                .map(|r| Box::new(TokenBucket::new(r.messages_per_second, f64::from(r.burst)))),
+        };
+        ctx.hub.stats.connections_total.inc();
+        if ctx.is_shutting_down() {
+            conn.handle
+                .outbox
+                .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
+        }
+        if let Some((code, reason)) = close_after_open {
+            conn.start_close(code, reason);
+        }
+        Ok(Self {
+            conn,
+            slot,
+            close_due,
+        })
     }
-    drop(ws);
-    drop(writer);
-    // Boxed: the ending's PHP calls would otherwise enlarge every idle
-    // connection's task by the size of their futures.
-    let queued = Queued { answer, events };
-    Box::pin(finish(&ctx, &handle, &env, queued, ending, close_due)).await;
+
+    /// Takes the connection down after its loop ended: leaves the hub,
+    /// flushes what it can, closes the socket, then hands PHP what it owes.
+    async fn end(self, ending: Ending) {
+        let Self {
+            mut conn,
+            slot: _slot, // held until the close event has reached PHP
+            close_due,
+        } = self;
+        // tungstenite holds its reply to the client's close frame until its next
+        // read or flush; flush it into the outbox so the client gets its close
+        // handshake (RFC 6455 §5.5.1) before the socket is closed.
+        let _ = conn.ws.flush().await;
+
+        let Conn {
+            ctx,
+            config,
+            handle,
+            env,
+            mut writer,
+            events,
+            answer,
+            ws,
+            ..
+        } = conn;
+        ctx.hub.unregister(&handle.id);
+        handle.outbox.seal();
+        if ending.flush {
+            let until = ctx.within_drain(config.websocket.close_timeout);
+            let _ = timeout_at(until.into(), writer.flush_all()).await;
+        }
+        drop(ws);
+        drop(writer);
+        let queued = Queued { answer, events };
+        finish(&ctx, &handle, &env, queued, ending, close_due).await;
+    }
 }
 
 /// Ends a connection PHP accepted but whose upgrade never completed (the
@@ -299,4 +377,33 @@ fn apply_rest(ctx: &Context, handle: &ConnHandle, answer: &PhpResponse) -> Optio
         }
     }
     d.close.clone()
+}
+
+#[cfg(test)]
+mod memory_budget {
+    use super::*;
+
+    /// The task every idle connection holds is this future (plus tokio's
+    /// header and the span): its size is the largest part of the memory
+    /// budget (docs/performance.md), so growth fails here.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let mut config = crate::config::Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = Arc::new(Context::new(config));
+        let handle = ctx.hub.register(1024);
+        let accepted = Accepted {
+            ctx: ctx.clone(),
+            handle,
+            env: ConnEnv::empty(),
+            close_after_open: None,
+            slot: ctx.slots.admit(None).expect("a slot"),
+            close_due: ctx.books.owe(),
+            inflate_window: None,
+        };
+        let on_upgrade = hyper::upgrade::on(hyper::Request::new(()));
+        let task = serve(Box::new(accepted), on_upgrade);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1500, "a connection's task grew to {size} bytes");
+    }
 }

@@ -554,20 +554,7 @@ async fn handshake(
         close_due,
         inflate_window: deflate.map(|d| d.client_window_bits),
     };
-    let task = async move {
-        match on_upgrade.await {
-            Ok(upgraded) => connection::serve(accepted, upgraded).await,
-            Err(e) => {
-                tracing::info!(
-                    conn = %accepted.ctx.public_id(&accepted.handle.id),
-                    error = %e,
-                    "client left during the upgrade"
-                );
-                Box::pin(connection::abandon(accepted)).await;
-            }
-        }
-    }
-    .instrument(span);
+    let task = connection::serve(Box::new(accepted), on_upgrade).instrument(span);
     tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
     tracker.spawn(task);
     Ok(response)

@@ -1,12 +1,14 @@
-//! The link to Redis: starting and stopping a node's three Redis tasks, and
+//! The link to Redis: starting and stopping a node's four Redis tasks, and
 //! what they share.
 //!
 //! Each task owns its connection and, when it fails, reconnects by itself
 //! with a backoff ([`FIRST_BACKOFF`] doubling to [`MAX_BACKOFF`]), so Redis
 //! restarting or vanishing never stops the node: it keeps serving its local
-//! clients and local publishes. [`Health`] turns the three tasks' states into
-//! one log line per change of the link as a whole, and tells the others when
-//! the subscriber (which always reads, so notices first) lost its connection.
+//! clients and local publishes. [`Health`] turns the states of the first
+//! three into one log line per change of the link as a whole, and tells the
+//! others when the subscriber (which always reads, so notices first) lost its
+//! connection; the roster task follows it (it logs only when it has read
+//! the Pusher state).
 //!
 //! - `bus.rs`: the **publisher** and the **subscriber**,
 //! - `presence_sync.rs`: the **presence** task;

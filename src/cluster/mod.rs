@@ -12,6 +12,8 @@
 //!             node_ttl/3: SET <prefix>:node:<node_id>:alive PX node_ttl,
 //!             SADD <prefix>:nodes, PEXPIRE on the presence keys;
 //!             answers presence queries (HGETALL of the other live nodes)
+//! roster      Pusher presence per user: EVALSHA of the join/leave scripts,
+//!             reaping dead nodes' users (roster.rs)
 //! ```
 //!
 //! A publish is applied to local members first, then queued for the bus; a
@@ -27,7 +29,7 @@
 //! - with the `cluster` feature only: `link.rs` starts and stops the Redis
 //!   tasks, `bus.rs` is the publisher and subscriber, `presence_sync.rs` the
 //!   presence task, `history.rs` the channels' history (`[history]`), kept
-//!   in Redis.
+//!   in Redis, `roster.rs` the roster task (Pusher presence per user).
 // Without the feature nothing reads the queues: a Cluster is never built then.
 #![cfg_attr(not(feature = "cluster"), allow(dead_code))]
 
@@ -41,7 +43,7 @@ pub mod presence;
 #[cfg(feature = "cluster")]
 mod presence_sync;
 #[cfg(feature = "cluster")]
-mod roster;
+pub mod roster;
 pub mod seal;
 #[cfg(feature = "cluster")]
 pub mod url;

@@ -64,7 +64,7 @@ const BATCH: usize = 256;
 /// A user's first connection on a node. Returns 1 when it was the first in
 /// the cluster (and announced).
 ///
-/// KEYS: on:<node>, holders:<hub>, members:<hub>, channels, seq, nodes.
+/// KEYS: `on:<node>`, `holders:<hub>`, `members:<hub>`, channels, seq, nodes.
 /// ARGV: pair, user, info, hub, node, bus channel, sealed announcement.
 pub const JOIN_SCRIPT: &str = r"
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -81,7 +81,7 @@ return 1
 /// is 1, and nothing happens while its liveness key exists). Returns 1 when
 /// it was the last in the cluster (and announced).
 ///
-/// KEYS: on:<node>, holders:<hub>, members:<hub>, channels, seq, the node's liveness key.
+/// KEYS: `on:<node>`, `holders:<hub>`, `members:<hub>`, channels, seq, the node's liveness key.
 /// ARGV: pair, user, hub, bus channel, sealed announcement, only-if-dead.
 pub const LEAVE_SCRIPT: &str = r"
 if ARGV[6] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then return 0 end
@@ -98,7 +98,7 @@ return 1
 /// A channel's first subscriber on a node. Returns 1 when it is the first
 /// in the cluster (the channel is occupied).
 ///
-/// KEYS: on:<node>, occupied, nodes. ARGV: hub, node.
+/// KEYS: `on:<node>`, occupied, nodes. ARGV: hub, node.
 pub const OCCUPY_SCRIPT: &str = r"
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -110,7 +110,7 @@ return 1
 /// `ARGV[2]` is 1, and nothing happens while its liveness key exists).
 /// Returns 1 when it was the last in the cluster (the channel is vacated).
 ///
-/// KEYS: on:<node>, occupied, the node's liveness key. ARGV: hub, only-if-dead.
+/// KEYS: `on:<node>`, occupied, the node's liveness key. ARGV: hub, only-if-dead.
 pub const VACATE_SCRIPT: &str = r"
 if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -139,7 +139,7 @@ return out
 
 /// Forgets a dead node that has no users left.
 ///
-/// KEYS: nodes, the node's liveness key, on:<node>. ARGV: node.
+/// KEYS: nodes, the node's liveness key, `on:<node>`. ARGV: node.
 const FORGET_SCRIPT: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('SCARD', KEYS[3]) == 0 then
   redis.call('SREM', KEYS[1], ARGV[1])

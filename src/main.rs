@@ -175,9 +175,13 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         );
         listeners.websocket = std::mem::take(&mut passed.websocket);
     }
+    // A predecessor's control socket names the temporary path it was bound
+    // at before it was put at `control.socket` (listen.rs): its path is ours.
+    let from_predecessor = passed.handover.is_some();
     if let Some((listener, path)) = passed.control.take() {
         match &config.control.socket {
             Some(configured) if *configured == path => {}
+            Some(_) if from_predecessor => {}
             configured => anyhow::bail!(
                 "socket activation: the control socket passed in is {}, but `control.socket` is {}; \
                  set control.socket to the socket unit's path (PHP is told this path)",

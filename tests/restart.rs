@@ -137,9 +137,11 @@ async fn sigusr2_hands_the_sockets_over_and_refuses_no_one() {
         &file,
         format!(
             "listen = [\"127.0.0.1:0\"]\nadmin = \"127.0.0.1:0\"\nscript = \"{script}\"\n\
-             [fpm]\naddress = \"unix:{socket}\"\npool_size = 4\n",
+             [fpm]\naddress = \"unix:{socket}\"\npool_size = 4\n\
+             [control]\nsocket = \"{control}\"\n",
             script = script("faults.php").display(),
             socket = fpm.socket.display(),
+            control = dir.path().join("control.sock").display(),
         ),
     )
     .expect("write config");
@@ -235,6 +237,23 @@ async fn sigusr2_hands_the_sockets_over_and_refuses_no_one() {
     close(ws).await;
     let (status, _, body) = http_get(admin, "/healthz").await;
     assert_eq!(status, 200, "{body}");
+    // So did the control socket, still at its path.
+    let mut control = tokio::net::UnixStream::connect(dir.path().join("control.sock"))
+        .await
+        .expect("the control socket serves");
+    {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        control
+            .write_all(b"{\"op\":\"publish\",\"channel\":\"none\",\"data\":\"x\"}\n")
+            .await
+            .expect("write");
+        let mut reply = String::new();
+        tokio::io::BufReader::new(&mut control)
+            .read_line(&mut reply)
+            .await
+            .expect("read");
+        assert!(reply.contains("\"ok\":true"), "{reply}");
+    }
 
     successor.signal("TERM");
     poll_until(Duration::from_secs(30), "the new process to exit", || {

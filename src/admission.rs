@@ -8,8 +8,8 @@
 //! are queued and its estimated wait, its place in the queue times the
 //! pool's mean time per event divided by `fpm.pool_size`, fits
 //! `fpm.queue_timeout` (the wait for a free FastCGI connection it would get).
-//! Otherwise it is turned away at once with the time the queue needs to
-//! drain as its Retry-After, instead of waiting only to time out:
+//! Otherwise it is turned away at once with the time until it would be
+//! admitted as its Retry-After, instead of waiting only to time out:
 //!
 //! ```text
 //! client offered ws2fcgi.v1   101, then close 1013 "busy; retry after N"
@@ -90,19 +90,30 @@ impl Admission {
 }
 
 /// Is the `place`-th open in the queue admitted within `bounds`? Else the
-/// Retry-After: the time the pool needs for the opens ahead of it, at
-/// least 1 s, at most [`MAX_RETRY_AFTER_SECS`].
+/// Retry-After: the time until it would be, at least 1 s, at most
+/// [`MAX_RETRY_AFTER_SECS`]: the pool's time for the opens past
+/// `open_queue` ahead of it, or what its estimated wait exceeds
+/// `queue_timeout` by, whichever is longer.
 pub fn decide(place: usize, bounds: &Bounds) -> Result<(), Full> {
     let pool = bounds.pool_size.max(1);
+    let rounds = |opens: usize| u32::try_from(opens.div_ceil(pool)).unwrap_or(u32::MAX);
     let wait = bounds
         .mean_event
-        .map(|mean| mean.saturating_mul(u32::try_from(place.div_ceil(pool)).unwrap_or(u32::MAX)));
-    let over_count = bounds.open_queue > 0 && place > bounds.open_queue;
-    let over_time = wait.is_some_and(|w| w > bounds.queue_timeout);
-    if !over_count && !over_time {
+        .map(|mean| mean.saturating_mul(rounds(place)));
+    let beyond_count =
+        (bounds.open_queue > 0 && place > bounds.open_queue).then(|| place - bounds.open_queue);
+    let beyond_time = wait
+        .filter(|w| *w > bounds.queue_timeout)
+        .map(|w| w - bounds.queue_timeout);
+    if beyond_count.is_none() && beyond_time.is_none() {
         return Ok(());
     }
-    let secs = wait.map_or(1, |w| w.as_secs_f64().ceil() as u64);
+    let for_count = beyond_count
+        .zip(bounds.mean_event)
+        .map(|(opens, mean)| mean.saturating_mul(rounds(opens)));
+    let secs = for_count
+        .max(beyond_time)
+        .map_or(1, |d| d.as_secs_f64().ceil() as u64);
     Err(Full {
         retry_after_secs: secs.clamp(1, MAX_RETRY_AFTER_SECS),
     })
@@ -129,32 +140,22 @@ mod tests {
     }
 
     #[test]
-    fn past_the_count_or_the_time_the_answer_is_how_long_the_queue_needs() {
-        assert_eq!(
-            decide(101, &bounds(100, Some(80))),
+    fn past_the_count_or_the_time_the_answer_is_when_it_would_fit() {
+        let full = |secs| {
             Err(Full {
-                retry_after_secs: 2
-            }),
-            "101 opens of 80 ms on 8: 13 rounds, 1.04 s"
-        );
-        assert_eq!(
-            decide(101, &bounds(100, None)),
-            Err(Full {
-                retry_after_secs: 1
+                retry_after_secs: secs,
             })
-        );
-        // 1,000 opens of 50 ms on 8: 6.25 s, more than queue_timeout.
-        assert_eq!(
-            decide(1_000, &bounds(16_384, Some(50))),
-            Err(Full {
-                retry_after_secs: 7
-            })
-        );
+        };
+        // One past 100 opens of 80 ms on 8: one round, 80 ms: at least 1 s.
+        assert_eq!(decide(101, &bounds(100, Some(80))), full(1));
+        // 900 past 100 opens of 80 ms on 8: 113 rounds, 9.04 s.
+        assert_eq!(decide(1_000, &bounds(100, Some(80))), full(10));
+        assert_eq!(decide(101, &bounds(100, None)), full(1));
+        // 1,000 opens of 50 ms on 8: 6.25 s, 1.25 s past queue_timeout.
+        assert_eq!(decide(1_000, &bounds(16_384, Some(50))), full(2));
         assert_eq!(
             decide(1_000_000, &bounds(16_384, Some(50))),
-            Err(Full {
-                retry_after_secs: MAX_RETRY_AFTER_SECS
-            })
+            full(MAX_RETRY_AFTER_SECS)
         );
         // 0: no count bound, only the time.
         assert_eq!(decide(1_000_000, &bounds(0, None)), Ok(()));

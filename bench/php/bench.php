@@ -1,7 +1,8 @@
 <?php
 // The script ws2fcgi-bench expects behind ws2fcgi (see bench/README.md).
 //
-//   open     joins the channel named by ?channel= (if any), sends nothing
+//   open     sleeps ?open_ms= milliseconds (if any), joins the channel named
+//            by ?channel= (if any), sends nothing
 //   message  "pub:<data>" publishes <data> to that channel through the
 //            control socket and sends nothing back; anything else is echoed
 //            (binary stays binary)
@@ -57,6 +58,11 @@ $channel = $_GET['channel'] ?? '';
 
 switch ($_SERVER['WS_EVENT'] ?? '') {
     case 'open':
+        // ?open_ms=N: an open handler that takes N ms (the `storm` scenario).
+        $open_ms = (int) ($_GET['open_ms'] ?? 0);
+        if ($open_ms > 0) {
+            usleep($open_ms * 1000);
+        }
         if ($channel !== '') {
             header('X-WS-Join: ' . $channel);
         }

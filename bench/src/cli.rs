@@ -45,6 +45,9 @@ pub enum Mode {
     ClientEvents(ClientEventsArgs),
     /// Drive PHP-FPM directly over FastCGI: the raw capacity the bridge can at best approach.
     Fcgi(FcgiArgs),
+    /// N clients connect at once and retry as ws2fcgi.js does until admitted;
+    /// optionally then a signal (SIGUSR2) and every client's reconnect.
+    Storm(StormArgs),
 }
 
 /// How to reach the WebSocket server; shared by every WebSocket mode.
@@ -267,6 +270,39 @@ pub struct ClientEventsArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     #[serde(serialize_with = "secs")]
     pub reply_timeout: Duration,
+}
+
+/// `storm`: a reconnect storm, and a restart under it.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct StormArgs {
+    /// The server and how to connect to it (give `--subprotocol ws2fcgi.v1`
+    /// to be turned away with 1013 rather than 503, as ws2fcgi.js is).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub ws: WsArgs,
+    /// Clients, all connecting at once.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    pub clients: u64,
+    /// The window of the random wait before a reconnect after 1012 or a
+    /// failure (ws2fcgi.js's minDelay).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub min_delay: Duration,
+    /// Once every client is admitted, send `--signal` to this pid and
+    /// measure every client's reconnect (a restart by handover).
+    #[arg(long)]
+    pub signal_pid: Option<u32>,
+    /// The signal's name for kill(1).
+    #[arg(long, default_value = "USR2")]
+    pub signal: String,
+    /// Workers that connect and close in a loop during the restart,
+    /// counting refused connects.
+    #[arg(long, default_value_t = 8)]
+    pub churn: u64,
+    /// Cap on each phase (the storm, the restart).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
 }
 
 /// The WebSocket event an `fcgi` request describes.

@@ -1,9 +1,10 @@
 //! ws2fcgi-bench: a load tool for ws2fcgi and any WebSocket server on loopback.
 //!
-//! Six modes, one file each: `idle` (memory per held connection), `echo`
+//! Seven modes, one file each: `idle` (memory per held connection), `echo`
 //! (round trips through PHP), `broadcast` (fan-out of one channel, raw or
 //! Pusher clients), `churn` (connection set-up and tear-down),
-//! `client-events` (Pusher client events relayed between pairs) and `fcgi`
+//! `client-events` (Pusher client events relayed between pairs), `storm`
+//! (every client reconnecting at once, and a restart under it) and `fcgi`
 //! (PHP-FPM's raw capacity, the ceiling the bridge can at best approach). Each returns a [`Report`]: a
 //! human summary and the figures that become one JSON line.
 //!
@@ -29,6 +30,7 @@ pub mod pusher;
 pub mod pusher_api;
 pub mod rss;
 pub mod stats;
+pub mod storm;
 pub mod target;
 
 use std::fmt;
@@ -107,6 +109,7 @@ pub async fn run(mode: Mode) -> anyhow::Result<Report> {
         Mode::Churn(args) => churn::run(args).await,
         Mode::ClientEvents(args) => client_events::run(args).await,
         Mode::Fcgi(args) => fcgi::run(args).await,
+        Mode::Storm(args) => storm::run(args).await,
     }
 }
 

@@ -253,7 +253,7 @@ pub struct ClientEventsArgs {
     /// Pairs of connections, each pair on its own channel, one event in flight.
     #[arg(short = 'c', long, default_value_t = 8)]
     pub pairs: u64,
-    /// Presence channels (users a<i> and b<i>) instead of private ones.
+    /// Presence channels (users `a<i>` and `b<i>`) instead of private ones.
     #[arg(long)]
     pub presence: bool,
     /// Payload size in bytes.

@@ -96,8 +96,8 @@ impl Ending {
 ///
 /// This future is what every idle connection's task holds, so only what the
 /// loop needs lives in it across the loop's await: `Accepted` comes boxed
-/// (a pointer, freed once unpacked), the set-up is synchronous ([`Live::open`])
-/// and the ending is boxed ([`Live::end`]). Otherwise each of them would keep
+/// (a pointer, freed once unpacked), the set-up is synchronous (`Live::open`)
+/// and the ending is boxed (`Live::end`). Otherwise each of them would keep
 /// its own space in every idle task (an async fn's state holds every local
 /// and future of every await, and moved-from ones too).
 pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrade) {

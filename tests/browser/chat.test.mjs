@@ -15,6 +15,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const runDir = path.join(repo, 'run/chat-browser'); // apart from a scripts/chat you may be running
@@ -22,7 +23,6 @@ const runDir = path.join(repo, 'run/chat-browser'); // apart from a scripts/chat
 const START_TIMEOUT_MS = Number(process.env.CHAT_START_TIMEOUT_MS ?? 600_000);
 const STOP_TIMEOUT_MS = 40_000;
 const STEP_TIMEOUT_MS = 10_000;
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 // chat.js's LEAVE_GRACE_MS: a "left" notice shows this long after the leave.
 const LEAVE_GRACE_MS = 5000;
 // ws2fcgi.js's longest backoff (chat.js: maxDelay): a reconnect attempt that
@@ -239,20 +239,7 @@ before(async () => {
   }
   await startStack();
   // launch() gives the browser a fresh, temporary user-data-dir of its own.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(chromium);
   failed = false;
 });
 

@@ -17,13 +17,13 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const runDir = path.join(repo, 'run/laravel-browser'); // apart from a scripts/laravel you may be running
 const START_TIMEOUT_MS = Number(process.env.LARAVEL_START_TIMEOUT_MS ?? 600_000); // it may build ws2fcgi
 const STOP_TIMEOUT_MS = 40_000;
 const STEP_TIMEOUT_MS = 15_000;
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const CHANNEL_AUTH = process.env.LARAVEL_CHANNEL_AUTH ?? 'php';
 
 let stack; // { child, url, output(), exited }
@@ -164,20 +164,7 @@ before(async () => {
     rmSync(path.join(runDir, file), { force: true });
   }
   await startStack();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(chromium);
   failed = false;
 });
 

@@ -14,10 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { launchChromium } from './launch.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '../..');
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const DEADLINE_MS = 20_000;
 
 let dir;
@@ -142,17 +142,14 @@ async function exchange(browser, text) {
 }
 
 test('without the pin, Chromium refuses the test certificate', async () => {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const browser = await launchChromium(chromium);
   browsers.push(browser);
   const result = await exchange(browser, 'hello');
   assert.equal(result.error, 'connection failed', JSON.stringify(result));
 });
 
 test('with the pin, Chromium speaks wss:// and PHP sees HTTPS', async () => {
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', `--ignore-certificate-errors-spki-list=${spki}`],
-  });
+  const browser = await launchChromium(chromium, [`--ignore-certificate-errors-spki-list=${spki}`]);
   browsers.push(browser);
   const result = await exchange(browser, 'héllo über TLS');
   assert.equal(result.error, undefined, JSON.stringify(result));

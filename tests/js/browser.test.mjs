@@ -11,9 +11,9 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { launchChromium } from '../browser/launch.mjs';
 import { ControlClient, Daemon, Proxy, Redis, publishAcrossRestart, repo, sleep } from './support.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const STEP_MS = 20_000;
 
 const PAGE = `<!doctype html>
@@ -50,11 +50,7 @@ before(async () => {
     }
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-  });
+  browser = await launchChromium(chromium);
 });
 
 after(async () => {

@@ -12,9 +12,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { launchChromium } from '../browser/launch.mjs';
 import { Daemon } from './support.mjs';
 
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const STEP_MS = 20_000;
 const MEMBERS = 5;
 
@@ -48,11 +48,7 @@ before(async () => {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end('<!doctype html><title>deflate</title>');
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-  });
+  browser = await launchChromium(chromium);
   page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   page.setDefaultTimeout(STEP_MS);

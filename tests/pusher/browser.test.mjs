@@ -22,12 +22,12 @@ import { after, before, test } from 'node:test';
 
 import Pusher from 'pusher';
 import { chromium } from 'playwright-core';
+import { launchChromium } from '../browser/launch.mjs';
 
 import { Proxy } from '../js/support.mjs';
 import { APP, DEADLINE_MS, Daemon, sign, until } from './support.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const PUSHER_JS = readFileSync(path.join(here, 'node_modules/pusher-js/dist/web/pusher.min.js'));
 // pusher-js waits between attempts after a lost connection; a restarted
 // daemon (and its php-fpm) also takes its time on a loaded machine.
@@ -186,20 +186,7 @@ before(async () => {
   daemon = await startDaemon();
   proxy = await Proxy.start(daemon.port);
   site = await startSite();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(chromium);
 });
 
 after(async () => {

@@ -79,6 +79,36 @@ pub fn push_param(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+/// Decodes name-value pairs encoded by [`push_param`] into lossy UTF-8
+/// strings, in order: the inverse the unit tests of the encoders share.
+///
+/// # Panics
+/// On a truncated encoding (test input only).
+#[cfg(test)]
+pub(crate) fn decode_params(mut buf: &[u8]) -> Vec<(String, String)> {
+    fn len(buf: &mut &[u8]) -> usize {
+        if buf[0] < 128 {
+            let n = usize::from(buf[0]);
+            *buf = &buf[1..];
+            n
+        } else {
+            let n = u32::from_be_bytes([buf[0] & 0x7f, buf[1], buf[2], buf[3]]) as usize;
+            *buf = &buf[4..];
+            n
+        }
+    }
+    let mut pairs = Vec::new();
+    while !buf.is_empty() {
+        let n = len(&mut buf);
+        let v = len(&mut buf);
+        let name = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let value = String::from_utf8_lossy(&buf[n..n + v]).into_owned();
+        buf = &buf[n + v..];
+        pairs.push((name, value));
+    }
+    pairs
+}
+
 fn push_len(out: &mut Vec<u8>, len: usize) {
     if len < 128 {
         out.push(len as u8);
@@ -221,6 +251,19 @@ mod tests {
         out.extend_from_slice(content);
         out.extend(std::iter::repeat_n(0, usize::from(padding)));
         out
+    }
+
+    #[test]
+    fn params_decode_back_to_what_was_pushed() {
+        let mut out = Vec::new();
+        push_param(&mut out, b"WS_EVENT", b"message");
+        push_param(&mut out, b"LONG", &[b'y'; 300]);
+        push_param(&mut out, b"EMPTY", b"");
+        let pairs = decode_params(&out);
+        assert_eq!(pairs.len(), 3);
+        assert_eq!(pairs[0], ("WS_EVENT".into(), "message".into()));
+        assert_eq!(pairs[1].1.len(), 300);
+        assert_eq!(pairs[2], ("EMPTY".into(), String::new()));
     }
 
     #[test]

@@ -253,29 +253,7 @@ mod tests {
     use super::*;
     use crate::hub::Hub;
 
-    fn decode(mut buf: &[u8]) -> Vec<(String, String)> {
-        fn len(buf: &mut &[u8]) -> usize {
-            if buf[0] < 128 {
-                let n = buf[0] as usize;
-                *buf = &buf[1..];
-                n
-            } else {
-                let n = u32::from_be_bytes([buf[0] & 0x7f, buf[1], buf[2], buf[3]]) as usize;
-                *buf = &buf[4..];
-                n
-            }
-        }
-        let mut pairs = Vec::new();
-        while !buf.is_empty() {
-            let n = len(&mut buf);
-            let v = len(&mut buf);
-            let name = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let value = String::from_utf8_lossy(&buf[n..n + v]).into_owned();
-            buf = &buf[n + v..];
-            pairs.push((name, value));
-        }
-        pairs
-    }
+    use crate::fcgi::decode_params as decode;
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
         env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())

@@ -402,6 +402,27 @@ impl Link {
         bytes
     }
 
+    /// Starts the join or leave script (`sha`) in `pipe` with the five keys
+    /// both share; the caller adds the sixth key and the arguments.
+    fn member_script<'p>(
+        &self,
+        pipe: &'p mut redis::Pipeline,
+        sha: &str,
+        on: &str,
+        hub: &str,
+        channels: &str,
+        seq: &str,
+    ) -> &'p mut redis::Pipeline {
+        pipe.cmd("EVALSHA")
+            .arg(sha)
+            .arg(6)
+            .arg(on)
+            .arg(self.pusher_key(&format!("holders:{hub}")))
+            .arg(self.pusher_key(&format!("members:{hub}")))
+            .arg(channels)
+            .arg(seq)
+    }
+
     /// Adds one op's script to `pipe`: `node`'s change of `op`; `only_if_dead`
     /// for a reaped node's leaves.
     fn push_op(
@@ -422,14 +443,7 @@ impl Link {
                 };
                 let json: Json = serde_json::from_str(info).unwrap_or(Json::Null);
                 let sealed = self.announcement(hub, frame::member_added(channel, user, &json));
-                pipe.cmd("EVALSHA")
-                    .arg(&shas.join)
-                    .arg(6)
-                    .arg(&on)
-                    .arg(self.pusher_key(&format!("holders:{hub}")))
-                    .arg(self.pusher_key(&format!("members:{hub}")))
-                    .arg(&channels)
-                    .arg(&seq)
+                self.member_script(pipe, &shas.join, &on, hub, &channels, &seq)
                     .arg(self.pusher_key("nodes"))
                     .arg(pair(hub, user))
                     .arg(user)
@@ -444,14 +458,7 @@ impl Link {
                     return;
                 };
                 let sealed = self.announcement(hub, frame::member_removed(channel, user));
-                pipe.cmd("EVALSHA")
-                    .arg(&shas.leave)
-                    .arg(6)
-                    .arg(&on)
-                    .arg(self.pusher_key(&format!("holders:{hub}")))
-                    .arg(self.pusher_key(&format!("members:{hub}")))
-                    .arg(&channels)
-                    .arg(&seq)
+                self.member_script(pipe, &shas.leave, &on, hub, &channels, &seq)
                     .arg(self.alive_key(node))
                     .arg(pair(hub, user))
                     .arg(user)

@@ -44,6 +44,9 @@ pub struct Context {
     /// (SIGUSR2, `handover.rs`): the control, admin and API endpoints stop
     /// accepting, and the drain that follows closes clients with 1012.
     pub handover: tokio_util::sync::CancellationToken,
+    /// Control requests pass it to run here; the handover closes it before
+    /// it sends the channels' history to the new process (`handover/gate.rs`).
+    pub control_gate: crate::handover::gate::Gate,
     /// The TLS configuration of `tls://` listeners, swapped on reload.
     pub tls: crate::tls::Certs,
     /// `allowed_origins`, compiled.
@@ -121,6 +124,7 @@ impl Context {
             config: ArcSwap::from_pointee(config),
             started: std::time::Instant::now(),
             handover: tokio_util::sync::CancellationToken::new(),
+            control_gate: Default::default(),
             admission: Default::default(),
         }
     }

@@ -317,6 +317,100 @@ impl History {
     }
 }
 
+/// Whole milliseconds from `then` to `now` (0 when `then` is later).
+fn millis(now: Instant, then: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(u64::MAX)
+}
+
+impl History {
+    /// Every channel's record and kept publications, for a SIGUSR2 handover
+    /// (`handover/history.rs`); the frames are shared, not copied.
+    pub fn export(&mut self, now: Instant) -> Vec<crate::handover::history::Record> {
+        use crate::handover::history::{Entry, Record};
+        let mut removed = Removed::default();
+        let mut records = Vec::with_capacity(self.channels.len());
+        for (name, c) in &mut self.channels {
+            let r = expire(c, now);
+            removed.count += r.count;
+            removed.bytes += r.bytes;
+            records.push(Record {
+                channel: name.to_string(),
+                epoch: c.epoch.to_string(),
+                top: c.top,
+                idle_ms: millis(now, c.last_publish),
+                entries: c
+                    .entries
+                    .iter()
+                    .map(|e| Entry {
+                        offset: e.offset,
+                        kind: e.kind,
+                        age_ms: millis(now, e.at),
+                        data_at: e.data_at,
+                        frame: e.frame.clone(),
+                    })
+                    .collect(),
+            });
+        }
+        self.forget(removed);
+        records
+    }
+
+    /// Takes the records a predecessor exported, under their epochs, as this
+    /// process's configuration keeps them: a channel that keeps no history
+    /// here is skipped, one kept smaller loses its oldest publications, and
+    /// `max_bytes` is enforced. Returns the publications kept.
+    pub fn import(
+        &mut self,
+        records: Vec<crate::handover::history::Record>,
+        now: Instant,
+    ) -> usize {
+        let ago = |ms: u64| now.checked_sub(Duration::from_millis(ms)).unwrap_or(now);
+        let mut order: Vec<(Instant, Arc<str>, u64)> = Vec::new();
+        for record in records {
+            let Some(policy) = self.config.policy(&record.channel) else {
+                continue;
+            };
+            let name: Arc<str> = Arc::from(record.channel);
+            let skip = record.entries.len().saturating_sub(policy.size);
+            let mut entries = VecDeque::with_capacity(record.entries.len() - skip);
+            for e in record.entries.into_iter().skip(skip) {
+                let stored = Stored {
+                    offset: e.offset,
+                    kind: e.kind,
+                    frame: e.frame,
+                    data_at: e.data_at,
+                    at: ago(e.age_ms),
+                };
+                self.count += 1;
+                self.bytes += stored.cost();
+                order.push((stored.at, name.clone(), stored.offset));
+                entries.push_back(stored);
+            }
+            let replaced = self.channels.insert(
+                name,
+                Channel {
+                    epoch: Arc::from(record.epoch),
+                    top: record.top,
+                    policy,
+                    entries,
+                    last_publish: ago(record.idle_ms),
+                },
+            );
+            if let Some(old) = replaced {
+                let mut removed = Removed::default();
+                old.entries.iter().for_each(|e| removed.add(e));
+                self.forget(removed);
+            }
+        }
+        let imported = order.len();
+        order.sort_by_key(|(at, _, _)| *at);
+        self.order
+            .extend(order.into_iter().map(|(_, name, offset)| (name, offset)));
+        self.enforce_budget();
+        imported
+    }
+}
+
 #[derive(Default)]
 struct Removed {
     count: usize,
@@ -472,5 +566,56 @@ mod tests {
             publish(&mut h, "b", &[b'x'; 100], now);
         }
         assert!(h.order.len() <= 2 * h.len() + 64 + 1, "order stays compact");
+    }
+
+    #[test]
+    fn a_successor_takes_the_history_with_its_epochs_and_offsets() {
+        let now = Instant::now();
+        let mut old = history(100, Duration::from_secs(60), 1 << 20);
+        let mut seen = None;
+        for i in 0..5u8 {
+            seen = Some(publish(&mut old, "room", &[b'a' + i], now));
+        }
+        publish(&mut old, "other", b"x", now);
+        let at_3 = Position {
+            offset: 3,
+            epoch: seen.clone().unwrap().epoch,
+        };
+        let wire = crate::handover::history::encode(&old.export(now));
+        let records = crate::handover::history::decode(bytes::Bytes::from(wire)).unwrap();
+
+        let later = now + Duration::from_millis(5);
+        let mut new = history(3, Duration::from_secs(60), 1 << 20);
+        assert_eq!(new.import(records, later), 4, "room keeps 3 here, other 1");
+        match new.since("room", &at_3, later) {
+            Since::Covered(list) => {
+                let got: Vec<_> = list.iter().map(|s| (s.offset, s.data())).collect();
+                assert_eq!(got, [(4, Bytes::from("d")), (5, Bytes::from("e"))]);
+            }
+            Since::Lost => panic!("the handed-over history covers offset 3"),
+        }
+        let next = new.next("room", later).unwrap();
+        assert_eq!(
+            next,
+            Position {
+                offset: 6,
+                epoch: seen.unwrap().epoch
+            },
+            "same epoch, next offset"
+        );
+        assert_eq!(new.len(), 4);
+        // A channel that keeps no history in the new configuration is skipped.
+        let mut keeps_all = History::new(HistoryConfig {
+            size: 100,
+            ttl: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+            channels: vec![],
+        });
+        publish(&mut keeps_all, "none:y", b"y", now);
+        let records = keeps_all.export(now);
+        assert_eq!(records.len(), 1);
+        let mut keeps_none = history(100, Duration::from_secs(60), 1 << 20);
+        assert_eq!(keeps_none.import(records, now), 0);
+        assert!(keeps_none.position("none:y", now).is_none());
     }
 }

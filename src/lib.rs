@@ -180,6 +180,14 @@ pub async fn serve(
     if let Some(sweeper) = sweeper {
         sweeper.abort();
     }
+    if ctx.handed_over() {
+        // Control clients relayed to the successor end at a request boundary.
+        ctx.control_gate.leave();
+        let _ = tokio::time::timeout(RELAY_GRACE, async {
+            while control_tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
     control_tasks.shutdown().await;
     #[cfg(feature = "cluster")]
     if let Some(cluster) = cluster {
@@ -188,6 +196,10 @@ pub async fn serve(
     ctx.fpm.close_idle();
     Ok(())
 }
+
+/// How long an old process waits, after a handover's drain, for the control
+/// clients it relays to the successor to get the replies still owed.
+const RELAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long the books wait, after the drain's deadline, for connection tasks
 /// to book what they have (see [`drain::Books::close`]).

@@ -257,6 +257,20 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     };
     let sockets = handover_sockets(&listeners).context("cannot keep the sockets to hand over")?;
     let ctx = Arc::new(Context::new(config));
+    if let Some(channel) = passed.handover.take() {
+        // A SIGUSR2 handover: the predecessor's history before any client.
+        let limit = history_limit(&ctx.config().history);
+        let records = ws2fcgi::handover::from_predecessor(channel, limit).await;
+        if !records.is_empty() {
+            let channels = records.len();
+            let publications = ctx.hub.import_history(records);
+            tracing::info!(
+                channels,
+                publications,
+                "handover: the old process's history is kept here"
+            );
+        }
+    }
     let successor = tokio::spawn(hand_over_on_usr2(
         usr2,
         sockets,
@@ -277,13 +291,9 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     }
     let status = format!("serving: {}", describe(&listeners));
     let drain_ctx = ctx.clone();
-    let predecessor = passed.handover.take();
     let shutdown = async move {
         // First polled once serve() has spawned every accept loop: serving.
         notify.ready(&status);
-        if let Some(channel) = predecessor {
-            ws2fcgi::handover::announce_ready(channel);
-        }
         tokio::select! {
             () = stop.requested() => {
                 let connections = drain_ctx.hub.connection_count();
@@ -298,7 +308,18 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
     let result = ws2fcgi::serve(listeners, ctx, shutdown).await;
     watchdog.abort();
     reloader.abort();
-    successor.abort();
+    if handed_over.handed_over() {
+        // Until the history is sent (a drain with nothing to drain ends first).
+        let mut successor = successor;
+        if tokio::time::timeout(HISTORY_SEND_WAIT, &mut successor)
+            .await
+            .is_err()
+        {
+            successor.abort();
+        }
+    } else {
+        successor.abort();
+    }
     if let Some(fpm) = managed {
         fpm.stop().await;
     }
@@ -366,9 +387,21 @@ fn handover_sockets(listeners: &Listeners) -> std::io::Result<ws2fcgi::handover:
     Ok(sockets)
 }
 
-/// On SIGUSR2: starts a new process with `sockets` and, once it serves,
-/// makes it systemd's main process and begins this one's drain (clients
-/// closed with 1012). A failed start is logged; this process serves on.
+/// How long an old process waits, after its drain, to finish sending the
+/// history to its successor.
+const HISTORY_SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The most a new process reads of a predecessor's history: what its own
+/// `history.max_bytes` holds, twice over, and room for the records.
+fn history_limit(history: &ws2fcgi::config::HistoryConfig) -> usize {
+    history.max_bytes.saturating_mul(2).saturating_add(16 << 20)
+}
+
+/// On SIGUSR2: starts a new process with `sockets` and, once it is set up,
+/// makes it systemd's main process, stops accepting, closes the control
+/// gate, sends it the channels' history and begins this one's drain
+/// (clients closed with 1012). A failed start is logged; this process
+/// serves on.
 async fn hand_over_on_usr2(
     mut usr2: tokio::signal::unix::Signal,
     sockets: ws2fcgi::handover::Sockets,
@@ -393,15 +426,30 @@ async fn hand_over_on_usr2(
         );
         notify.notify("STATUS=handing the listening sockets to a new process");
         match sockets.start_successor().await {
-            Ok(pid) => {
+            Ok(successor) => {
+                let pid = successor.pid;
                 tracing::info!(
                     pid,
-                    "handover: the new process serves; this one stops accepting and drains (1012)"
+                    "handover: the new process is set up; this one stops accepting and drains (1012)"
                 );
                 notify.notify(&format!(
                     "MAINPID={pid}\nSTATUS=handed over to pid {pid}; draining"
                 ));
                 ctx.handover.cancel();
+                // No control request runs here any more: the history is whole.
+                ctx.control_gate.close().await;
+                let records = ctx.hub.export_history();
+                match successor.send_history(&records).await {
+                    Ok(bytes) => tracing::info!(
+                        pid,
+                        channels = records.len(),
+                        bytes,
+                        "handover: history sent; the new process serves"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(pid, error = %e, "handover: the history was not sent")
+                    }
+                }
                 return;
             }
             Err(e) => {

@@ -192,7 +192,7 @@ async fn sigusr2_hands_the_sockets_over_and_refuses_no_one() {
     let successor = Successor(successor_pid(&stderr).unwrap_or_else(|| panic!("{stderr}")));
     assert!(successor.alive(), "the new process serves:\n{stderr}");
     assert!(
-        stderr.contains("handover: told the old process that this one serves"),
+        stderr.contains("handover: told the old process that this one is set up"),
         "{stderr}"
     );
     // systemd is told the new main process, and never that the service stops.

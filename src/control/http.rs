@@ -218,7 +218,15 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
     }
     match command::parse_value(value) {
         Ok(cmd) => {
+            let Some(pass) = ctx.control_gate.pass().await else {
+                // Handed over: not run here; the new process serves it.
+                return closing(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "handed over to a new process: not run; send it again",
+                ));
+            };
             let answer = exec::execute(ctx, cmd).await;
+            drop(pass);
             let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
             let status = if ok {
                 StatusCode::OK

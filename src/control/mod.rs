@@ -13,14 +13,17 @@
 //! The socket is served by the daemon itself, not by PHP-FPM, so an event
 //! handler can publish while every FPM worker is busy without deadlocking.
 //! It keeps serving while shutdown drains, so close-event handlers can still
-//! publish.
+//! publish. After a SIGUSR2 handover its clients' requests run in the new
+//! process: each connection is relayed there from its next request on.
 //!
 //! - `command.rs` parses a line, `exec.rs` carries it out,
-//! - `http.rs` takes the same requests as HTTP POST bodies.
+//! - `http.rs` takes the same requests as HTTP POST bodies,
+//! - `relay.rs` passes a client's requests on to the new process.
 
 pub mod command;
 pub mod exec;
 pub mod http;
+pub mod relay;
 
 use std::io;
 use std::path::Path;
@@ -144,7 +147,16 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                 }
                 match command::parse(&line) {
                     Ok(cmd) => {
+                        let Some(pass) = ctx.control_gate.pass().await else {
+                            // Handed over: this request and every later
+                            // one run in the new process.
+                            let socket = ctx.config().control.socket.clone();
+                            let gate = &ctx.control_gate;
+                            relay::relay(&line, reader, writer, socket.as_deref(), gate, max).await;
+                            return;
+                        };
                         let reply = exec::execute(&ctx, cmd).await;
+                        drop(pass);
                         queued += delivered(&reply);
                         if queued >= crate::hub::YIELD_AFTER_DELIVERIES {
                             // The members' tasks were woken to write: let

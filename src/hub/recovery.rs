@@ -170,6 +170,25 @@ impl Hub {
         self.lock().history.as_ref().map(History::sweep_interval)
     }
 
+    /// Every channel's history kept here, for a SIGUSR2 handover (none
+    /// without `[history]`, or in a cluster, where Redis keeps it).
+    pub fn export_history(&self) -> Vec<crate::handover::history::Record> {
+        self.lock()
+            .history
+            .as_mut()
+            .map(|h| h.export(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    /// Takes the history a predecessor handed over (see
+    /// [`History::import`]); returns the publications kept.
+    pub fn import_history(&self, records: Vec<crate::handover::history::Record>) -> usize {
+        self.lock()
+            .history
+            .as_mut()
+            .map_or(0, |h| h.import(records, Instant::now()))
+    }
+
     /// Kept publications and what they cost in bytes.
     pub fn history_size(&self) -> (usize, usize) {
         self.lock()

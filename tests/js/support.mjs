@@ -8,7 +8,7 @@
 // build is reused.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -192,6 +192,88 @@ export class Redis {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       this.child.kill('SIGKILL');
       await this.exited;
+    }
+    running.delete(this);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The php-fpm binary: $PHP_FPM, else the first of the usual names found. */
+function phpFpmBinary() {
+  if (process.env.PHP_FPM) return process.env.PHP_FPM;
+  for (const candidate of ['php-fpm', 'php-fpm8.4', 'php-fpm8.3', 'php-fpm8.2']) {
+    for (const dir of ['/usr/sbin', '/usr/local/sbin', ...(process.env.PATH ?? '').split(':')]) {
+      const file = path.join(dir, candidate);
+      if (existsSync(file)) return file;
+    }
+  }
+  throw new Error('php-fpm not found: install it (scripts/test does) or set PHP_FPM');
+}
+
+/**
+ * A php-fpm of the test's own (a static pool of `children` on a Unix socket
+ * in a temporary directory), for a daemon that must not manage its own: a
+ * SIGUSR2 handover needs an external pool.
+ */
+export class Fpm {
+  static async start(children = 4) {
+    const fpm = new Fpm();
+    fpm.dir = mkdtempSync(path.join(os.tmpdir(), 'ws2fcgi-js-fpm-'));
+    fpm.socket = path.join(fpm.dir, 'fpm.sock');
+    const root = process.getuid?.() === 0;
+    const conf = path.join(fpm.dir, 'php-fpm.conf');
+    writeFileSync(
+      conf,
+      [
+        '[global]',
+        `error_log = ${path.join(fpm.dir, 'fpm.log')}`,
+        `pid = ${path.join(fpm.dir, 'fpm.pid')}`,
+        'daemonize = no',
+        '[js]',
+        ...(root ? ['user = root', 'group = root'] : []),
+        `listen = ${fpm.socket}`,
+        'pm = static',
+        `pm.max_children = ${children}`,
+        '',
+      ].join('\n'),
+    );
+    const args = ['--nodaemonize', '--fpm-config', conf, ...(root ? ['--allow-to-run-as-root'] : [])];
+    fpm.child = spawn(phpFpmBinary(), args, { stdio: 'ignore' });
+    fpm.exited = new Promise((resolve) => fpm.child.once('exit', resolve));
+    fpm.child.once('error', () => {});
+    running.add(fpm);
+    await until('php-fpm to accept', async () => {
+      if (fpm.child.exitCode !== null) throw new Error(`php-fpm exited at start:\n${fpm.log}`);
+      return new Promise((resolve) => {
+        const probe = net.createConnection(fpm.socket);
+        probe.once('error', () => resolve(false));
+        probe.once('connect', () => {
+          probe.destroy();
+          resolve(true);
+        });
+      });
+    });
+    return fpm;
+  }
+
+  get log() {
+    try {
+      return readFileSync(path.join(this.dir, 'fpm.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  async stop() {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGTERM');
+      let timer;
+      const done = await Promise.race([this.exited.then(() => true), new Promise((resolve) => (timer = setTimeout(resolve, DEADLINE_MS)))]);
+      clearTimeout(timer);
+      if (!done) {
+        this.child.kill('SIGKILL');
+        await this.exited;
+      }
     }
     running.delete(this);
     rmSync(this.dir, { recursive: true, force: true });

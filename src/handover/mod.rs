@@ -10,17 +10,27 @@
 //!   spawn /bin/sh -c 'LISTEN_PID=$$ … exec "$0" "$@"' ws2fcgi FLAGS…
 //!   fds 3.. = the listeners  ───────────▶ takes them (LISTEN_FDS, LISTEN_FDNAMES)
 //!   fd 3+n  = `handover`                  binds nothing that was passed
-//!   ◀───────────── READY=1 on `handover` ─ serving: every accept loop runs
+//!   ◀───────────── READY=1 on `handover` ─ set up; accepts nothing yet
 //! MAINPID=<new> to systemd ($NOTIFY_SOCKET)
-//! stops accepting; clients closed 1012 "service restart";
-//! their close events reach PHP (the drain); exits 0
+//! stops accepting; closes the control gate
+//! (gate.rs: no request runs here any more)
+//!   the channels' history ─────────────▶ takes it (history.rs), then
+//!   closes `handover`                     accepts: clients queued meanwhile
+//! clients closed 1012 "service restart";  reconnect and recover from it
+//! their close events reach PHP (the drain);
+//! control clients' requests relayed to the new process; exits 0
 //! ```
 //!
 //! The shell sets `LISTEN_PID` (and `WATCHDOG_PID` under a watchdog) to its
 //! own pid, which `exec` keeps for the daemon: a variable for the new
 //! process cannot be set between fork and exec without allocating. If the
 //! new process exits or closes `handover` before `READY=1`, the old one logs
-//! why and goes on serving; nothing was closed.
+//! why and goes on serving; nothing was closed. A predecessor that sends no
+//! history (an older version, or one without `[history]`) just closes
+//! `handover`: the new process serves with an empty history.
+
+pub mod gate;
+pub mod history;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd as _, OwnedFd, RawFd};
@@ -97,9 +107,10 @@ impl Sockets {
         self.named.is_empty()
     }
 
-    /// Starts the new process with these sockets and waits until it serves;
-    /// returns its pid. The caller then stops accepting and drains.
-    pub async fn start_successor(&self) -> Result<u32, HandoverError> {
+    /// Starts the new process with these sockets and waits until it is set
+    /// up. The caller then stops accepting, sends it the history
+    /// ([`Successor::send_history`]) and drains.
+    pub async fn start_successor(&self) -> Result<Successor, HandoverError> {
         if self.named.len() > MAX_SOCKETS {
             return Err(HandoverError::TooMany(self.named.len()));
         }
@@ -166,7 +177,7 @@ impl Sockets {
                         if said.windows(READY.len()).any(|w| w == READY) {
                             // The child runs on; tokio reaps it if it ends first.
                             drop(child);
-                            return Ok(pid);
+                            return Ok(Successor { pid, channel: ours });
                         }
                         if said.len() > 1024 {
                             return Err(HandoverError::Closed(pid));
@@ -185,18 +196,103 @@ impl Sockets {
     }
 }
 
-/// In the new process: tells the old one, on the socket it passed as
-/// `handover`, that this one serves; the old one then stops accepting.
-pub fn announce_ready(channel: socket2::Socket) {
-    use std::io::Write as _;
-    // A fresh socket's buffer takes 8 bytes at once, even non-blocking.
-    let mut stream = std::os::unix::net::UnixStream::from(OwnedFd::from(channel));
-    match stream.write_all(READY) {
-        Ok(()) => tracing::info!("handover: told the old process that this one serves"),
-        Err(e) => {
-            tracing::warn!(error = %e, "handover: cannot tell the old process that this one serves")
+/// The new process, set up and waiting for the history on `handover`.
+pub struct Successor {
+    /// Its pid.
+    pub pid: u32,
+    channel: tokio::net::UnixStream,
+}
+
+impl Successor {
+    /// Sends `records` (maybe none) and closes `handover`: the successor
+    /// starts accepting once it has them. Call it after the control gate
+    /// closed, so no publication of this process is missing from them.
+    /// Returns the bytes sent.
+    pub async fn send_history(mut self, records: &[history::Record]) -> io::Result<usize> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut sent = 0;
+        if !records.is_empty() {
+            let bytes = history::encode(records);
+            tokio::time::timeout(SEND_TIMEOUT, self.channel.write_all(&bytes))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "the successor does not read")
+                })??;
+            sent = bytes.len();
         }
+        self.channel.shutdown().await?;
+        Ok(sent)
     }
+}
+
+/// How long the old process tries to send the history.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the new process waits for it (then serves without it).
+const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// In the new process: tells the old one, on the socket it passed as
+/// `handover`, that this one is set up, and reads the channels' history it
+/// sends back (at most `limit` bytes) until it closes the socket. Nothing
+/// is accepted before this returns. A history that is too large, garbled or
+/// late is logged and left out: the process serves, and clients that
+/// reconnect are told their channels were not recovered.
+pub async fn from_predecessor(channel: socket2::Socket, limit: usize) -> Vec<history::Record> {
+    use tokio::io::AsyncWriteExt as _;
+    let std_stream = std::os::unix::net::UnixStream::from(OwnedFd::from(channel));
+    let stream = std_stream
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixStream::from_std(std_stream));
+    let mut stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, "handover: cannot use the socket to the old process");
+            return Vec::new();
+        }
+    };
+    if let Err(e) = stream.write_all(READY).await {
+        tracing::warn!(error = %e, "handover: cannot tell the old process that this one is set up");
+        return Vec::new();
+    }
+    tracing::info!(
+        "handover: told the old process that this one is set up; waiting for its history"
+    );
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        RECEIVE_TIMEOUT,
+        (&mut stream)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut received),
+    )
+    .await;
+    match read {
+        Err(_) => tracing::warn!(
+            after = ?RECEIVE_TIMEOUT,
+            "handover: the old process sent no history in time; serving without it"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "handover: reading the history failed; serving without it")
+        }
+        Ok(Ok(_)) if received.len() > limit => tracing::warn!(
+            limit,
+            "handover: the old process's history is larger than this one takes; serving without it"
+        ),
+        Ok(Ok(0)) => tracing::info!("handover: the old process sent no history"),
+        Ok(Ok(n)) => match history::decode(bytes::Bytes::from(received)) {
+            Ok(records) => {
+                tracing::info!(
+                    bytes = n,
+                    channels = records.len(),
+                    "handover: history received"
+                );
+                return records;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "handover: the history is garbled; serving without it")
+            }
+        },
+    }
+    Vec::new()
 }
 
 /// The path of the running binary: after an upgrade replaced the file, the

@@ -10,10 +10,11 @@
 //! `shutdown` future resolves, then closes every client with 1001 (1012
 //! after a SIGUSR2 handover, see [`handover`]), lets PHP
 //! see each close event (bounded by `shutdown.drain_timeout`), and returns.
-// `deny`, not `forbid`: three audited exceptions, each without a safe API:
+// `deny`, not `forbid`: four audited exceptions, each without a safe API:
 // the parent-death signal of the managed php-fpm (`managed/child.rs`), taking
-// ownership of sockets passed by systemd (`activation.rs`), and putting the
-// listening sockets at fds 3.. of a successor (`handover.rs`).
+// ownership of sockets passed by systemd (`activation.rs`), putting the
+// listening sockets at fds 3.. of a successor (`handover.rs`), and
+// registering a FastCGI socket for readability only (`fpm/conn.rs`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -21,7 +21,9 @@
 //! a connection that finishes is closed instead of pooled, freeing workers.
 //!
 //! A pooled connection is checked with a non-blocking `MSG_PEEK` before it is
-//! reused, so one php-fpm closed (`pm.max_requests`, a restart) is replaced.
+//! reused, so one php-fpm closed (`pm.max_requests`, a restart) is replaced;
+//! under load a Unix-socket connection used within [`PEEK_AFTER`] is not
+//! checked, and the retry below catches a closed one instead.
 //! A worker reaching `pm.max_requests` shuts its side down some 25 µs after its
 //! last answer (measured; much later on a loaded machine) and then reads and
 //! discards whatever it is sent until the connection closes; a request
@@ -46,14 +48,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
 use crate::config::{FpmAddr, FpmConfig};
 use crate::drain;
 
-use conn::{Conn, Progress, READ_CHUNK, Stream};
+use conn::{Conn, Progress, Stream};
 pub use conn::{FpmOutput, MAX_STDERR_BYTES, RECYCLE_WINDOW};
 pub use error::FpmError;
 
@@ -119,6 +120,16 @@ impl Drop for EventTiming<'_> {
         self.mean_us.store(new.max(1), Ordering::Relaxed);
     }
 }
+
+/// A pooled Unix-socket connection idle for less than this is reused without
+/// the `MSG_PEEK` check (one syscall per event under load). A worker that
+/// closed it meanwhile is still caught, by the retry rule: writing to a
+/// closed Unix socket fails at once, and one retiring at `pm.max_requests`
+/// is still reading when the request comes back unanswered, however late
+/// (see the module docs). Over TCP the retry rests on [`RECYCLE_WINDOW`]
+/// alone, so TCP connections are always checked; so is a connection idle
+/// longer, which php-fpm may have closed for being idle.
+pub const PEEK_AFTER: Duration = Duration::from_secs(1);
 
 /// A fresh connection with no byte back after this long is taken to be
 /// waiting in php-fpm's backlog for a worker that idle connections pin.
@@ -398,11 +409,11 @@ impl FpmPool {
                     io::ErrorKind::NotFound,
                     "managed php-fpm has not been started",
                 )),
-                FpmAddr::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
+                FpmAddr::Unix(path) => Stream::unix(UnixStream::connect(path).await?),
                 FpmAddr::Tcp(hostport) => {
                     let stream = TcpStream::connect(hostport.as_str()).await?;
                     stream.set_nodelay(true)?;
-                    Ok(Stream::Tcp(stream))
+                    Stream::tcp(stream)
                 }
             }
         };
@@ -414,19 +425,19 @@ impl FpmPool {
                 .map_err(fail)?,
             () = self.inner.drain.over() => return Err(FpmError::DrainEnded),
         };
-        Ok(Conn {
-            stream,
-            out: Vec::new(),
-            input: BytesMut::with_capacity(READ_CHUNK),
-            idle_since: Instant::now(),
-        })
+        Ok(Conn::new(stream))
     }
 
     fn take_idle(&self) -> Option<Conn> {
         let idle_timeout = self.inner.config.load().idle_timeout;
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < idle_timeout && !conn.stream.is_stale() {
+            let idle_for = conn.idle_since.elapsed();
+            if idle_for >= idle_timeout {
+                continue;
+            }
+            // See PEEK_AFTER: a recent Unix-socket connection goes unchecked.
+            if (conn.stream.is_unix() && idle_for < PEEK_AFTER) || !conn.stream.is_stale() {
                 return Some(conn);
             }
         }

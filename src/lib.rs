@@ -13,7 +13,7 @@
 // `deny`, not `forbid`: four audited exceptions, each without a safe API:
 // the parent-death signal of the managed php-fpm (`managed/child.rs`), taking
 // ownership of sockets passed by systemd (`activation.rs`), putting the
-// listening sockets at fds 3.. of a successor (`handover.rs`), and
+// listening sockets at fds 3.. of a successor (`handover/mod.rs`), and
 // registering a FastCGI socket for readability only (`fpm/conn.rs`).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

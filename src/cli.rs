@@ -106,6 +106,18 @@ pub struct Cli {
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_zero)]
     pub worker_threads: Option<usize>,
 
+    /// shared (one work-stealing runtime, the default) or sharded (a thread per shard, each serving its own connections). [toml: runtime]
+    #[arg(long, value_name = "KIND", env = "WS2FCGI_RUNTIME")]
+    pub runtime: Option<crate::config::RuntimeKind>,
+
+    /// Shards of --runtime sharded; 0 (the default) for one per core. [toml: shards]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least_zero)]
+    pub shards: Option<usize>,
+
+    /// How long a broadcast waits before waking its members' writers, e.g. 5ms; 0 (the default): at once. [toml: fanout_delay]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub fanout_delay: Option<std::time::Duration>,
+
     /// Log format: human or json. [toml: log.format]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -193,6 +205,15 @@ impl Cli {
         }
         if let Some(n) = self.worker_threads {
             config.worker_threads = n;
+        }
+        if let Some(kind) = self.runtime {
+            config.runtime = kind;
+        }
+        if let Some(n) = self.shards {
+            config.shards = n;
+        }
+        if let Some(delay) = self.fanout_delay {
+            config.fanout_delay = delay;
         }
         if let Some(script) = &self.script {
             config.script = Some(script.clone());

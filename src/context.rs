@@ -9,10 +9,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::drain;
-use crate::fpm::FpmPool;
 use crate::hub::{ConnId, Hub, Observer, Stats};
 use crate::limits::{DESCRIPTOR_RESERVE, OriginPolicy, SlotLimits, Slots};
 use crate::metrics::{Metrics, Snapshot};
+use crate::shard::FpmShards;
 
 /// Shared state; one per daemon, behind an `Arc`.
 pub struct Context {
@@ -22,8 +22,9 @@ pub struct Context {
     pub hub: Hub,
     /// Counters and histograms for `/metrics`.
     pub metrics: Metrics,
-    /// Connections to PHP-FPM.
-    pub fpm: FpmPool,
+    /// Connections to PHP-FPM: the calling shard's share of the pool
+    /// (the whole pool with the shared runtime; `shard/pools.rs`).
+    pub fpm: FpmShards,
     /// Client-socket counters: `max_connections` (sockets in their handshake
     /// and connections), `max_connections_per_ip`, `limits.max_handshakes_per_ip`.
     pub slots: Slots,
@@ -69,6 +70,9 @@ const RESTART_ONLY: &[&str] = &[
     "listen_mode",
     "listen_group",
     "worker_threads",
+    "runtime",
+    "shards",
+    "fanout_delay",
     "admin",
     "fpm.address",
     "fpm.pool_size",
@@ -110,7 +114,7 @@ impl Context {
             pusher_events,
             pusher_apps: ArcSwap::new(apps),
             tls: load_tls(&config),
-            fpm: FpmPool::new(&config.fpm, drain.clone()),
+            fpm: FpmShards::new(&config.fpm, crate::shard::count(&config), &drain),
             books: drain::Books::new(&metrics),
             drain,
             // In a cluster the history lives in Redis, not here.
@@ -187,6 +191,9 @@ impl Context {
         keep!("listen_mode", listen_mode);
         keep!("listen_group", listen_group);
         keep!("worker_threads", worker_threads);
+        keep!("runtime", runtime);
+        keep!("shards", shards);
+        keep!("fanout_delay", fanout_delay);
         keep!("admin", admin);
         keep!("fpm.address", fpm.address);
         keep!("fpm.pool_size", fpm.pool_size);

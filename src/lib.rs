@@ -54,6 +54,7 @@ pub mod pusher;
 pub mod reload;
 pub mod response;
 pub mod secret;
+pub mod shard;
 pub mod signals;
 pub mod tls;
 pub mod transport;
@@ -132,10 +133,20 @@ pub async fn serve(
         max_sockets = ctx.slots.limit(),
         "client sockets at most, handshakes and connections together"
     );
-    for listener in listeners.websocket {
+    for listener in &listeners.websocket {
         tracing::info!(address = %listener.describe(), "accepting WebSocket clients");
-        tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
     }
+    // Sharded: each shard's thread accepts and serves its own connections.
+    let (shards, shared_lane) = if ctx.config().runtime == config::RuntimeKind::Sharded {
+        let shards = shard::start(listeners.websocket, &ctx, &tracker)
+            .map_err(|e| anyhow::anyhow!("cannot start the shards: {e}"))?;
+        (Some(shards), None)
+    } else {
+        for listener in listeners.websocket {
+            tracker.spawn(gateway::accept_loop(listener, ctx.clone(), tracker.clone()));
+        }
+        (None, shard::shared_fanout(&ctx))
+    };
     let reaper = tokio::spawn(reap_fpm_idle(ctx.clone()));
     let mut channel_events = tokio::spawn(pusher::channel_events::run(ctx.clone()));
     let sweeper = ctx
@@ -195,6 +206,12 @@ pub async fn serve(
         cluster.stop().await;
     }
     ctx.fpm.close_idle();
+    if let Some(shards) = shards {
+        shards.stop().await;
+    }
+    if let Some(lane) = shared_lane {
+        lane.abort();
+    }
     Ok(())
 }
 

@@ -94,6 +94,50 @@ impl Listener {
     }
 }
 
+/// A listening socket not tied to a runtime yet: a copy of it (a dup of
+/// the descriptor, one open file) goes to each shard's thread, which makes
+/// it a [`Listener`] of its own runtime (`shard.rs`). The kernel hands each
+/// incoming connection to whichever shard accepts it first.
+pub enum Portable {
+    /// TCP.
+    Tcp(std::net::TcpListener),
+    /// A Unix stream socket and its path.
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+    /// TCP whose clients speak TLS.
+    Tls(std::net::TcpListener),
+}
+
+impl Listener {
+    /// Takes the socket out of the current runtime (it stays non-blocking).
+    pub fn into_portable(self) -> io::Result<Portable> {
+        Ok(match self {
+            Self::Tcp(l) => Portable::Tcp(l.into_std()?),
+            Self::Unix(l, path) => Portable::Unix(l.into_std()?, path),
+            Self::Tls(l) => Portable::Tls(l.into_std()?),
+        })
+    }
+}
+
+impl Portable {
+    /// Another handle on the same listening socket.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(match self {
+            Self::Tcp(l) => Self::Tcp(l.try_clone()?),
+            Self::Unix(l, path) => Self::Unix(l.try_clone()?, path.clone()),
+            Self::Tls(l) => Self::Tls(l.try_clone()?),
+        })
+    }
+
+    /// A listener of the runtime this is called in.
+    pub fn into_listener(self) -> io::Result<Listener> {
+        Ok(match self {
+            Self::Tcp(l) => Listener::Tcp(TcpListener::from_std(l)?),
+            Self::Unix(l, path) => Listener::Unix(UnixListener::from_std(l)?, path),
+            Self::Tls(l) => Listener::Tls(TcpListener::from_std(l)?),
+        })
+    }
+}
+
 /// Binds a TCP listener with [`LISTEN_BACKLOG`].
 pub fn bind_tcp(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};

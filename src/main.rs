@@ -20,7 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 use ws2fcgi::activation;
 use ws2fcgi::cli::{Cli, Command};
-use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat};
+use ws2fcgi::config::{Config, FpmAddr, ListenAddr, LogFormat, RuntimeKind};
 use ws2fcgi::error_line::one_line;
 use ws2fcgi::listen::{SocketFile, UnixPermissions};
 use ws2fcgi::managed::ManagedFpm;
@@ -58,8 +58,13 @@ fn main() -> ExitCode {
     if let Err(e) = held {
         tracing::warn!(error = %e, "cannot hold signals back during the start");
     }
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
+    // Sharded: the shards run connections on threads of their own
+    // (`shard.rs`); this thread runs the rest (control, admin, cluster).
+    let mut builder = match config.runtime {
+        RuntimeKind::Shared => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeKind::Sharded => tokio::runtime::Builder::new_current_thread(),
+    };
+    if config.worker_threads > 0 && config.runtime == RuntimeKind::Shared {
         builder.worker_threads(config.worker_threads);
     }
     let runtime = match builder.enable_all().build() {
@@ -158,6 +163,7 @@ async fn serve(cli: Cli, mut config: Config, log_filter: FilterHandle) -> anyhow
         fpm = %config.fpm.address.as_ref().map(|a| a.to_string()).unwrap_or_default(),
         pool_size = config.fpm.pool_size,
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        runtime = ?config.runtime,
         "ws2fcgi starting"
     );
     let open_files = raise_open_files_limit();

@@ -183,6 +183,35 @@ impl Outbox {
         self.push_with(frame, false)
     }
 
+    /// Queues a data frame for the writer without waking it; returns what
+    /// happened and whether the caller owes the writer a [`wake`](Self::wake):
+    /// true when the queue was empty before (a writer with frames queued
+    /// already has a wake coming, or is writing and takes them next). A
+    /// fan-out wakes its members later, once per shard (`hub/fanout.rs`).
+    pub fn push_quiet(&self, frame: Bytes) -> (Push, bool) {
+        let mut state = self.lock();
+        if state.sealed {
+            return (Push::Closed, false);
+        }
+        if state.cost > 0 && state.cost + cost(&frame) > self.limit {
+            state.sealed = true;
+            state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
+            self.signalled.store(true, Ordering::Release);
+            drop(state);
+            self.notify.notify_one();
+            return (Push::Overflow, false);
+        }
+        let owed = state.frames.is_empty();
+        state.cost += cost(&frame);
+        state.frames.push_back(frame);
+        (Push::Queued, owed)
+    }
+
+    /// Wakes the writer for frames [`push_quiet`](Self::push_quiet) queued.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     fn push_with(&self, frame: Bytes, direct: bool) -> Push {
         let mut state = self.lock();
         if state.sealed {
@@ -515,6 +544,38 @@ mod tests {
         // The writer owns the rest now: nothing may jump ahead of it.
         assert_eq!(outbox.push(Bytes::from_static(b"y")), Push::Queued);
         assert_eq!(outbox.queued_bytes(), queued + 1 + FRAME_COST);
+    }
+
+    #[test]
+    fn a_quiet_push_owes_one_wake_per_empty_queue() {
+        let outbox = Outbox::new(2 * (1 + FRAME_COST));
+        assert_eq!(
+            outbox.push_quiet(Bytes::from_static(b"a")),
+            (Push::Queued, true)
+        );
+        assert_eq!(
+            outbox.push_quiet(Bytes::from_static(b"b")),
+            (Push::Queued, false),
+            "the first push's wake covers it"
+        );
+        assert_eq!(
+            outbox.push_quiet(Bytes::from_static(b"c")),
+            (Push::Overflow, false),
+            "an overflow wakes the writer itself"
+        );
+        assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
+        assert_eq!(
+            outbox.push_quiet(Bytes::from_static(b"d")),
+            (Push::Closed, false)
+        );
+        let drained = Outbox::new(1024);
+        assert!(drained.push_quiet(Bytes::from_static(b"a")).1);
+        let mut batch = VecDeque::new();
+        assert!(drained.drain_into(&mut batch, 16, 0));
+        assert!(
+            drained.push_quiet(Bytes::from_static(b"b")).1,
+            "taken by the writer: the next frame owes a wake again"
+        );
     }
 
     #[test]

@@ -92,6 +92,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// How connections are spread over threads (`runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// One work-stealing runtime of `worker_threads` threads: any thread
+    /// runs any connection.
+    #[default]
+    Shared,
+    /// `shards` threads, each with a runtime of its own that accepts,
+    /// serves and writes its own connections with its share of the FastCGI
+    /// pool (`shard.rs`).
+    Sharded,
+}
+
 /// The whole configuration, as in `ws2fcgi.example.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +143,16 @@ pub struct Config {
     /// Threads that run connections (tokio workers); 0: one per core.
     #[serde(default)]
     pub worker_threads: usize,
+    /// `shared` (one work-stealing runtime) or `sharded` (a thread per shard).
+    #[serde(default)]
+    pub runtime: RuntimeKind,
+    /// Shards of `runtime = "sharded"`; 0: one per core (at most `fpm.pool_size`).
+    #[serde(default)]
+    pub shards: usize,
+    /// How long a broadcast's frames may wait before the members' writers
+    /// are woken, so that several publishes go out in one write; 0: at once.
+    #[serde(default, with = "humantime_serde")]
+    pub fanout_delay: Duration,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,

@@ -7,6 +7,9 @@ use super::fpm::validate_managed_env;
 use super::{Config, ConfigError, invalid, parse_mode};
 use crate::secret::Secret;
 
+/// Longest `fanout_delay` accepted: a broadcast's frames wait this long at most.
+const MAX_FANOUT_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most worker threads `worker_threads` accepts.
 pub const MAX_WORKER_THREADS: usize = 1024;
 
@@ -37,6 +40,24 @@ impl Config {
                 format!(
                     "{} is more than {MAX_WORKER_THREADS}; use 0 for one per core",
                     self.worker_threads
+                ),
+            ));
+        }
+        if self.shards > MAX_WORKER_THREADS {
+            return Err(invalid(
+                "shards",
+                format!(
+                    "{} is more than {MAX_WORKER_THREADS}; use 0 for one per core",
+                    self.shards
+                ),
+            ));
+        }
+        if self.fanout_delay > MAX_FANOUT_DELAY {
+            return Err(invalid(
+                "fanout_delay",
+                format!(
+                    "{:?} is more than {MAX_FANOUT_DELAY:?}; it delays every broadcast",
+                    self.fanout_delay
                 ),
             ));
         }

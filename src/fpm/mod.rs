@@ -79,9 +79,13 @@ struct Inner {
     config: ArcSwap<FpmConfig>,
     size: usize,
     permits: Semaphore,
-    idle: Mutex<Vec<Conn>>,
-    /// Requests on a fresh connection with no byte back after [`STALL_AFTER`].
-    fresh_waiting: AtomicUsize,
+    idle: Arc<Mutex<Vec<Conn>>>,
+    /// Requests on a fresh connection with no byte back after [`STALL_AFTER`];
+    /// shared by the pools of one php-fpm ([`FpmPool::split`]).
+    fresh_waiting: Arc<AtomicUsize>,
+    /// The idle lists of every pool of one php-fpm, this one's included: a
+    /// stalled fresh connection frees the workers any of them pins.
+    all_idle: Vec<Arc<Mutex<Vec<Conn>>>>,
     /// The shutdown drain: its deadline bounds every wait and request.
     drain: drain::Clock,
     /// Mean time an event holds a slot, in µs (a moving average; 0: none
@@ -173,10 +177,14 @@ impl<'a> FreshWait<'a> {
         {
             self.counted = true;
             inner.fresh_waiting.fetch_add(1, Ordering::AcqRel);
-            let closed = {
-                let mut idle = inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-                std::mem::take(&mut *idle).len()
-            };
+            let closed: usize = inner
+                .all_idle
+                .iter()
+                .map(|idle| {
+                    let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+                    std::mem::take(&mut *idle).len()
+                })
+                .sum();
             tracing::debug!(
                 closed,
                 "a new php-fpm connection waits for a worker; closed idle ones"
@@ -213,22 +221,44 @@ impl FpmPool {
     /// Never: `Config::validate` guarantees the address is set; a missing one
     /// falls back to an address nothing listens on, so events fail cleanly.
     pub fn new(config: &FpmConfig, drain: drain::Clock) -> Self {
+        let mut pools = Self::split(config, &[config.pool_size], drain);
+        pools.remove(0)
+    }
+
+    /// Pools of `sizes` connections each to the one php-fpm of `config`
+    /// (a shard's share each, `shard/pools.rs`). They share the watch for
+    /// stalled fresh connections: one waiting in php-fpm's backlog closes
+    /// the idle connections of them all, as any of them may pin the worker.
+    pub fn split(config: &FpmConfig, sizes: &[usize], drain: drain::Clock) -> Vec<Self> {
         let addr = config
             .address
             .clone()
             .unwrap_or_else(|| FpmAddr::Unix("/nonexistent/php-fpm.sock".into()));
-        Self {
-            inner: Arc::new(Inner {
-                addr,
-                config: ArcSwap::from_pointee(config.clone()),
-                size: config.pool_size,
-                permits: Semaphore::new(config.pool_size),
-                idle: Mutex::new(Vec::with_capacity(config.pool_size)),
-                fresh_waiting: AtomicUsize::new(0),
-                mean_event_us: Default::default(),
-                drain,
-            }),
-        }
+        let fresh_waiting = Arc::new(AtomicUsize::new(0));
+        let idles: Vec<_> = sizes
+            .iter()
+            .map(|&size| Arc::new(Mutex::new(Vec::with_capacity(size))))
+            .collect();
+        sizes
+            .iter()
+            .zip(&idles)
+            .map(|(&size, idle)| Self {
+                inner: Arc::new(Inner {
+                    addr: addr.clone(),
+                    config: ArcSwap::from_pointee(FpmConfig {
+                        pool_size: size,
+                        ..config.clone()
+                    }),
+                    size,
+                    permits: Semaphore::new(size),
+                    idle: idle.clone(),
+                    fresh_waiting: fresh_waiting.clone(),
+                    all_idle: idles.clone(),
+                    mean_event_us: Default::default(),
+                    drain: drain.clone(),
+                }),
+            })
+            .collect()
     }
 
     /// Takes new timeouts and limits (a reload); the address and size stay.

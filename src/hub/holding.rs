@@ -103,23 +103,35 @@ pub(super) fn push_or_hold(
     at: Option<(&str, &Position)>,
     direct: bool,
 ) -> usize {
+    hold(held, index, handle, frame, at).unwrap_or_else(|| super::deliver(handle, frame, direct))
+}
+
+/// The hold half of [`push_or_hold`]: `Some(deliveries)` when the frame was
+/// held aside (or seen already), `None` when it is for the outbox now.
+pub(super) fn hold(
+    held: &mut HashMap<usize, Holding>,
+    index: usize,
+    handle: &ConnHandle,
+    frame: &Bytes,
+    at: Option<(&str, &Position)>,
+) -> Option<usize> {
     if handle.holding.load(Ordering::Relaxed)
         && let Some(holding) = held.get_mut(&index)
     {
         if holding.seen(at) {
-            return 0;
+            return Some(0);
         }
         if let Some(frames) = holding.frames.as_mut() {
             let at = at.map(|(c, p)| (Arc::from(c), p.clone()));
             frames.push(Held::Frame(frame.clone(), at));
-            return 1;
+            return Some(1);
         }
         if holding.floors.is_empty() {
             handle.holding.store(false, Ordering::Relaxed);
             held.remove(&index);
         }
     }
-    super::deliver(handle, frame, direct)
+    None
 }
 
 impl Hub {

@@ -42,14 +42,16 @@ use crate::outbox::{Outbox, Push};
 use crate::v1::{self, Position, Publication};
 
 mod conn;
+mod fanout;
 mod holding;
 mod recovery;
 
 pub use conn::{ConnHandle, ConnId, MAX_META_ENTRIES};
 pub use recovery::{HistoryReply, Positions, Recovery};
 
+pub use fanout::{Fanout, Lane};
 pub use holding::TopReader;
-use holding::{Held, Holding, push_or_hold};
+use holding::{Held, Holding, hold, push_or_hold};
 
 /// Told of every membership and metadata change, in the order they happen
 /// (the cluster mirrors presence into Redis with it). Called with the
@@ -73,6 +75,8 @@ pub const YIELD_AFTER_DELIVERIES: u64 = 65_536;
 struct Entry {
     handle: Arc<ConnHandle>,
     channels: Vec<Arc<str>>,
+    /// The shard whose thread registered it (`shard.rs`; 0 outside shards).
+    shard: usize,
 }
 
 #[derive(Default)]
@@ -153,6 +157,9 @@ pub struct Hub {
     observer: Option<Arc<dyn Observer>>,
     /// Reads a channel's position for a join, in a cluster with history.
     top_reader: std::sync::OnceLock<Arc<dyn TopReader>>,
+    /// Wakes a broadcast's members once per shard (`fanout.rs`); unset:
+    /// each member is woken by the publish itself.
+    fanout: std::sync::OnceLock<Fanout>,
     /// Counters.
     pub stats: Stats,
 }
@@ -191,6 +198,7 @@ impl Hub {
             serial: AtomicU64::new(1),
             observer,
             top_reader: std::sync::OnceLock::new(),
+            fanout: std::sync::OnceLock::new(),
             stats,
         }
     }
@@ -198,6 +206,12 @@ impl Hub {
     /// Reads channels' positions for joins from now on (once; later calls are ignored).
     pub fn set_top_reader(&self, reader: Arc<dyn TopReader>) {
         let _ = self.top_reader.set(reader);
+    }
+
+    /// Wakes broadcasts' members through `fanout`'s lanes from now on (once;
+    /// later calls are ignored).
+    pub fn set_fanout(&self, fanout: Fanout) {
+        let _ = self.fanout.set(fanout);
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -231,6 +245,7 @@ impl Hub {
         slot.insert(Entry {
             handle: handle.clone(),
             channels: Vec::new(),
+            shard: crate::shard::current(),
         });
         handle
     }
@@ -359,8 +374,8 @@ impl Hub {
         except: &[ConnId],
     ) -> Published {
         self.stats.publishes.inc();
-        let mut reg = self.lock();
-        let reg = &mut *reg;
+        let mut guard = self.lock();
+        let reg = &mut *guard;
         let now = Instant::now();
         if let Some(p) = &position
             && let Some((name, _)) = reg.channels.get_key_value(channel)
@@ -373,10 +388,13 @@ impl Hub {
             history.keep(&publication, now);
         }
         let mut delivered = 0;
+        let mut wakes = None;
         if let Some(members) = reg.channels.get(channel) {
             // One recipient: write at once (see outbox.rs). Many: queue, and
-            // let the members' tasks write, spread over the runtime's threads.
+            // let the members' tasks write, spread over the runtime's threads
+            // (with a fan-out, woken by their shards' lanes: fanout.rs).
             let direct = members.len() == 1;
+            let fanout = self.fanout.get().filter(|_| !direct);
             let mut skip = None;
             let at = publication.position.as_ref().map(|p| (channel, p));
             for &index in members {
@@ -395,8 +413,26 @@ impl Hub {
                     handle.deflate_min(),
                     &self.stats.compression,
                 );
-                delivered += push_or_hold(&mut reg.held, index, handle, frame, at, direct);
+                delivered += match fanout {
+                    None => push_or_hold(&mut reg.held, index, handle, frame, at, direct),
+                    Some(fanout) => {
+                        hold(&mut reg.held, index, handle, frame, at).unwrap_or_else(|| {
+                            let (push, owed) = handle.outbox.push_quiet(frame.clone());
+                            if owed {
+                                let shard = fanout.lane_of(reg.conns[index].shard);
+                                wakes
+                                    .get_or_insert_with(fanout::Wakes::default)
+                                    .add(shard, handle);
+                            }
+                            usize::from(push == Push::Queued)
+                        })
+                    }
+                };
             }
+        }
+        drop(guard);
+        if let (Some(fanout), Some(wakes)) = (self.fanout.get(), wakes) {
+            fanout.send(wakes);
         }
         self.stats.messages_out.inc_by(delivered as u64);
         Published {

@@ -207,7 +207,19 @@ pub fn config(fpm: FpmAddr, script_name: &str) -> Config {
     config.fpm.address = Some(fpm);
     config.websocket.close_timeout = Duration::from_secs(2);
     config.shutdown.drain_timeout = Duration::from_secs(10);
+    config.runtime = runtime_under_test();
     config
+}
+
+/// The runtime the tests run the daemon with: `WS2FCGI_RUNTIME` (as the
+/// binary reads it), `shared` when unset; `scripts/test` runs the suites
+/// in both.
+pub fn runtime_under_test() -> ws2fcgi::config::RuntimeKind {
+    use clap::ValueEnum as _;
+    std::env::var("WS2FCGI_RUNTIME")
+        .ok()
+        .and_then(|v| ws2fcgi::config::RuntimeKind::from_str(&v, true).ok())
+        .unwrap_or_default()
 }
 
 /// The daemon running in-process on an ephemeral port.

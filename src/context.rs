@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
@@ -152,18 +151,6 @@ impl Context {
     /// The Pusher apps in force (a reload replaces them; connections keep theirs).
     pub fn pusher_apps(&self) -> Arc<crate::pusher::Apps> {
         self.pusher_apps.load_full()
-    }
-
-    /// tungstenite's settings for a new client, from the configuration in force.
-    pub fn ws_config(&self) -> WebSocketConfig {
-        let config = self.config.load();
-        let ws = &config.websocket;
-        WebSocketConfig::default()
-            .read_buffer_size(crate::transport::TUNGSTENITE_READ_BUFFER)
-            // Frames are queued in the outbox, never in tungstenite.
-            .write_buffer_size(0)
-            .max_message_size(Some(ws.max_message_size))
-            .max_frame_size(Some(ws.max_frame_size))
     }
 
     /// Puts a new, validated configuration in force for everything that

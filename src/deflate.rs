@@ -57,7 +57,7 @@ const MAX_HEAD: usize = 10;
 /// Compressed bytes unmasked and inflated per step, on the stack.
 const INPUT_STEP: usize = 4096;
 
-/// Inflated bytes handed to tungstenite per frame it is given.
+/// Inflated bytes handed to the decoder per frame it is given.
 pub const OUTPUT_STEP: usize = 16 * 1024;
 
 /// What one inflater costs while a compressed message arrives (zlib-rs's
@@ -319,18 +319,18 @@ pub fn starts_compressed(pending: &[u8]) -> Option<(FrameHeader, usize, u64)> {
 /// What [`Inflating::step`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
-    /// Frames for tungstenite wait in [`Inflating::output`], holding this
+    /// Frames for the decoder wait in [`Inflating::output`], holding this
     /// many inflated bytes (to charge).
     Ready(usize),
     /// More bytes from the socket are needed.
     NeedInput,
     /// A control frame comes next, between two frames of the message: it
-    /// goes to tungstenite as it is.
+    /// goes to the decoder as it is.
     Control,
 }
 
 /// A compressed message on its way in, from its first frame's header to its
-/// end. tungstenite is handed it as plain frames (RSV1 clear, masked with a
+/// end. The decoder is handed it as plain frames (RSV1 clear, masked with a
 /// zero key), one per [`OUTPUT_STEP`] inflated bytes at most, then an empty
 /// final frame: it assembles and checks them like any fragmented message,
 /// UTF-8 and `max_message_size` included. Dropped at the message's end.
@@ -346,7 +346,7 @@ pub struct Inflating {
     fin: bool,
     /// Bytes of [`TAIL`] inflated so far, once the last frame is read.
     tail_at: usize,
-    /// The first frame was handed to tungstenite (later ones are continuations).
+    /// The first frame was handed to the decoder (later ones are continuations).
     opened: bool,
     /// The client's deflate stream ended (BFINAL): the rest is ignored.
     ended: bool,
@@ -358,7 +358,7 @@ pub struct Inflating {
     max_message: usize,
     /// Largest wire frame.
     max_frame: usize,
-    /// Frames for tungstenite, not taken yet.
+    /// Frames for the decoder, not taken yet.
     output: BytesMut,
     /// Why the message was refused, once it was; it stays refused.
     pub fault: Option<Fault>,
@@ -396,7 +396,7 @@ impl Inflating {
         })
     }
 
-    /// Frames waiting for tungstenite.
+    /// Frames waiting for the decoder.
     pub fn output(&mut self) -> &mut BytesMut {
         &mut self.output
     }
@@ -407,7 +407,7 @@ impl Inflating {
     }
 
     /// Reads what it can of `pending` (the socket's bytes), inflating at
-    /// most `room` bytes (at least one) into frames for tungstenite.
+    /// most `room` bytes (at least one) into frames for the decoder.
     pub fn step(&mut self, pending: &mut BytesMut, room: usize) -> Result<Step, Fault> {
         if self.frame_left > self.max_frame as u64 {
             return Err(Fault::TOO_BIG);
@@ -492,7 +492,7 @@ impl Inflating {
         self.mask_at = (self.mask_at + n) % 4;
     }
 
-    /// Inflates what it can of `input` into one frame for tungstenite;
+    /// Inflates what it can of `input` into one frame for the decoder;
     /// returns the input bytes taken, the bytes produced, and whether they
     /// filled the room (more may be pending inside the inflater).
     fn inflate(&mut self, input: &[u8], room: usize) -> Result<(usize, usize, bool), Fault> {
@@ -527,7 +527,7 @@ impl Inflating {
         Ok((took, chunk.len(), chunk.len() >= room))
     }
 
-    /// A frame header for tungstenite: the message's opcode first, then
+    /// A frame header for the decoder: the message's opcode first, then
     /// continuations; masked with a zero key (a server reads masked frames).
     fn emit_header(&mut self, fin: bool, len: usize) {
         let opcode = if self.opened {

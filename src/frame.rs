@@ -83,6 +83,15 @@ pub fn ping() -> Bytes {
     encode(OpCode::Control(Control::Ping), b"")
 }
 
+/// A pong echoing a client's ping `payload` (at most 125 bytes).
+///
+/// ```
+/// assert_eq!(&ws2fcgi::frame::pong(b"hi")[..], b"\x8a\x02hi");
+/// ```
+pub fn pong(payload: &[u8]) -> Bytes {
+    encode(OpCode::Control(Control::Pong), payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

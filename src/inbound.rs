@@ -5,18 +5,18 @@
 //!
 //! ```text
 //!  socket ──▶ read buffer ──▶ message being assembled ──▶ queued event ──▶ PHP
-//!             (ReadSide)      (tungstenite)               (Charge, until PHP answered)
+//!             (ReadSide)      (the decoder)               (Charge, until PHP answered)
 //! ```
 //!
 //! - the read buffer (`transport::ReadSide`), by its capacity, while it exists;
-//! - the payload handed to tungstenite for the message it is assembling,
-//!   twice over when the message comes in fragments (tungstenite gathers
+//! - the payload handed to the decoder for the message it is assembling,
+//!   twice over when the message comes in fragments (the decoder gathers
 //!   them in a growing buffer);
-//! - each complete message, from the moment tungstenite yields it until PHP
+//! - each complete message, from the moment the decoder yields it until PHP
 //!   has answered its event (a [`Charge`] travels with the event).
 //!
-//! Frame headers and control frames are not charged: tungstenite keeps at
-//! most one control frame (139 bytes) at a time.
+//! Frame headers and control frames are not charged: the decoder keeps at
+//! most one control frame (125 bytes) at a time.
 //!
 //! A connection may hold `websocket.inbound_queue_bytes` ([`Ledger`]), and
 //! all of them together `limits.inbound_bytes` ([`Budget`]). A read side that
@@ -210,12 +210,12 @@ enum Pause {
 }
 
 /// The read side's part of a connection's account: its buffer, the message
-/// tungstenite is assembling, and its wait for bytes.
+/// the decoder is assembling, and its wait for bytes.
 pub struct Intake {
     ledger: Arc<Ledger>,
     /// Charged for the read buffer (its capacity).
     buffer: usize,
-    /// Charged for the payload handed to tungstenite since its last message.
+    /// Charged for the payload handed to the decoder since its last message.
     message: usize,
     /// This connection holds the overdraft.
     overdraft: bool,
@@ -238,11 +238,6 @@ impl Intake {
             waiter: None,
             waiter_overdraft: false,
         }
-    }
-
-    /// An empty account on the same ledger (a stand-in read side).
-    pub fn stand_in(&self) -> Self {
-        Self::new(self.ledger.clone())
     }
 
     /// Is reading paused by the budget or the connection's share?
@@ -399,13 +394,13 @@ impl Intake {
         self.ledger.budget.give_back(n);
     }
 
-    /// Charges `n` bytes handed to tungstenite for the message it assembles.
+    /// Charges `n` bytes handed to the decoder for the message it assembles.
     pub fn hold_message(&mut self, n: usize) {
         self.message += n;
         self.ledger.budget.add(n);
     }
 
-    /// tungstenite yielded a message: what was charged for it moves to the
+    /// The decoder yielded a message: what was charged for it moves to the
     /// returned [`Charge`], which travels with the event until PHP is done.
     pub fn message_done(&mut self) -> Charge {
         let bytes = std::mem::take(&mut self.message);

@@ -22,6 +22,7 @@ pub mod activation;
 pub mod admin;
 pub mod admission;
 pub mod cli;
+pub mod client_frames;
 pub mod cluster;
 pub mod config;
 pub mod connection;

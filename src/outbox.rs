@@ -1,6 +1,6 @@
 //! One connection's outbound queue, shared by everyone who sends to it.
 //!
-//! PHP's answers, publishes, sends, and tungstenite's own pongs and close
+//! PHP's answers, publishes, sends, and the connection's own pongs and close
 //! frames all land here as encoded frames; the connection's task writes them
 //! out in order, many per `writev`. The queue is bounded in *bytes*
 //! (`websocket.outbound_queue_bytes`): a client that stops reading fills it,
@@ -57,7 +57,7 @@ fn cost(frame: &[u8]) -> usize {
     frame.len() + FRAME_COST
 }
 
-/// Is `frame` exactly one pong (as tungstenite writes it: unmasked, final)?
+/// Is `frame` exactly one pong (as `frame::pong` writes it: unmasked, final)?
 fn is_pong(frame: &[u8]) -> bool {
     matches!(frame, [0x8A, len, ..] if *len <= 125 && frame.len() == 2 + usize::from(*len))
 }

@@ -1,22 +1,18 @@
 //! A client's socket after the upgrade, split in two.
 //!
-//! tungstenite parses what the client sends; it gets the socket's read half
-//! wrapped in [`ReadSide`], whose *write* side does not touch the socket but
-//! queues tungstenite's own frames (pongs, close replies) in the connection's
-//! outbox. Every byte towards the client therefore goes through the outbox:
-//! [`Writer`] sends what it queued — pre-encoded frames, shared between all
-//! recipients of a publish — with vectored writes, and while nothing is
-//! queued the outbox may send a frame itself (see `outbox.rs`). Reading and
-//! writing never wait for each other.
+//! [`ReadSide`] reads the socket's read half and decodes what the client
+//! sends (`client_frames.rs`) into messages, pings and closes; the
+//! connection answers pings and closes through its outbox. Every byte
+//! towards the client goes through the outbox: [`Writer`] sends what it
+//! queued — pre-encoded frames, shared between all recipients of a publish —
+//! with vectored writes, and while nothing is queued the outbox may send a
+//! frame itself (see `outbox.rs`). Reading and writing never wait for each
+//! other.
 //!
 //! Memory of an idle connection is the budget here. [`ReadSide`] reads the
-//! socket into a buffer that exists only while bytes wait for tungstenite
-//! (freed as soon as they are taken), and hands tungstenite at most the rest
-//! of the current frame, so tungstenite holds no bytes of the next frame when
-//! it returns a message. tungstenite itself keeps only a small buffer
-//! ([`TUNGSTENITE_READ_BUFFER`]); after a large message the connection
-//! rebuilds its WebSocket around the same `ReadSide` (see `connection/task.rs`),
-//! which gives back whatever tungstenite grew for it.
+//! socket into a buffer that exists only while bytes wait for the decoder
+//! (freed as soon as they are taken), and hands the decoder at most the rest
+//! of the current frame; the decoder holds nothing between messages.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -30,10 +26,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream, tcp, unix};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::io::poll_read_buf;
 
+use crate::client_frames::{self, Decoder, Head, Incoming, Limits};
 use crate::deflate::{self, Fault, Inflating, Step};
 use crate::hub::ConnHandle;
 use crate::inbound::{Charge, Intake};
@@ -45,8 +40,8 @@ const MAX_IOVECS: usize = 64;
 /// The first read after a quiet spell goes onto the stack, this large.
 pub const STACK_READ: usize = 4096;
 
-/// tungstenite's own read buffer: small, since [`ReadSide`] does the socket reads.
-pub const TUNGSTENITE_READ_BUFFER: usize = 128;
+/// Bytes handed to the decoder per step at most (a buffer on the stack).
+const DECODE_STEP: usize = 4096;
 
 /// A client socket on a `tls://` listener, its handshake done.
 pub type TlsSocket = tokio_rustls::server::TlsStream<TcpStream>;
@@ -60,8 +55,6 @@ pub enum ReadHalf {
     /// TLS over TCP: the session is shared with the write half (a lock
     /// taken for each read or write call).
     Tls(tokio::io::ReadHalf<TlsSocket>),
-    /// No socket (a placeholder while the WebSocket is rebuilt); reads EOF.
-    Detached,
 }
 
 impl AsyncRead for ReadHalf {
@@ -74,60 +67,49 @@ impl AsyncRead for ReadHalf {
             Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
             Self::Tls(r) => Pin::new(r).poll_read(cx, buf),
-            Self::Detached => Poll::Ready(Ok(())),
         }
     }
 }
 
-/// Where frames begin and end in the bytes handed to tungstenite, and which
-/// of them tungstenite goes on to hold (see [`FrameGate::weight`]).
+/// Where frames begin and end in the bytes handed to the decoder, and which
+/// of them it goes on to hold (see [`FrameGate::weight`]).
 #[derive(Debug, Default)]
 struct FrameGate {
     /// Bytes left of the current frame, header included; 0 at a frame boundary.
     left: u64,
     /// Of those, header bytes.
     head_left: u8,
-    /// What tungstenite keeps of each payload byte of the current frame.
+    /// What the decoder keeps of each payload byte of the current frame.
     weight: u8,
-    /// A header did not parse: hand everything over and let tungstenite report it.
+    /// The socket ended inside a header: hand everything over.
     passthrough: bool,
     /// permessage-deflate was negotiated: the window (log2) the client
     /// compresses with. Compressed messages are inflated between `pending`
-    /// and tungstenite (see `deflate.rs`). Kept here, in padding: free.
+    /// and the decoder (see `deflate.rs`). Kept here, in padding: free.
     inflate_window: Option<NonZeroU8>,
     /// With it, `websocket.max_frame_size` (at most `u32::MAX`): the largest
-    /// compressed frame, and of the inflated frames handed to tungstenite.
+    /// compressed frame, and of the inflated frames handed to the decoder.
     /// In padding too.
     inflate_max_frame: u32,
 }
 
 impl FrameGate {
-    /// How many bytes at the front of `pending` may go to tungstenite now;
+    /// How many bytes at the front of `pending` may go to the decoder now;
     /// `None` while the next frame's header is incomplete.
     fn allowance(&mut self, pending: &[u8]) -> Option<usize> {
         if self.passthrough {
             return Some(pending.len());
         }
         if self.left == 0 {
-            let mut cursor = std::io::Cursor::new(pending);
-            match FrameHeader::parse(&mut cursor) {
-                Ok(Some((header, payload))) => {
-                    let head = cursor.position();
-                    self.left = head.saturating_add(payload);
-                    self.head_left = u8::try_from(head).unwrap_or(u8::MAX);
-                    self.weight = weigh(&header);
-                }
-                Ok(None) => return None,
-                Err(_) => {
-                    self.passthrough = true;
-                    return Some(pending.len());
-                }
-            }
+            let head = client_frames::parse_head(pending)?;
+            self.left = u64::from(head.size).saturating_add(head.len);
+            self.head_left = head.size;
+            self.weight = weigh(&head);
         }
         Some(usize::try_from(self.left).map_or(pending.len(), |left| left.min(pending.len())))
     }
 
-    /// What tungstenite keeps of each payload byte of the current frame.
+    /// What the decoder keeps of each payload byte of the current frame.
     fn weight(&self) -> usize {
         if self.passthrough {
             0
@@ -151,14 +133,14 @@ impl FrameGate {
     }
 }
 
-/// What tungstenite keeps of each payload byte of a frame: a control frame is
+/// What the decoder keeps of each payload byte of a frame: a control frame is
 /// handled at once (nothing: it holds at most 125 bytes); a data message in
 /// one frame is kept as it is (1); one in fragments is gathered in a growing
 /// buffer, which may reach twice its size (2).
-fn weigh(header: &FrameHeader) -> u8 {
-    match header.opcode {
-        OpCode::Data(Data::Text | Data::Binary) if header.is_final => 1,
-        OpCode::Data(Data::Text | Data::Binary | Data::Continue) => 2,
+fn weigh(head: &Head) -> u8 {
+    match head.opcode {
+        1 | 2 if head.fin => 1,
+        0..=2 => 2,
         _ => 0,
     }
 }
@@ -200,45 +182,139 @@ pub fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadHalf, WriteHalf,
     }
 }
 
-/// What tungstenite reads from and "writes" to.
+/// Why [`ReadSide::poll_next`] gives up.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client broke the protocol, or sent a compressed message the
+    /// read side refused: the connection closes with this code and reason.
+    Refused(client_frames::Fault),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused(fault) => write!(f, "{} ({})", fault.reason, fault.code),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A client socket's read half and what it sent: decoded messages.
 pub struct ReadSide {
     half: ReadHalf,
-    handle: Arc<ConnHandle>,
-    /// Read from the socket, not yet taken by tungstenite; unallocated when empty.
+    /// Read from the socket, not yet taken by the decoder; unallocated when empty.
     pending: BytesMut,
     /// Bytes read from the socket per read call at most.
     chunk: usize,
     gate: FrameGate,
     /// What the connection holds of what its client sent (`inbound.rs`):
-    /// `pending` by its capacity, and the message tungstenite assembles.
+    /// `pending` by its capacity, and the message the decoder assembles.
     intake: Intake,
     /// The compressed message being inflated; none between messages.
     inflating: Option<Box<Inflating>>,
+    decoder: Decoder,
 }
 
 /// What [`ReadSide::hand_inflated`] did.
 enum Inflated {
-    /// Bytes for tungstenite, a wait for the budget, or the message's fault.
+    /// Bytes for the decoder, a wait for the budget, or the message's fault.
     Handed(Poll<io::Result<()>>),
     /// More bytes from the socket are needed.
     NeedInput,
-    /// A control frame comes next: it goes to tungstenite as it is.
+    /// A control frame comes next: it goes to the decoder as it is.
     Control,
 }
 
 impl ReadSide {
     /// Wraps a read half that reads up to `chunk` bytes per call, charging
-    /// what it holds to `intake`; tungstenite's writes go to `handle`'s outbox.
-    pub fn new(half: ReadHalf, handle: Arc<ConnHandle>, chunk: usize, intake: Intake) -> Self {
+    /// what it holds to `intake`.
+    pub fn new(half: ReadHalf, chunk: usize, intake: Intake) -> Self {
         Self {
             half,
-            handle,
             pending: BytesMut::new(),
             chunk,
             gate: FrameGate::default(),
             intake,
             inflating: None,
+            decoder: Decoder::default(),
         }
+    }
+
+    /// The read side of a new connection, as `websocket` configures it:
+    /// charged to the daemon's inbound budget, inflating when the client
+    /// agreed to permessage-deflate with `inflate_window`, starting with
+    /// `pre_read` (what hyper read past the handshake: a pipelined first
+    /// frame, copied so that hyper's read buffer is let go).
+    pub fn open(
+        half: ReadHalf,
+        budget: Arc<crate::inbound::Budget>,
+        websocket: &crate::config::WebSocketConfig,
+        inflate_window: Option<u8>,
+        pre_read: &[u8],
+    ) -> Self {
+        let ledger = crate::inbound::Ledger::new(
+            budget,
+            websocket.inbound_queue_bytes,
+            websocket.max_message_size,
+            websocket.read_buffer_size,
+        );
+        let mut side = Self::new(half, websocket.read_buffer_size, Intake::new(ledger));
+        if let Some(window_bits) = inflate_window {
+            side.inflate_with(window_bits, websocket.max_frame_size);
+        }
+        side.preload(pre_read);
+        side
+    }
+
+    /// The next thing the client said; `None` when the socket ended (at a
+    /// frame's boundary or not: either way the client left without a close).
+    /// Cancel-safe: bytes read stay here until the decoder takes them.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        limits: Limits,
+    ) -> Poll<Option<Result<Incoming, ReadError>>> {
+        loop {
+            let mut step = [0u8; DECODE_STEP];
+            let mut buf = ReadBuf::new(&mut step);
+            if let Err(e) = std::task::ready!(Pin::new(&mut *self).poll_read(cx, &mut buf)) {
+                return Poll::Ready(Some(Err(match self.inflate_fault() {
+                    Some(fault) => ReadError::Refused(client_frames::Fault {
+                        code: fault.code,
+                        reason: fault.reason,
+                    }),
+                    None => ReadError::Io(e),
+                })));
+            }
+            let got = buf.filled();
+            if got.is_empty() {
+                return Poll::Ready(None);
+            }
+            let (used, out) = self.decoder.feed(got, limits);
+            match out {
+                Some(Err(fault)) => return Poll::Ready(Some(Err(ReadError::Refused(fault)))),
+                // The read side hands over at most the rest of a frame, and
+                // the decoder takes all of a frame: nothing is left over.
+                Some(Ok(_)) | None if used < got.len() => {
+                    return Poll::Ready(Some(Err(ReadError::Refused(client_frames::Fault {
+                        code: crate::contract::CLOSE_PROTOCOL_ERROR,
+                        reason: "frame boundary lost",
+                    }))));
+                }
+                Some(Ok(incoming)) => return Poll::Ready(Some(Ok(incoming))),
+                None => {}
+            }
+        }
+    }
+
+    /// A future of [`ReadSide::poll_next`].
+    pub fn next(
+        &mut self,
+        limits: Limits,
+    ) -> impl Future<Output = Option<Result<Incoming, ReadError>>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_next(cx, limits))
     }
 
     /// The client negotiated permessage-deflate and compresses with a
@@ -265,17 +341,7 @@ impl ReadSide {
         self.intake.hold_buffer(self.pending.capacity());
     }
 
-    /// A stand-in with no socket, for the moment a WebSocket is rebuilt.
-    pub fn stand_in(&self) -> Self {
-        Self::new(
-            ReadHalf::Detached,
-            self.handle.clone(),
-            0,
-            self.intake.stand_in(),
-        )
-    }
-
-    /// tungstenite yielded a data message: its charge, to travel with its event.
+    /// A data message came out: its charge, to travel with its event.
     pub fn message_charge(&mut self) -> Charge {
         self.intake.message_done()
     }
@@ -285,7 +351,7 @@ impl ReadSide {
         self.intake.is_paused()
     }
 
-    /// Hands tungstenite what it may have of `pending` (as much as fits in
+    /// Hands the decoder what it may have of `pending` (as much as fits in
     /// `buf`), charging the payload it goes on to hold; `None` while the
     /// next frame's header is incomplete.
     fn hand_over(
@@ -304,9 +370,9 @@ impl ReadSide {
                 self.intake
                     .hold_message(deflate::inflater_cost(window_bits));
                 self.intake.count_inflated();
-                // tungstenite applies max_message_size to the inflated
+                // The decoder applies max_message_size to the inflated
                 // message; max_frame_size bounds the compressed frames here
-                // and the inflated ones handed to tungstenite.
+                // and the inflated ones handed to the decoder.
                 let limits = deflate::Inbound {
                     window_bits,
                     max_message: usize::MAX,
@@ -354,9 +420,9 @@ impl ReadSide {
         }
     }
 
-    /// Hands tungstenite the compressed message being inflated, as plain
+    /// Hands the decoder the compressed message being inflated, as plain
     /// frames; inflates more of it from `pending` when they are taken, as
-    /// far as the inbound budget allows (tungstenite gathers the message,
+    /// far as the inbound budget allows (the decoder gathers the message,
     /// charged twice as any fragmented one, see [`weigh`]).
     fn hand_inflated(&mut self, buf: &mut ReadBuf<'_>, cx: &mut Context<'_>) -> Inflated {
         loop {
@@ -458,29 +524,10 @@ impl AsyncRead for ReadSide {
                 if this.pending.is_empty() {
                     return Poll::Ready(Ok(())); // EOF
                 }
-                // EOF inside a header: let tungstenite see what there is.
+                // EOF inside a header: let the decoder see what there is.
                 this.gate.passthrough = true;
             }
         }
-    }
-}
-
-impl AsyncWrite for ReadSide {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.handle.outbox.push_control(Bytes::copy_from_slice(buf));
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
     }
 }
 
@@ -759,7 +806,7 @@ mod tests {
     }
 
     #[test]
-    fn gate_says_what_tungstenite_keeps_of_each_frame() {
+    fn gate_says_what_the_decoder_keeps_of_each_frame() {
         let mut gate = FrameGate::default();
         // A whole text message: its 2 payload bytes, once.
         let wire = [0x81, 0x82, 0, 0, 0, 0, b'h', b'i'];
@@ -791,7 +838,7 @@ mod tests {
     #[test]
     fn gate_passes_garbage_through() {
         let mut gate = FrameGate::default();
-        // Reserved opcode 0x3: tungstenite must see it and fail the connection.
+        // Reserved opcode 0x3: the decoder must see it and fail the connection.
         let bytes = [0x83, 0x80, 0, 0, 0, 0];
         assert_eq!(gate.allowance(&bytes), Some(bytes.len()));
     }

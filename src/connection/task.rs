@@ -8,15 +8,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::{FutureExt, Sink, StreamExt};
 use tokio::time::{Sleep, sleep};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, protocol::Role};
 
 use super::{Answer, Ending, apply_answer};
+use crate::client_frames::{Incoming, Limits};
 use crate::config::{Config, RateLimitAction};
 use crate::context::Context;
 use crate::contract as c;
@@ -28,11 +23,7 @@ use crate::limits::TokenBucket;
 use crate::outbox::Signal;
 use crate::php::{self, EventError};
 use crate::response::PhpResponse;
-use crate::transport::{ReadSide, Writer};
-
-/// A message at least this large makes the connection shed tungstenite's
-/// grown read buffer (see [`Conn::shed_read_buffer`]).
-const REBUILD_AFTER: usize = 4 * crate::transport::TUNGSTENITE_READ_BUFFER;
+use crate::transport::{ReadError, ReadSide, Writer};
 
 pub(super) struct Conn {
     pub(super) ctx: Arc<Context>,
@@ -40,7 +31,8 @@ pub(super) struct Conn {
     pub(super) config: Arc<Config>,
     pub(super) handle: Arc<ConnHandle>,
     pub(super) env: ConnEnv,
-    pub(super) ws: WebSocketStream<ReadSide>,
+    /// The client's frames.
+    pub(super) side: ReadSide,
     pub(super) writer: Writer,
     pub(super) events: VecDeque<Event>,
     /// PHP's answer to the event in flight.
@@ -59,6 +51,7 @@ impl Conn {
         let ws_config = &config.websocket;
         let event_cap = ws_config.event_queue;
         let ping_interval = ws_config.ping_interval;
+        let limits = limits(&config);
         let mut timer: Pin<Box<Sleep>> = Box::pin(sleep(ping_interval));
         loop {
             if self.answer.is_none()
@@ -92,7 +85,7 @@ impl Conn {
                         return self.vanished();
                     }
                 },
-                msg = self.ws.next(), if self.events.len() < event_cap => {
+                msg = self.side.next(limits), if self.events.len() < event_cap => {
                     self.last_seen = Instant::now();
                     if let Some(ending) = self.on_frame(msg) {
                         return ending;
@@ -150,12 +143,18 @@ impl Conn {
         None
     }
 
-    fn on_frame(&mut self, msg: Option<Result<Message, WsError>>) -> Option<Ending> {
+    fn on_frame(&mut self, msg: Option<Result<Incoming, ReadError>>) -> Option<Ending> {
         let (kind, data): (Kind, Bytes) = match msg {
-            Some(Ok(Message::Text(text))) => (Kind::Text, text.into()),
-            Some(Ok(Message::Binary(data))) => (Kind::Binary, data),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
-            Some(Ok(Message::Close(frame))) => return Some(self.peer_closed(frame)),
+            Some(Ok(Incoming::Message(kind, data))) => (kind, data),
+            Some(Ok(Incoming::Ping(payload))) => {
+                // Once our close frame is out, nothing more is sent (§5.5.1).
+                if self.closing.is_none() {
+                    self.handle.outbox.push_control(frame::pong(&payload));
+                }
+                return None;
+            }
+            Some(Ok(Incoming::Pong)) => return None,
+            Some(Ok(Incoming::Close(frame))) => return Some(self.peer_closed(frame)),
             Some(Err(e)) => return Some(self.read_error(e)),
             None => {
                 return Some(match self.closing.take() {
@@ -166,7 +165,7 @@ impl Conn {
         };
         // What the message holds of the inbound budget, until PHP is done
         // with it (or it is dropped here).
-        let charge = self.ws.get_mut().message_charge();
+        let charge = self.side.message_charge();
         if self.closing.is_some() {
             // Data after our close frame is discarded (RFC 6455 §5.5.1).
             return None;
@@ -178,9 +177,6 @@ impl Conn {
         }
         self.ctx.hub.stats.messages_in.inc();
         self.ctx.metrics.bytes_in.inc_by(data.len() as u64);
-        if data.len() >= REBUILD_AFTER {
-            self.shed_read_buffer();
-        }
         self.events.push_back(Event::Message { kind, data, charge });
         self.ctx.metrics.events_queued.inc();
         None
@@ -213,67 +209,46 @@ impl Conn {
         }
     }
 
-    fn peer_closed(&mut self, frame: Option<CloseFrame>) -> Ending {
-        // tungstenite has queued its reply (or this is the reply to ours).
+    /// The client's close frame: the reply to ours, or its own, which is
+    /// answered with the same code and reason (RFC 6455 §5.5.1).
+    fn peer_closed(&mut self, frame: Option<(u16, String)>) -> Ending {
         if let Some(closing) = self.closing.take() {
             return closing.0;
         }
         match frame {
-            Some(f) => Ending::new(u16::from(f.code), f.reason.as_str()),
-            None => Ending::new(c::CLOSE_NO_STATUS, ""),
+            Some((code, reason)) => {
+                self.handle.outbox.push_control(close_frame(code, &reason));
+                Ending::new(code, reason)
+            }
+            None => {
+                self.handle.outbox.push_control(frame::close(&[]));
+                Ending::new(c::CLOSE_NO_STATUS, "")
+            }
         }
     }
 
-    fn read_error(&mut self, error: WsError) -> Ending {
-        if matches!(
-            error,
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-        ) {
-            // The TCP connection ended without a close frame: the peer vanished.
-            return match self.closing.take() {
-                Some(closing) => closing.0,
-                None => self.vanished(),
-            };
-        }
-        // A compressed message the read side refused (too big inflated,
-        // not deflate data, a broken fragment sequence): its own code.
-        if let Some(fault) = self.ws.get_ref().inflate_fault() {
-            let kind = if fault.code == c::CLOSE_TOO_BIG {
-                "too_big"
-            } else {
-                "protocol"
-            };
-            tracing::info!(conn = %self.id(), reason = fault.reason, code = fault.code, "closing on client error");
-            self.ctx.metrics.closed(kind);
-            self.handle
-                .outbox
-                .push_control(close_frame(fault.code, fault.reason));
-            return Ending::new(fault.code, fault.reason);
-        }
-        let (code, reason, kind) = match &error {
-            WsError::Capacity(_) => (c::CLOSE_TOO_BIG, "message too big".to_string(), "too_big"),
-            WsError::Utf8(_) => (
-                c::CLOSE_INVALID_PAYLOAD,
-                "invalid UTF-8".to_string(),
-                "invalid_utf8",
-            ),
-            WsError::Protocol(p) => (
-                c::CLOSE_PROTOCOL_ERROR,
-                truncate(&p.to_string()),
-                "protocol",
-            ),
-            _ => {
-                tracing::debug!(%error, "read failed");
+    fn read_error(&mut self, error: ReadError) -> Ending {
+        let fault = match error {
+            ReadError::Refused(fault) => fault,
+            ReadError::Io(e) => {
+                tracing::debug!(error = %e, "read failed");
                 return match self.closing.take() {
                     Some(closing) => closing.0,
                     None => self.vanished(),
                 };
             }
         };
-        tracing::info!(conn = %self.id(), %error, code, "closing on client error");
+        let kind = match fault.code {
+            c::CLOSE_TOO_BIG => "too_big",
+            c::CLOSE_INVALID_PAYLOAD => "invalid_utf8",
+            _ => "protocol",
+        };
+        tracing::info!(conn = %self.id(), reason = fault.reason, code = fault.code, "closing on client error");
         self.ctx.metrics.closed(kind);
-        self.handle.outbox.push_control(close_frame(code, &reason));
-        Ending::new(code, reason)
+        self.handle
+            .outbox
+            .push_control(close_frame(fault.code, fault.reason));
+        Ending::new(fault.code, fault.reason)
     }
 
     fn on_timer(&mut self) -> Option<Ending> {
@@ -284,7 +259,7 @@ impl Conn {
             self.closing = Some(closing);
             return None;
         }
-        if self.events.len() >= self.config.websocket.event_queue || self.ws.get_ref().is_paused() {
+        if self.events.len() >= self.config.websocket.event_queue || self.side.is_paused() {
             // We stopped reading (PHP is behind, or the inbound budget is
             // spent); the client's pongs wait unread in the socket, so its
             // silence proves nothing.
@@ -306,35 +281,6 @@ impl Conn {
         None
     }
 
-    /// Rebuilds the WebSocket around the same socket after a large message:
-    /// tungstenite grew its read buffer to hold it and would keep that for
-    /// the connection's life. Safe because the read side hands tungstenite
-    /// whole frames only, so it holds no bytes of the next one now.
-    fn shed_read_buffer(&mut self) {
-        if self.closing.is_some() {
-            return;
-        }
-        // A pong tungstenite still holds goes out first.
-        let _ = std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.ws).poll_flush(cx))
-            .now_or_never();
-        let stand_in = WebSocketStream::from_raw_socket(
-            self.ws.get_ref().stand_in(),
-            Role::Server,
-            Some(self.ctx.ws_config()),
-        )
-        .now_or_never();
-        let Some(stand_in) = stand_in else { return };
-        let side = std::mem::replace(&mut self.ws, stand_in).into_inner();
-        match WebSocketStream::from_raw_socket(side, Role::Server, Some(self.ctx.ws_config()))
-            .now_or_never()
-        {
-            Some(fresh) => self.ws = fresh,
-            None => {
-                tracing::error!(conn = %self.id(), "could not rebuild the WebSocket; the connection will end")
-            }
-        }
-    }
-
     fn vanished(&self) -> Ending {
         Ending {
             flush: false,
@@ -348,31 +294,19 @@ impl Conn {
             return;
         }
         self.handle.outbox.seal();
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.as_str().into(),
-        };
-        // tungstenite formats the frame and writes it through ReadSide's
-        // write side into the outbox, which never blocks: one poll completes
-        // it, and no sink future has to live in every connection's task.
-        let mut message = Some(Message::Close(Some(frame)));
-        let ws = &mut self.ws;
-        let sent = std::future::poll_fn(|cx| {
-            let mut ws = std::pin::Pin::new(&mut *ws);
-            std::task::ready!(ws.as_mut().poll_ready(cx))?;
-            if let Some(message) = message.take() {
-                ws.as_mut().start_send(message)?;
-            }
-            ws.poll_flush(cx)
-        })
-        .now_or_never();
-        match sent {
-            Some(Ok(())) => {}
-            Some(Err(e)) => tracing::debug!(error = %e, "close frame not queued"),
-            None => tracing::debug!("close frame not queued: sink not ready"),
-        }
+        // A control frame still goes out once the outbox is sealed, after
+        // everything queued before it.
+        self.handle.outbox.push_control(close_frame(code, &reason));
         let deadline = self.ctx.within_drain(self.config.websocket.close_timeout);
         self.closing = Some(Box::new((Ending::new(code, reason), deadline)));
+    }
+}
+
+/// The sizes the client's frames and messages may have.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_frame: config.websocket.max_frame_size,
+        max_message: config.websocket.max_message_size,
     }
 }
 
@@ -390,14 +324,6 @@ fn close_frame(code: u16, reason: &str) -> Bytes {
     frame::close(&payload)
 }
 
-fn truncate(reason: &str) -> String {
-    let mut end = reason.len().min(crate::response::MAX_CLOSE_REASON_LEN);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    reason[..end].to_owned()
-}
-
 #[cfg(test)]
 mod memory_budget {
     use super::*;
@@ -413,23 +339,17 @@ mod memory_budget {
         let handle = ctx.hub.register(1024);
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
         let (r, w) = a.into_split();
-        let ws = WebSocketStream::from_raw_socket(
-            ReadSide::new(
-                transport::ReadHalf::Unix(r),
-                handle.clone(),
-                4096,
-                Intake::new(Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096)),
-            ),
-            Role::Server,
-            Some(ctx.ws_config()),
-        )
-        .await;
+        let side = ReadSide::new(
+            transport::ReadHalf::Unix(r),
+            4096,
+            Intake::new(Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096)),
+        );
         let mut conn = Conn {
             config: ctx.config(),
             ctx: ctx.clone(),
             handle: handle.clone(),
             env: ConnEnv::empty(),
-            ws,
+            side,
             writer: Writer::new(
                 transport::WriteHalf::Unix(w),
                 Default::default(),
@@ -445,9 +365,10 @@ mod memory_budget {
         // they are the memory budget (docs/performance.md), so growth fails here.
         let conn_size = std::mem::size_of::<Conn>();
         let run_size = size_of_val(&conn.run());
-        assert!(conn_size <= 640, "Conn grew to {conn_size} bytes");
+        eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
+        assert!(conn_size <= 460, "Conn grew to {conn_size} bytes");
         assert!(
-            run_size <= 512,
+            run_size <= 360,
             "Conn::run's future grew to {run_size} bytes"
         );
     }

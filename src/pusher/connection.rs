@@ -1,5 +1,5 @@
 //! One Pusher client's life after the handshake, in one task (PHP is
-//! involved only for an app with a `script`, below). The task reads the client's frames (tungstenite, over the same
+//! involved only for an app with a `script`, below). The task reads the client's frames (over the same
 //! read side and outbox writer as every connection: `transport.rs`),
 //! answers them (`protocol.rs` parses), and watches for silence:
 //!
@@ -30,11 +30,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::{sleep, timeout_at};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 mod channels;
 mod php;
@@ -43,14 +39,14 @@ pub use php::PhpConn;
 
 use super::protocol::{self, ClientFrame, codes};
 use super::{App, ChannelKind, frame};
+use crate::client_frames::{Incoming, Limits};
 use crate::config::Config;
 use crate::context::Context;
 use crate::contract as c;
 use crate::hub::ConnHandle;
-use crate::inbound::{Intake, Ledger};
 use crate::limits::{Slot, TokenBucket};
 use crate::outbox::Signal;
-use crate::transport::{self, ReadSide, Writer};
+use crate::transport::{self, ReadError, ReadSide, Writer};
 
 /// What the gateway hands over once the handshake is answered.
 pub struct Accepted {
@@ -111,7 +107,8 @@ struct Conn {
     handle: Arc<ConnHandle>,
     app: Arc<App>,
     socket_id: String,
-    ws: WebSocketStream<ReadSide>,
+    /// The client's frames.
+    side: ReadSide,
     subs: Vec<Sub>,
     /// The user signed in with `pusher:signin`.
     user: Option<Box<str>>,
@@ -153,25 +150,14 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         }
         return;
     };
-    let ws_config = &config.websocket;
-    let ledger = Ledger::new(
-        ctx.inbound.clone(),
-        ws_config.inbound_queue_bytes,
-        ws_config.max_message_size,
-        ws_config.read_buffer_size,
-    );
-    let mut side = ReadSide::new(
+    let side = ReadSide::open(
         read_half,
-        handle.clone(),
-        ws_config.read_buffer_size,
-        Intake::new(ledger),
+        ctx.inbound.clone(),
+        &config.websocket,
+        inflate_window,
+        &pre_read,
     );
-    if let Some(window_bits) = inflate_window {
-        side.inflate_with(window_bits, ws_config.max_frame_size);
-    }
-    side.preload(&pre_read);
     drop(pre_read);
-    let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
     let mut writer = Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone());
     let rate = f64::from(config.pusher.client_events_per_second);
     let mut conn = Conn {
@@ -180,7 +166,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         handle: handle.clone(),
         app,
         socket_id,
-        ws,
+        side,
         subs: Vec::new(),
         user: None,
         client_events: TokenBucket::new(rate, rate),
@@ -195,8 +181,6 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
             .request_close(c::CLOSE_SHUTDOWN, c::REASON_SHUTDOWN.into());
     }
     let ending = conn.run(&mut writer).await;
-    // tungstenite's reply to a client's close frame goes to the outbox.
-    let _ = conn.ws.flush().await;
     conn.leave_all();
     ctx.hub.unregister(&handle.id);
     handle.outbox.seal();
@@ -243,6 +227,10 @@ pub async fn abandon(accepted: Accepted) {
 impl Conn {
     async fn run(&mut self, writer: &mut Writer) -> Ending {
         let activity = self.config.pusher.activity_timeout;
+        let limits = Limits {
+            max_frame: self.config.websocket.max_frame_size,
+            max_message: self.config.websocket.max_message_size,
+        };
         let timer = sleep(activity);
         tokio::pin!(timer);
         loop {
@@ -266,7 +254,7 @@ impl Conn {
                         return Ending::vanished();
                     }
                 },
-                msg = self.ws.next(), if php::can_read(&self.php, self.config.websocket.event_queue) => {
+                msg = self.side.next(limits), if php::can_read(&self.php, self.config.websocket.event_queue) => {
                     self.last_seen = Instant::now();
                     self.pinged = None;
                     timer.as_mut().reset((self.last_seen + activity).into());
@@ -285,9 +273,7 @@ impl Conn {
     }
 
     fn on_timer(&mut self, activity: Duration) -> Option<Ending> {
-        if self.ws.get_ref().is_paused()
-            || !php::can_read(&self.php, self.config.websocket.event_queue)
-        {
+        if self.side.is_paused() || !php::can_read(&self.php, self.config.websocket.event_queue) {
             // Reading is paused by the inbound budget, or frames wait for
             // PHP: the client's answer may be waiting unread.
             self.last_seen = Instant::now();
@@ -337,41 +323,60 @@ impl Conn {
         self.send(&frame::error(Some(code), message));
     }
 
-    fn on_message(&mut self, msg: Option<Result<Message, WsError>>) -> Option<Ending> {
+    fn on_message(&mut self, msg: Option<Result<Incoming, ReadError>>) -> Option<Ending> {
         let text = match msg {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                let _charge = self.ws.get_mut().message_charge();
+            Some(Ok(Incoming::Message(crate::frame::Kind::Text, text))) => text,
+            Some(Ok(Incoming::Message(crate::frame::Kind::Binary, _))) => {
+                let _charge = self.side.message_charge();
                 self.error(
                     codes::GENERIC,
                     "binary messages are not part of the Pusher protocol",
                 );
                 return None;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return None,
-            // tungstenite queued its reply.
-            Some(Ok(Message::Close(frame))) => {
+            Some(Ok(Incoming::Ping(payload))) => {
+                self.handle
+                    .outbox
+                    .push_control(crate::frame::pong(&payload));
+                return None;
+            }
+            Some(Ok(Incoming::Pong)) => return None,
+            // Answered with the same code and reason (RFC 6455 §5.5.1).
+            Some(Ok(Incoming::Close(frame))) => {
                 return Some(match frame {
-                    Some(f) => Ending::new(true, u16::from(f.code), f.reason.as_str()),
-                    None => Ending::new(true, c::CLOSE_NO_STATUS, ""),
+                    Some((code, reason)) => self.close(code, &reason),
+                    None => {
+                        self.handle.outbox.push_control(crate::frame::close(&[]));
+                        Ending::new(true, c::CLOSE_NO_STATUS, "")
+                    }
                 });
             }
             None => return Some(Ending::vanished()),
-            Some(Err(WsError::Capacity(_))) => {
-                self.ctx.metrics.closed("too_big");
-                return Some(self.close(c::CLOSE_TOO_BIG, "message too big"));
+            Some(Err(ReadError::Refused(fault))) => {
+                let kind = if fault.code == c::CLOSE_TOO_BIG {
+                    "too_big"
+                } else {
+                    "protocol"
+                };
+                tracing::info!(socket_id = %self.socket_id, reason = fault.reason, code = fault.code, "pusher: closing on client error");
+                self.ctx.metrics.closed(kind);
+                return Some(self.close(fault.code, fault.reason));
             }
-            Some(Err(e)) => {
+            Some(Err(ReadError::Io(e))) => {
                 tracing::debug!(error = %e, "pusher: read failed");
                 return Some(Ending::vanished());
             }
         };
         // Given back when the message has been handled (or, waiting for
         // PHP, when its turn has come).
-        let charge = self.ws.get_mut().message_charge();
+        let charge = self.side.message_charge();
         self.ctx.hub.stats.messages_in.inc();
         self.ctx.metrics.bytes_in.inc_by(text.len() as u64);
-        match protocol::parse(text.as_str()) {
+        // The decoder checked that text messages are UTF-8.
+        let Ok(text) = std::str::from_utf8(&text) else {
+            return Some(self.close(c::CLOSE_INVALID_PAYLOAD, "invalid UTF-8"));
+        };
+        match protocol::parse(text) {
             Ok(frame) => self.on_frame(frame, charge),
             Err(e) => {
                 self.error(codes::GENERIC, &e.to_string());
@@ -419,14 +424,13 @@ mod memory_budget {
         let handle = ctx.hub.register(1024);
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
         let (r, w) = a.into_split();
-        let ledger = Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096);
-        let side = ReadSide::new(
+        let side = ReadSide::open(
             transport::ReadHalf::Unix(r),
-            handle.clone(),
-            4096,
-            Intake::new(ledger),
+            ctx.inbound.clone(),
+            &ctx.config().websocket,
+            None,
+            &[],
         );
-        let ws = WebSocketStream::from_raw_socket(side, Role::Server, Some(ctx.ws_config())).await;
         let mut writer = Writer::new(
             transport::WriteHalf::Unix(w),
             Default::default(),
@@ -445,7 +449,7 @@ mod memory_budget {
             handle,
             app,
             socket_id: "1.1".into(),
-            ws,
+            side,
             subs: Vec::new(),
             user: None,
             client_events: TokenBucket::new(10.0, 10.0),
@@ -458,9 +462,9 @@ mod memory_budget {
         let conn_size = std::mem::size_of::<Conn>();
         let run_size = std::mem::size_of_val(&conn.run(&mut writer));
         eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
-        assert!(conn_size <= 640, "Conn grew to {conn_size} bytes");
+        assert!(conn_size <= 430, "Conn grew to {conn_size} bytes");
         assert!(
-            run_size <= 640,
+            run_size <= 470,
             "Conn::run's future grew to {run_size} bytes"
         );
     }

@@ -152,8 +152,53 @@ struct Current {
 }
 
 /// A client's frames, decoded as their bytes come (see the module doc).
+/// Between messages it holds no allocation and is one pointer large.
 #[derive(Debug, Default)]
 pub struct Decoder {
+    /// Where it is inside a frame or a message; `None` at a message's
+    /// boundary, so that an idle connection holds one pointer here.
+    state: Option<Box<State>>,
+}
+
+impl Decoder {
+    /// Reads what it can of `input`: returns how many bytes it took and,
+    /// when a message, a control frame or a fault is complete, that. It
+    /// stops at the end of the frame it gives back; otherwise it takes all
+    /// of `input`. After a fault it takes nothing and repeats the fault.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        limits: Limits,
+    ) -> (usize, Option<Result<Incoming, Fault>>) {
+        match self.state.as_mut() {
+            Some(state) => {
+                let out = state.feed(input, limits);
+                if state.is_clean() {
+                    self.state = None;
+                }
+                out
+            }
+            None => {
+                // A whole message in one piece needs no state kept.
+                let mut state = State::default();
+                let out = state.feed(input, limits);
+                if !state.is_clean() {
+                    self.state = Some(Box::new(state));
+                }
+                out
+            }
+        }
+    }
+
+    /// Is the decoder inside a frame or a fragmented message?
+    pub fn is_mid_message(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+/// What a [`Decoder`] is in the middle of.
+#[derive(Debug, Default)]
+struct State {
     /// A header that arrived in part.
     head: [u8; MAX_HEAD],
     head_len: u8,
@@ -168,16 +213,9 @@ pub struct Decoder {
     control: Vec<u8>,
 }
 
-impl Decoder {
-    /// Reads what it can of `input`: returns how many bytes it took and,
-    /// when a message, a control frame or a fault is complete, that. It
-    /// stops at the end of the frame it gives back; otherwise it takes all
-    /// of `input`. After a fault it takes nothing and repeats the fault.
-    pub fn feed(
-        &mut self,
-        input: &[u8],
-        limits: Limits,
-    ) -> (usize, Option<Result<Incoming, Fault>>) {
+impl State {
+    /// [`Decoder::feed`].
+    fn feed(&mut self, input: &[u8], limits: Limits) -> (usize, Option<Result<Incoming, Fault>>) {
         if let Some(fault) = self.fault {
             return (0, Some(Err(fault)));
         }
@@ -231,9 +269,9 @@ impl Decoder {
         }
     }
 
-    /// Is the decoder inside a frame or a fragmented message?
-    pub fn is_mid_message(&self) -> bool {
-        self.head_len > 0 || self.frame.is_some() || self.message.is_some()
+    /// Nothing begun, nothing refused: nothing to keep.
+    fn is_clean(&self) -> bool {
+        self.head_len == 0 && self.frame.is_none() && self.message.is_none() && self.fault.is_none()
     }
 
     fn fail(&mut self, fault: Fault) -> Fault {
@@ -566,8 +604,12 @@ mod tests {
     fn nothing_is_held_between_messages() {
         let mut decoder = Decoder::default();
         let _ = decoder.feed(&frame(true, 1, b"hello"), LIMITS);
-        assert!(decoder.message.is_none());
-        assert_eq!(decoder.control.capacity(), 0);
-        assert!(!decoder.is_mid_message());
+        assert!(decoder.state.is_none());
+        let _ = decoder.feed(&frame(true, 9, b"ping"), LIMITS);
+        assert!(decoder.state.is_none());
+        let _ = decoder.feed(&frame(false, 1, b"hel"), LIMITS);
+        assert!(decoder.is_mid_message());
+        let _ = decoder.feed(&frame(true, 0, b"lo"), LIMITS);
+        assert!(decoder.state.is_none());
     }
 }

@@ -109,12 +109,15 @@ pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrad
             return;
         }
     };
-    let mut live = match Live::open(accepted, upgraded) {
-        Ok(live) => live,
-        Err(accepted) => {
-            Box::pin(abandon(*accepted)).await;
-            return;
-        }
+    // The socket that is neither TCP, TLS nor Unix (never seen): PHP still
+    // gets its close event, from a task of its own. Awaited here, the
+    // failed set-up's result (as large as `Live`) would keep a slot of its
+    // own in every idle connection's task.
+    let Some(mut live) = Live::open(accepted, upgraded)
+        .map_err(|accepted| tokio::spawn(abandon(*accepted)))
+        .ok()
+    else {
+        return;
     };
     let ending = live.conn.run().await;
     Box::pin(live.end(ending)).await;
@@ -369,6 +372,6 @@ mod memory_budget {
         let task = serve(Box::new(accepted), on_upgrade);
         let size = std::mem::size_of_val(&task);
         eprintln!("connection task {size} bytes");
-        assert!(size <= 1100, "a connection's task grew to {size} bytes");
+        assert!(size <= 820, "a connection's task grew to {size} bytes");
     }
 }

@@ -366,7 +366,7 @@ mod memory_budget {
         let conn_size = std::mem::size_of::<Conn>();
         let run_size = size_of_val(&conn.run());
         eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
-        assert!(conn_size <= 460, "Conn grew to {conn_size} bytes");
+        assert!(conn_size <= 340, "Conn grew to {conn_size} bytes");
         assert!(
             run_size <= 360,
             "Conn::run's future grew to {run_size} bytes"

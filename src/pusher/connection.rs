@@ -462,7 +462,7 @@ mod memory_budget {
         let conn_size = std::mem::size_of::<Conn>();
         let run_size = std::mem::size_of_val(&conn.run(&mut writer));
         eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
-        assert!(conn_size <= 430, "Conn grew to {conn_size} bytes");
+        assert!(conn_size <= 310, "Conn grew to {conn_size} bytes");
         assert!(
             run_size <= 470,
             "Conn::run's future grew to {run_size} bytes"

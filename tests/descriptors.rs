@@ -285,6 +285,13 @@ async fn unfinished_handshakes_are_capped_per_address() {
     for _ in 0..4 {
         pending.push(tcp_from("127.0.0.2", daemon.addr).await);
     }
+    // ...all four accepted (the sharded runtime accepts on several threads,
+    // so a later socket can be taken before an earlier one)...
+    poll_until_async(|| async {
+        let (_, _, metrics) = http_get(admin, "/metrics").await;
+        (metric(&metrics, "ws2fcgi_client_sockets") == 4.0).then_some(())
+    })
+    .await;
     // ...and the fifth is answered 429 at once and closed.
     let answer = read_to_close(tcp_from("127.0.0.2", daemon.addr).await).await;
     assert!(

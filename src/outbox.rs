@@ -161,6 +161,16 @@ impl Outbox {
         }
     }
 
+    /// A frame would overflow the queue: seals it, signals a slow consumer
+    /// and wakes the writer to close the connection.
+    fn seal_slow(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        state.sealed = true;
+        state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
+        self.signalled.store(true, Ordering::Release);
+        drop(state);
+        self.notify.notify_one();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the queue inconsistent
         // (every update is a single push or pop), so poisoning is ignored.
@@ -194,11 +204,7 @@ impl Outbox {
             return (Push::Closed, false);
         }
         if state.cost > 0 && state.cost + cost(&frame) > self.limit {
-            state.sealed = true;
-            state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
-            self.signalled.store(true, Ordering::Release);
-            drop(state);
-            self.notify.notify_one();
+            self.seal_slow(state);
             return (Push::Overflow, false);
         }
         let owed = state.frames.is_empty();
@@ -218,11 +224,7 @@ impl Outbox {
             return Push::Closed;
         }
         if state.cost > 0 && state.cost + cost(&frame) > self.limit {
-            state.sealed = true;
-            state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
-            self.signalled.store(true, Ordering::Release);
-            drop(state);
-            self.notify.notify_one();
+            self.seal_slow(state);
             return Push::Overflow;
         }
         let rest = if direct {

@@ -25,7 +25,7 @@ use control_support::{
     Control, Deadline, Setup, Stalled, expect_quiet, expect_text, http, http_exchange, members,
     php_call,
 };
-use support::{recv_binary, recv_close, recv_text, send_text};
+use support::{read_until_end, recv_binary, recv_close, recv_text, send_text};
 
 /// An id in the daemon's format that no connection has.
 const NOBODY: &str = "0000000000000000000000000000000000000000";
@@ -56,18 +56,7 @@ async fn handler_publish_reaches_200_members_once_and_in_order() {
     let (mut sender, _) = members.remove(0);
     let readers: Vec<_> = members
         .into_iter()
-        .map(|(mut ws, id)| {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                loop {
-                    let text = recv_text(&mut ws).await;
-                    if text == "end" {
-                        return (id, got);
-                    }
-                    got.push(text);
-                }
-            })
-        })
+        .map(|(ws, id)| read_until_end(ws, id))
         .collect();
     let sent: Vec<String> = (0..MESSAGES).map(|i| format!("message {i:02}")).collect();
     for text in &sent {

@@ -17,7 +17,7 @@ use futures_util::future::join_all;
 use ws2fcgi::config::RuntimeKind;
 
 use control_support::{Setup, expect_text};
-use support::{Daemon, Fpm, recv_text, send_text};
+use support::{Daemon, Fpm, read_until_end, recv_text, send_text};
 
 /// Members read until `end`; each must get exactly `sent`, in order.
 async fn publish_and_check(setup: &Setup, members: usize, messages: usize) {
@@ -29,18 +29,7 @@ async fn publish_and_check(setup: &Setup, members: usize, messages: usize) {
     assert_eq!(control.presence("room").await.len(), members);
     let readers: Vec<_> = joined
         .into_iter()
-        .map(|(mut ws, id)| {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                loop {
-                    let text = recv_text(&mut ws).await;
-                    if text == "end" {
-                        return (id, got);
-                    }
-                    got.push(text);
-                }
-            })
-        })
+        .map(|(ws, id)| read_until_end(ws, id))
         .collect();
     let sent: Vec<String> = (0..messages).map(|i| format!("message {i:03}")).collect();
     for text in &sent {

@@ -366,6 +366,25 @@ pub async fn recv_text(ws: &mut Client) -> String {
     }
 }
 
+/// Reads text messages on a task until one is `end`; the task returns `id`
+/// with the texts before it, in the order they came.
+#[allow(dead_code)]
+pub fn read_until_end<I: Send + 'static>(
+    mut ws: Client,
+    id: I,
+) -> tokio::task::JoinHandle<(I, Vec<String>)> {
+    tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            let text = recv_text(&mut ws).await;
+            if text == "end" {
+                return (id, got);
+            }
+            got.push(text);
+        }
+    })
+}
+
 /// Next data or close message, skipping pings and pongs, with a 10 s deadline.
 pub async fn recv(ws: &mut Client) -> Message {
     loop {

@@ -6,7 +6,7 @@
 //! A handshake enters the queue before its open event is sent and leaves it
 //! when PHP answered. It is admitted while fewer than `fpm.open_queue` opens
 //! are queued and its estimated wait, its place in the queue times the
-//! pool's mean time per event divided by `fpm.pool_size`, fits
+//! pool's time per event divided by `fpm.pool_size`, fits
 //! `fpm.queue_timeout` (the wait for a free FastCGI connection it would get).
 //! Otherwise it is turned away at once with the time until it would be
 //! admitted as its Retry-After, instead of waiting only to time out:
@@ -68,8 +68,9 @@ pub struct Bounds {
     pub pool_size: usize,
     /// `fpm.queue_timeout`: the longest wait for a slot.
     pub queue_timeout: Duration,
-    /// The pool's mean time per event, when it has run any.
-    pub mean_event: Option<Duration>,
+    /// The pool's time per event (its recent fastest, `FpmPool::event_time`),
+    /// when it has run any.
+    pub event_time: Option<Duration>,
 }
 
 impl Admission {
@@ -98,8 +99,8 @@ pub fn decide(place: usize, bounds: &Bounds) -> Result<(), Full> {
     let pool = bounds.pool_size.max(1);
     let rounds = |opens: usize| u32::try_from(opens.div_ceil(pool)).unwrap_or(u32::MAX);
     let wait = bounds
-        .mean_event
-        .map(|mean| mean.saturating_mul(rounds(place)));
+        .event_time
+        .map(|each| each.saturating_mul(rounds(place)));
     let beyond_count =
         (bounds.open_queue > 0 && place > bounds.open_queue).then(|| place - bounds.open_queue);
     let beyond_time = wait
@@ -109,8 +110,8 @@ pub fn decide(place: usize, bounds: &Bounds) -> Result<(), Full> {
         return Ok(());
     }
     let for_count = beyond_count
-        .zip(bounds.mean_event)
-        .map(|(opens, mean)| mean.saturating_mul(rounds(opens)));
+        .zip(bounds.event_time)
+        .map(|(opens, each)| each.saturating_mul(rounds(opens)));
     let secs = for_count
         .max(beyond_time)
         .map_or(1, |d| d.as_secs_f64().ceil() as u64);
@@ -123,12 +124,12 @@ pub fn decide(place: usize, bounds: &Bounds) -> Result<(), Full> {
 mod tests {
     use super::*;
 
-    fn bounds(open_queue: usize, mean_ms: Option<u64>) -> Bounds {
+    fn bounds(open_queue: usize, event_ms: Option<u64>) -> Bounds {
         Bounds {
             open_queue,
             pool_size: 8,
             queue_timeout: Duration::from_secs(5),
-            mean_event: mean_ms.map(Duration::from_millis),
+            event_time: event_ms.map(Duration::from_millis),
         }
     }
 

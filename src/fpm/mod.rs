@@ -88,22 +88,31 @@ struct Inner {
     all_idle: Vec<Arc<Mutex<Vec<Conn>>>>,
     /// The shutdown drain: its deadline bounds every wait and request.
     drain: drain::Clock,
-    /// Mean time an event holds a slot, in µs (a moving average; 0: none
-    /// yet), for the admission queue's estimate (`admission.rs`).
-    mean_event_us: std::sync::atomic::AtomicU64,
+    /// The recent fastest time an event held a slot, in µs (0: none yet),
+    /// for the admission queue's estimate (`admission.rs`).
+    fast_event_us: std::sync::atomic::AtomicU64,
 }
 
-/// Folds the time a slot was held into [`Inner::mean_event_us`] when dropped:
-/// a moving average with weight 1/8 for the newest event.
+/// Folds the time a slot was held into [`Inner::fast_event_us`] when dropped:
+/// a decaying minimum, which falls at once to a faster event and otherwise
+/// rises by 1/64 per event towards what events take now.
+///
+/// Not a mean: while a reconnect storm's handshakes keep the runtime busy,
+/// an event's answer waits to be read and the time a slot is held grows
+/// far past what PHP takes, exactly when every storming client is placed.
+/// A mean of those times turned most of a storm away for tens of seconds
+/// while the pool sat idle; the minimum is what the pool does once the
+/// handshakes are parsed. A handler that really became slower is followed
+/// within a few hundred events (2 ms to 50 ms: ~210).
 struct EventTiming<'a> {
-    mean_us: &'a std::sync::atomic::AtomicU64,
+    fast_us: &'a std::sync::atomic::AtomicU64,
     started: Instant,
 }
 
 impl<'a> EventTiming<'a> {
-    fn start(mean_us: &'a std::sync::atomic::AtomicU64) -> Self {
+    fn start(fast_us: &'a std::sync::atomic::AtomicU64) -> Self {
         Self {
-            mean_us,
+            fast_us,
             started: Instant::now(),
         }
     }
@@ -114,15 +123,20 @@ impl Drop for EventTiming<'_> {
         let sample = u64::try_from(self.started.elapsed().as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
-        let old = self.mean_us.load(Ordering::Relaxed);
-        // Racy on purpose: a lost update only delays the average a little.
-        let new = if old == 0 {
-            sample
-        } else {
-            old - old / 8 + sample / 8
-        };
-        self.mean_us.store(new.max(1), Ordering::Relaxed);
+        let old = self.fast_us.load(Ordering::Relaxed);
+        // Racy on purpose: a lost update only delays the estimate a little.
+        self.fast_us
+            .store(decayed_minimum(old, sample), Ordering::Relaxed);
     }
+}
+
+/// The next decaying minimum (µs) after an event of `sample` µs; `old` 0
+/// is none yet.
+fn decayed_minimum(old: u64, sample: u64) -> u64 {
+    if old == 0 {
+        return sample.max(1);
+    }
+    sample.min(old + old / 64 + 1).max(1)
 }
 
 /// A pooled Unix-socket connection idle for less than this is reused without
@@ -254,7 +268,7 @@ impl FpmPool {
                     idle: idle.clone(),
                     fresh_waiting: fresh_waiting.clone(),
                     all_idle: idles.clone(),
-                    mean_event_us: Default::default(),
+                    fast_event_us: Default::default(),
                     drain: drain.clone(),
                 }),
             })
@@ -271,9 +285,10 @@ impl FpmPool {
         &self.inner.addr
     }
 
-    /// The mean time an event holds a slot, once any has run.
-    pub fn mean_event(&self) -> Option<Duration> {
-        match self.inner.mean_event_us.load(Ordering::Relaxed) {
+    /// The recent fastest time an event held a slot (a decaying minimum),
+    /// once any has run: the admission queue's time per event.
+    pub fn event_time(&self) -> Option<Duration> {
+        match self.inner.fast_event_us.load(Ordering::Relaxed) {
             0 => None,
             us => Some(Duration::from_micros(us)),
         }
@@ -283,7 +298,7 @@ impl FpmPool {
     pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
         let config = self.inner.config.load();
         let _permit = self.acquire(config.queue_timeout).await?;
-        let _timing = EventTiming::start(&self.inner.mean_event_us);
+        let _timing = EventTiming::start(&self.inner.fast_event_us);
         if self.inner.drain.is_over() {
             return Err(FpmError::DrainEnded);
         }
@@ -521,6 +536,30 @@ impl FpmPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_per_event_falls_at_once_and_rises_slowly() {
+        // A storm: the first answers are read late (20 ms held), then one
+        // comes in as fast as PHP is (2 ms): the estimate follows it at once.
+        let mut fast = 0;
+        for sample in [20_000, 25_000, 18_000, 2_000] {
+            fast = decayed_minimum(fast, sample);
+        }
+        assert_eq!(fast, 2_000);
+        // More late answers move it only 1/64 each.
+        fast = decayed_minimum(fast, 20_000);
+        assert_eq!(fast, 2_000 + 2_000 / 64 + 1);
+        // A handler that became slower for good is followed.
+        let events = (1..)
+            .scan(2_000, |fast, _| {
+                *fast = decayed_minimum(*fast, 50_000);
+                Some(*fast)
+            })
+            .position(|fast| fast >= 50_000)
+            .map(|n| n + 1);
+        assert!(events.is_some_and(|n| n < 250), "{events:?}");
+        assert_eq!(decayed_minimum(0, 0), 1, "0 means none yet, never stored");
+    }
 
     #[test]
     fn only_descriptor_exhaustion_is_waited_out() {

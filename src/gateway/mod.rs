@@ -427,7 +427,7 @@ async fn handshake(
         open_queue: config.fpm.open_queue,
         pool_size: config.fpm.pool_size,
         queue_timeout: config.fpm.queue_timeout,
-        mean_event: ctx.fpm.mean_event(),
+        event_time: ctx.fpm.event_time(),
     };
     let ticket = match ctx.admission.enter(&bounds) {
         Ok(ticket) => ticket,

@@ -233,7 +233,7 @@ async fn open_in_php(
         open_queue: config.fpm.open_queue,
         pool_size: config.fpm.pool_size,
         queue_timeout: config.fpm.queue_timeout,
-        mean_event: ctx.fpm.mean_event(),
+        event_time: ctx.fpm.event_time(),
     };
     // Turned away: Pusher's "over capacity", which pusher-js answers by
     // reconnecting after a back-off.

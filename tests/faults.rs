@@ -200,14 +200,15 @@ async fn slow_php_loses_that_answer_only_and_later_messages_keep_their_order() {
     daemon.shutdown().await;
 }
 
-/// Runs `pid PATH 1000` and kills the worker running it with SIGKILL.
+/// Runs `pid PATH 15000` and kills the worker running it with SIGKILL (15 s:
+/// long enough that a loaded machine never lets it answer before the kill).
 /// Returns the client, after the kill.
 async fn kill_worker_mid_request(daemon: &Daemon, log: &EventLog) -> Client {
     let mut ws = connect(&daemon.url(&format!("/?{}", log.query()))).await;
     hello(&mut ws).await;
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("worker.pid");
-    send_text(&mut ws, &format!("pid {} 1000", pid_file.display())).await;
+    send_text(&mut ws, &format!("pid {} 15000", pid_file.display())).await;
     let pid = poll_until(Duration::from_secs(5), "the worker's pid", || {
         // Complete once its newline is there (PHP may be mid-write).
         std::fs::read_to_string(&pid_file)

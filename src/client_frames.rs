@@ -405,6 +405,52 @@ where
     }
 }
 
+/// Everything `wire` decodes to when fed in pieces of at most `step` bytes,
+/// up to and including the first fault, checking the decoder's promises on
+/// the way: it takes all of a piece that completes nothing, a message is
+/// within `limits` and text is UTF-8, nothing is left mid-message after a
+/// message, and a fault is final. Panics when one is broken.
+///
+/// Shared by the unit tests and the fuzz target; not part of the API.
+#[doc(hidden)]
+pub fn decode_in_pieces(wire: &[u8], step: usize, limits: Limits) -> Vec<Result<Incoming, Fault>> {
+    let step = step.max(1);
+    let mut decoder = Decoder::default();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < wire.len() {
+        let end = (at + step).min(wire.len());
+        let (used, got) = decoder.feed(&wire[at..end], limits);
+        let piece = end - at;
+        assert!(used <= piece, "used {used} of a piece of {piece}");
+        at += used;
+        match got {
+            Some(Err(fault)) => {
+                assert!(matches!(fault.code, 1002 | 1007 | 1009));
+                assert_eq!(decoder.feed(&wire[at..], limits), (0, Some(Err(fault))));
+                out.push(Err(fault));
+                break;
+            }
+            Some(Ok(incoming)) => {
+                match &incoming {
+                    Incoming::Message(kind, data) => {
+                        assert!(data.len() <= limits.max_message);
+                        if *kind == Kind::Text {
+                            assert!(std::str::from_utf8(data).is_ok());
+                        }
+                        assert!(!decoder.is_mid_message());
+                    }
+                    Incoming::Ping(data) => assert!(data.len() <= 125),
+                    Incoming::Pong | Incoming::Close(_) => {}
+                }
+                out.push(Ok(incoming));
+            }
+            None => assert_eq!(used, piece, "takes all of a piece that completes nothing"),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,22 +482,7 @@ mod tests {
 
     /// Feeds `wire` in pieces of `step` bytes; everything that came out.
     fn decode(wire: &[u8], step: usize) -> Vec<Result<Incoming, Fault>> {
-        let mut decoder = Decoder::default();
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < wire.len() {
-            let end = (at + step).min(wire.len());
-            let (used, got) = decoder.feed(&wire[at..end], LIMITS);
-            at += used;
-            if let Some(got) = got {
-                let failed = got.is_err();
-                out.push(got);
-                if failed {
-                    break;
-                }
-            }
-        }
-        out
+        decode_in_pieces(wire, step, LIMITS)
     }
 
     fn text(s: &str) -> Result<Incoming, Fault> {

@@ -25,7 +25,9 @@ use control_support::{
     Control, Deadline, Setup, Stalled, expect_quiet, expect_text, http, http_exchange, members,
     php_call,
 };
-use support::{read_until_end, recv_binary, recv_close, recv_text, send_text};
+use support::{
+    read_until_end, read_until_end_counting, recv_binary, recv_close, recv_text, send_text,
+};
 
 /// An id in the daemon's format that no connection has.
 const NOBODY: &str = "0000000000000000000000000000000000000000";
@@ -687,20 +689,10 @@ async fn slow_consumer_is_cut_off_and_the_others_get_everything() {
     let mut readers = Vec::new();
     let mut progress = Vec::new();
     for _ in 0..READERS {
-        let (mut ws, id) = setup.member("join=room").await;
+        let (ws, id) = setup.member("join=room").await;
         let count = Arc::new(AtomicUsize::new(0));
         progress.push(count.clone());
-        readers.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            loop {
-                let text = recv_text(&mut ws).await;
-                if text == "end" {
-                    return (id, got);
-                }
-                got.push(text);
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
+        readers.push(read_until_end_counting(ws, id, count));
     }
     assert_eq!(control.presence("room").await.len(), READERS + 1);
 

@@ -370,8 +370,19 @@ pub async fn recv_text(ws: &mut Client) -> String {
 /// with the texts before it, in the order they came.
 #[allow(dead_code)]
 pub fn read_until_end<I: Send + 'static>(
+    ws: Client,
+    id: I,
+) -> tokio::task::JoinHandle<(I, Vec<String>)> {
+    read_until_end_counting(ws, id, Arc::default())
+}
+
+/// [`read_until_end`], adding one to `count` for each text read, so that a
+/// test can watch the readers' progress while they run.
+#[allow(dead_code)]
+pub fn read_until_end_counting<I: Send + 'static>(
     mut ws: Client,
     id: I,
+    count: Arc<std::sync::atomic::AtomicUsize>,
 ) -> tokio::task::JoinHandle<(I, Vec<String>)> {
     tokio::spawn(async move {
         let mut got = Vec::new();
@@ -381,6 +392,7 @@ pub fn read_until_end<I: Send + 'static>(
                 return (id, got);
             }
             got.push(text);
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     })
 }

@@ -52,13 +52,31 @@ impl Listener {
         }
     }
 
-    /// Accepts one client.
-    pub async fn accept(&self) -> io::Result<Accepted> {
+    /// Sets `TCP_NODELAY` (frames are written whole; never wait to
+    /// coalesce) on a TCP listening socket, once, so that the sockets it
+    /// accepts have it from the start: Linux copies a listener's TCP options
+    /// to every socket it accepts, which saves a `setsockopt` per connection.
+    /// Returns whether accepted sockets have it that way; when not (another
+    /// system, or the call failed), [`accept`](Self::accept) must set it on
+    /// each. A Unix listener needs nothing.
+    pub fn set_nodelay_for_accepted(&self) -> bool {
+        match self {
+            Self::Tcp(l) | Self::Tls(l) => {
+                cfg!(target_os = "linux") && socket2::SockRef::from(l).set_tcp_nodelay(true).is_ok()
+            }
+            Self::Unix(..) => true,
+        }
+    }
+
+    /// Accepts one client; sets `TCP_NODELAY` on it unless
+    /// `nodelay_inherited` (see [`set_nodelay_for_accepted`](Self::set_nodelay_for_accepted)).
+    pub async fn accept(&self, nodelay_inherited: bool) -> io::Result<Accepted> {
         match self {
             Self::Tcp(l) | Self::Tls(l) => {
                 let (stream, peer) = l.accept().await?;
-                // Frames are written whole; never wait to coalesce.
-                stream.set_nodelay(true)?;
+                if !nodelay_inherited {
+                    stream.set_nodelay(true)?;
+                }
                 Ok(Accepted::Tcp(stream, peer))
             }
             Self::Unix(l, _) => Ok(Accepted::Unix(l.accept().await?.0)),
@@ -407,6 +425,38 @@ mod tests {
             .map(|e| e.unwrap().path())
             .collect();
         assert_eq!(names, vec![expected.to_owned()]);
+    }
+
+    /// The `setsockopt` per accept is skipped on the promise that the
+    /// kernel copies the listener's `TCP_NODELAY`: a socket accepted
+    /// without it being set must have it, and one from a listener without
+    /// it must not (so the check can fail).
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_nodelay() {
+        async fn accept_one(listener: &Listener, inherited: bool) -> bool {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let Accepted::Tcp(stream, _) = listener.accept(inherited).await.unwrap() else {
+                panic!("a TCP listener accepted something else");
+            };
+            drop(client);
+            stream.nodelay().unwrap()
+        }
+        let listener = Listener::Tcp(bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap());
+        assert!(
+            !accept_one(&listener, true).await,
+            "TCP_NODELAY is off by default"
+        );
+        assert!(listener.set_nodelay_for_accepted());
+        assert!(
+            accept_one(&listener, true).await,
+            "not copied from the listener"
+        );
+        let unix_dir = tempfile::tempdir().unwrap();
+        let unix = Listener::Unix(
+            bind_unix(&unix_dir.path().join("s.sock"), &UnixPermissions::default()).unwrap(),
+            unix_dir.path().join("s.sock"),
+        );
+        assert!(unix.set_nodelay_for_accepted());
     }
 
     #[tokio::test]

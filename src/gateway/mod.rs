@@ -96,10 +96,11 @@ pub async fn accept_loop(listener: Listener, ctx: Arc<Context>, tracker: TaskTra
     let tls = listener.is_tls();
     let mut backoff = Duration::from_millis(10);
     let mut refusals = RefusalLog::default();
+    let nodelay_inherited = listener.set_nodelay_for_accepted();
     loop {
         let accepted = tokio::select! {
             () = ctx.shutdown_started() => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(nodelay_inherited) => accepted,
         };
         match accepted {
             Ok(listen::Accepted::Tcp(stream, remote)) if tls => {

@@ -19,6 +19,7 @@ use futures_util::future::join_all;
 use serde_json::{Map, Value, json};
 
 use super::command::{Command, CommandError, Target};
+use super::reply::Reply;
 use crate::cluster::Cluster;
 use crate::cluster::wire::{Op, Outcome};
 use crate::context::Context;
@@ -52,9 +53,9 @@ fn route<'a>(ctx: &'a Context, target: &'a Target) -> Route<'a> {
 }
 
 /// Runs `command` and returns its reply.
-pub async fn execute(ctx: &Context, command: Command) -> Value {
+pub async fn execute(ctx: &Context, command: Command) -> Reply {
     let hub = &ctx.hub;
-    match command {
+    let reply = match command {
         Command::Publish {
             channel,
             payload,
@@ -93,15 +94,13 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                     })
                 }
             };
-            match published.position {
-                None => json!({"ok": true, "delivered": published.delivered}),
-                Some(p) => json!({
-                    "ok": true,
-                    "delivered": published.delivered,
-                    "offset": p.offset,
-                    "epoch": &*p.epoch,
-                }),
-            }
+            return match published.position {
+                None => Reply::Delivered(published.delivered as u64),
+                Some(position) => Reply::Published {
+                    delivered: published.delivered as u64,
+                    position,
+                },
+            };
         }
         Command::Send { to, payload } => {
             let mut local = Vec::new();
@@ -133,7 +132,7 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                     delivered += u64::from(n);
                 }
             }
-            json!({"ok": true, "delivered": delivered})
+            return Reply::Delivered(delivered);
         }
         Command::Join { conn, channel } => {
             let found = match route(ctx, &conn) {
@@ -258,7 +257,8 @@ pub async fn execute(ctx: &Context, command: Command) -> Value {
                 "uptime_seconds": ctx.uptime().as_secs(),
             })
         }
-    }
+    };
+    Reply::Json(reply)
 }
 
 /// A publish to a channel with history in a cluster: Redis gives the offset
@@ -273,7 +273,7 @@ async fn publish_history(
     payload: &super::command::Payload,
     except: &[Target],
     policy: crate::config::Policy,
-) -> Value {
+) -> Reply {
     let except = except
         .iter()
         .filter_map(|target| match route(ctx, target) {
@@ -287,13 +287,11 @@ async fn publish_history(
         .publish_history(channel, payload.kind, &payload.data, except, policy)
         .await
     {
-        Ok((position, delivered)) => json!({
-            "ok": true,
-            "delivered": delivered,
-            "offset": position.offset,
-            "epoch": &*position.epoch,
-        }),
-        Err(e) => json!({"ok": false, "error": format!("not published: {e}")}),
+        Ok((position, delivered)) => Reply::Published {
+            delivered: delivered as u64,
+            position,
+        },
+        Err(e) => Reply::Json(json!({"ok": false, "error": format!("not published: {e}")})),
     }
 }
 

@@ -227,13 +227,12 @@ async fn handle(ctx: &Context, req: Request<Incoming>) -> Response<Full<Bytes>> 
             };
             let answer = exec::execute(ctx, cmd).await;
             drop(pass);
-            let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
-            let status = if ok {
+            let status = if answer.is_ok() {
                 StatusCode::OK
             } else {
                 StatusCode::BAD_REQUEST
             };
-            reply(status, &answer)
+            reply(status, &answer.into_value())
         }
         Err(e) => reply(StatusCode::BAD_REQUEST, &exec::error_reply(&e)),
     }

@@ -16,7 +16,8 @@
 //! publish. After a SIGUSR2 handover its clients' requests run in the new
 //! process: each connection is relayed there from its next request on.
 //!
-//! - `command.rs` parses a line, `exec.rs` carries it out,
+//! - `command.rs` parses a line, `exec.rs` carries it out, `reply.rs`
+//!   writes its reply,
 //! - `http.rs` takes the same requests as HTTP POST bodies,
 //! - `relay.rs` passes a client's requests on to the new process.
 
@@ -24,6 +25,7 @@ pub mod command;
 pub mod exec;
 pub mod http;
 pub mod relay;
+pub mod reply;
 
 use std::io;
 use std::path::Path;
@@ -37,6 +39,7 @@ use tokio::task::JoinSet;
 use crate::config::ControlConfig;
 use crate::context::Context;
 use command::CommandError;
+use reply::Reply;
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +114,6 @@ pub fn spawn(listener: UnixListener, ctx: Arc<Context>, tasks: &mut JoinSet<()>)
     });
 }
 
-/// The `delivered` count of a reply (0 when it has none).
-fn delivered(reply: &serde_json::Value) -> u64 {
-    reply
-        .get("delivered")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
-
 /// Serves one control client: a request per line, a reply per request, in
 /// order. After requests that woke many connections (publishes to large
 /// channels) the task yields, so the connections write before the next
@@ -130,12 +125,14 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);
     let mut line = Vec::new();
+    // The reply line being written (reused).
+    let mut out = Vec::new();
     // Deliveries queued by this client since it last yielded.
     let mut queued = 0;
     loop {
         let reply = match read_line(&mut reader, &mut line, max).await {
             Ok(Line::Eof) => break,
-            Ok(Line::TooLong) => exec::error_reply(&CommandError::TooLong(max)),
+            Ok(Line::TooLong) => Reply::Json(exec::error_reply(&CommandError::TooLong(max))),
             Ok(Line::Complete) => {
                 if line.trim_ascii().is_empty() {
                     // No reply of its own, but replies held for pipelining
@@ -157,7 +154,7 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                         };
                         let reply = exec::execute(&ctx, cmd).await;
                         drop(pass);
-                        queued += delivered(&reply);
+                        queued += reply.delivered();
                         if queued >= crate::hub::YIELD_AFTER_DELIVERIES {
                             // The members' tasks were woken to write: let
                             // them run before this client's next request,
@@ -167,7 +164,7 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                         }
                         reply
                     }
-                    Err(e) => exec::error_reply(&e),
+                    Err(e) => Reply::Json(exec::error_reply(&e)),
                 }
             }
             Err(e) => {
@@ -175,8 +172,8 @@ async fn serve_client(stream: UnixStream, ctx: Arc<Context>) {
                 break;
             }
         };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        out.push(b'\n');
+        out.clear();
+        reply.write_line(&mut out);
         if writer.write_all(&out).await.is_err() {
             break;
         }
@@ -245,22 +242,6 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delivered_reads_the_reply_count() {
-        assert_eq!(
-            delivered(&serde_json::json!({"ok": true, "delivered": 70000})),
-            70000
-        );
-        assert_eq!(
-            delivered(&serde_json::json!({"ok": true, "closed": true})),
-            0
-        );
-        assert_eq!(
-            delivered(&serde_json::json!({"ok": false, "error": "x"})),
-            0
-        );
-    }
 
     #[tokio::test]
     async fn a_blank_line_does_not_hold_back_a_reply() {

@@ -47,6 +47,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
+use crate::hub::ConnHandle;
 use crate::metrics::Metrics;
 
 /// The budget every connection's inbound bytes are charged to; one per daemon.
@@ -132,11 +133,24 @@ impl Budget {
     }
 }
 
-/// One connection's account: what its events waiting for PHP hold (shared
-/// with their [`Charge`]s), its share, and its room for one message.
+/// What one connection's events waiting for PHP hold, in bytes: shared by
+/// its read side ([`Intake`]) and its events' [`Charge`]s. It lives in the
+/// connection's hub handle (`ConnHandle::inbound`), which both keep alive
+/// anyway, so that it costs no allocation of its own.
+#[derive(Debug, Default)]
+pub struct Queued(AtomicUsize);
+
+impl Queued {
+    /// Bytes held by the connection's events waiting for PHP.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection's terms: the budget it is charged to, its share, and its
+/// room for one message. What its events hold is its handle's [`Queued`].
 pub struct Ledger {
     budget: Arc<Budget>,
-    queued: AtomicUsize,
     share: usize,
     room: usize,
 }
@@ -145,18 +159,12 @@ impl Ledger {
     /// A connection's ledger: it may hold `share` bytes
     /// (`websocket.inbound_queue_bytes`), and always one message of
     /// `max_message` read in reads of `read_chunk` bytes.
-    pub fn new(
-        budget: Arc<Budget>,
-        share: usize,
-        max_message: usize,
-        read_chunk: usize,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(budget: Arc<Budget>, share: usize, max_message: usize, read_chunk: usize) -> Self {
+        Self {
             budget,
-            queued: AtomicUsize::new(0),
             share,
             room: Self::room(max_message, read_chunk),
-        })
+        }
     }
 
     /// What one message may hold while it is read: twice its size (a
@@ -167,16 +175,12 @@ impl Ledger {
             .saturating_add(read_chunk.max(crate::transport::STACK_READ))
             .saturating_add(64)
     }
-
-    /// Bytes held by this connection's events waiting for PHP.
-    pub fn queued(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
-    }
 }
 
 /// The bytes of one message waiting for (or in) PHP; given back when dropped.
 pub struct Charge {
-    ledger: Arc<Ledger>,
+    conn: Arc<ConnHandle>,
+    budget: Arc<Budget>,
     bytes: usize,
 }
 
@@ -195,8 +199,8 @@ impl std::fmt::Debug for Charge {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.ledger.queued.fetch_sub(self.bytes, Ordering::Relaxed);
-        self.ledger.budget.give_back(self.bytes);
+        self.conn.inbound.0.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.budget.give_back(self.bytes);
     }
 }
 
@@ -212,7 +216,9 @@ enum Pause {
 /// The read side's part of a connection's account: its buffer, the message
 /// the decoder is assembling, and its wait for bytes.
 pub struct Intake {
-    ledger: Arc<Ledger>,
+    /// The connection: what its events hold is its handle's `inbound`.
+    conn: Arc<ConnHandle>,
+    ledger: Ledger,
     /// Charged for the read buffer (its capacity).
     buffer: usize,
     /// Charged for the payload handed to the decoder since its last message.
@@ -227,9 +233,10 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// An empty account for a connection.
-    pub fn new(ledger: Arc<Ledger>) -> Self {
+    /// An empty account for the connection `conn`, on `ledger`'s terms.
+    pub fn new(conn: Arc<ConnHandle>, ledger: Ledger) -> Self {
         Self {
+            conn,
             ledger,
             buffer: 0,
             message: 0,
@@ -251,7 +258,7 @@ impl Intake {
     /// or [`Intake::hold_message`].
     pub fn allowance(&mut self, want: usize, cx: &mut Context<'_>) -> Poll<usize> {
         let want = want.max(1);
-        let queued = self.ledger.queued();
+        let queued = self.conn.inbound.get();
         let mine = queued + self.buffer + self.message;
         // Nothing queued: one whole message always fits.
         let share = if queued == 0 {
@@ -349,7 +356,7 @@ impl Intake {
     /// Up to `want` more bytes this connection may take now without waiting
     /// (0 when none): for a larger buffer than a read strictly needs.
     pub fn spare(&self, want: usize) -> usize {
-        let queued = self.ledger.queued();
+        let queued = self.conn.inbound.get();
         let share = if queued == 0 {
             self.ledger.share.max(self.ledger.room)
         } else {
@@ -404,12 +411,13 @@ impl Intake {
     /// returned [`Charge`], which travels with the event until PHP is done.
     pub fn message_done(&mut self) -> Charge {
         let bytes = std::mem::take(&mut self.message);
-        self.ledger.queued.fetch_add(bytes, Ordering::Relaxed);
+        self.conn.inbound.0.fetch_add(bytes, Ordering::Relaxed);
         if std::mem::take(&mut self.overdraft) {
             self.ledger.budget.release_overdraft();
         }
         Charge {
-            ledger: self.ledger.clone(),
+            conn: self.conn.clone(),
+            budget: self.ledger.budget.clone(),
             bytes,
         }
     }
@@ -431,11 +439,18 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
-    fn setup(limit: usize, share: usize) -> (Arc<Budget>, Arc<Ledger>) {
+    /// A budget of `limit`, and a connection with an account on it.
+    fn setup(limit: usize) -> (Arc<Budget>, Arc<ConnHandle>) {
         let budget = Budget::new(limit, &Metrics::new());
-        // room = 2 × 100 + 4096 + 64 = 4360
-        let ledger = Ledger::new(budget.clone(), share, 100, 1024);
-        (budget, ledger)
+        (
+            budget,
+            crate::hub::Hub::new(Default::default()).register(1024),
+        )
+    }
+
+    /// An account for `conn` with `share`; its room is 2 × 100 + 4096 + 64 = 4360.
+    fn intake(budget: &Arc<Budget>, conn: &Arc<ConnHandle>, share: usize) -> Intake {
+        Intake::new(conn.clone(), Ledger::new(budget.clone(), share, 100, 1024))
     }
 
     fn poll(intake: &mut Intake, want: usize) -> Poll<usize> {
@@ -444,8 +459,8 @@ mod tests {
 
     #[test]
     fn charges_move_with_the_message_and_come_back_when_dropped() {
-        let (budget, ledger) = setup(100_000, 10_000);
-        let mut intake = Intake::new(ledger.clone());
+        let (budget, conn) = setup(100_000);
+        let mut intake = intake(&budget, &conn, 10_000);
         assert_eq!(poll(&mut intake, 4096), Poll::Ready(4096));
         intake.hold_buffer(300);
         intake.hold_message(200);
@@ -453,11 +468,11 @@ mod tests {
         intake.free_buffer();
         let charge = intake.message_done();
         assert_eq!(
-            (charge.bytes(), ledger.queued(), budget.used()),
+            (charge.bytes(), conn.inbound.get(), budget.used()),
             (200, 200, 200)
         );
         drop(charge);
-        assert_eq!((ledger.queued(), budget.used()), (0, 0));
+        assert_eq!((conn.inbound.get(), budget.used()), (0, 0));
         intake.hold_message(50);
         drop(intake);
         assert_eq!(budget.used(), 0, "a read side gives back what it held");
@@ -465,8 +480,8 @@ mod tests {
 
     #[test]
     fn a_full_share_pauses_until_the_events_finish_but_one_message_always_fits() {
-        let (budget, ledger) = setup(1 << 20, 1000);
-        let mut intake = Intake::new(ledger.clone());
+        let (budget, conn) = setup(1 << 20);
+        let mut intake = intake(&budget, &conn, 1000);
         // Nothing queued: the room (4360), not the share (1000), is the limit.
         assert_eq!(poll(&mut intake, 1 << 20), Poll::Ready(4360));
         intake.hold_message(900);
@@ -483,9 +498,10 @@ mod tests {
 
     #[test]
     fn a_spent_budget_pauses_every_reader_until_bytes_come_back() {
-        let (budget, ledger) = setup(1000, 10_000);
-        let mut a = Intake::new(ledger.clone());
-        let mut b = Intake::new(ledger.clone());
+        let (budget, conn) = setup(1000);
+        let other = crate::hub::Hub::new(Default::default()).register(1024);
+        let mut a = intake(&budget, &conn, 10_000);
+        let mut b = intake(&budget, &other, 10_000);
         assert_eq!(poll(&mut a, 4096), Poll::Ready(1000));
         a.hold_message(1000);
         let charge = a.message_done();
@@ -503,9 +519,12 @@ mod tests {
 
     #[test]
     fn partial_messages_filling_the_budget_get_one_overdraft_at_a_time() {
-        let (budget, _) = setup(1000, 10_000);
-        let ledger = |b: &Arc<Budget>| Ledger::new(b.clone(), 10_000, 100, 1024);
-        let (mut a, mut b) = (Intake::new(ledger(&budget)), Intake::new(ledger(&budget)));
+        let (budget, conn) = setup(1000);
+        let other = crate::hub::Hub::new(Default::default()).register(1024);
+        let (mut a, mut b) = (
+            intake(&budget, &conn, 10_000),
+            intake(&budget, &other, 10_000),
+        );
         // Each holds half a message; the budget is spent.
         a.hold_message(500);
         b.hold_message(500);

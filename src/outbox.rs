@@ -38,10 +38,11 @@ use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Notify;
 
 /// How far control frames (close, ping) may go past the byte limit.
 pub const CONTROL_SLACK: usize = 4096;
@@ -146,7 +147,13 @@ pub struct Outbox {
     /// Whether `state.signal` may be set: lets the writer skip the lock in
     /// the common case. Set and cleared under the lock.
     signalled: AtomicBool,
-    notify: Notify,
+    /// Something was pushed or signalled since the writer last looked: a
+    /// wake-up kept for it when it is not waiting (see [`Outbox::poll_wait`]).
+    woken: AtomicBool,
+    /// The writer's task, while it waits. One writer per outbox: a waker
+    /// cell, not a queue of waiters (a `Notify` and its `Notified` future
+    /// weighed on every idle connection).
+    writer: AtomicWaker,
     limit: usize,
 }
 
@@ -156,7 +163,8 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             signalled: AtomicBool::new(false),
-            notify: Notify::new(),
+            woken: AtomicBool::new(false),
+            writer: AtomicWaker::new(),
             limit,
         }
     }
@@ -168,7 +176,7 @@ impl Outbox {
         state.signal.get_or_insert(Box::new(Signal::SlowConsumer));
         self.signalled.store(true, Ordering::Release);
         drop(state);
-        self.notify.notify_one();
+        self.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -214,8 +222,10 @@ impl Outbox {
     }
 
     /// Wakes the writer for frames [`push_quiet`](Self::push_quiet) queued.
+    /// A writer not waiting now finds the wake-up kept when it next looks.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.woken.store(true, Ordering::SeqCst);
+        self.writer.wake();
     }
 
     fn push_with(&self, frame: Bytes, direct: bool) -> Push {
@@ -238,7 +248,7 @@ impl Outbox {
         state.cost += cost(&rest);
         state.frames.push_back(rest);
         drop(state);
-        self.notify.notify_one();
+        self.wake();
         Push::Queued
     }
 
@@ -280,7 +290,7 @@ impl Outbox {
             return;
         }
         drop(guard);
-        self.notify.notify_one();
+        self.wake();
     }
 
     /// Lets [`push`](Self::push) write to the socket `fd` directly while the
@@ -312,7 +322,7 @@ impl Outbox {
         state.signal = Some(Box::new(Signal::Close(code, reason)));
         self.signalled.store(true, Ordering::Release);
         drop(state);
-        self.notify.notify_one();
+        self.wake();
         true
     }
 
@@ -372,9 +382,21 @@ impl Outbox {
         self.lock().cost
     }
 
-    /// Waits until something is pushed or signalled (may wake spuriously).
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// Ready once something was pushed or signalled since the last time it
+    /// was ready (may be ready spuriously); otherwise the task of `cx` is
+    /// woken when that happens. For the outbox's one writer only: a second
+    /// waiter would take the first one's place.
+    pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        self.writer.register(cx.waker());
+        // A wake between the first look and the registration found no waker
+        // (or the old one): the flag tells.
+        if self.woken.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -577,6 +599,44 @@ mod tests {
         assert!(
             drained.push_quiet(Bytes::from_static(b"b")).1,
             "taken by the writer: the next frame owes a wake again"
+        );
+    }
+
+    /// The writer's wait keeps a wake-up that came while it was not
+    /// waiting, and a wake-up while it waits reaches its task.
+    #[test]
+    fn the_writer_is_woken_once_per_push_whenever_it_looks() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(1024);
+        assert!(outbox.poll_wait(&mut cx).is_pending(), "nothing pushed yet");
+        outbox.push_queued(Bytes::from_static(b"a"));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the waiting writer woken"
+        );
+        assert!(outbox.poll_wait(&mut cx).is_ready());
+        assert!(outbox.poll_wait(&mut cx).is_pending(), "taken once");
+        outbox.request_close(4000, "bye".into());
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "a signal wakes it too");
+        assert!(outbox.poll_wait(&mut cx).is_ready());
+        // Not waiting (the last wake took its waker): the wake is kept.
+        outbox.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "no waker to wake");
+        assert!(
+            outbox.poll_wait(&mut cx).is_ready(),
+            "kept for the next look"
         );
     }
 

@@ -1,13 +1,18 @@
-//! A client's socket after the upgrade, split in two.
+//! A client's socket after the upgrade: read for frames, written from the
+//! outbox, by the connection's one task.
 //!
-//! [`ReadSide`] reads the socket's read half and decodes what the client
-//! sends (`client_frames.rs`) into messages, pings and closes; the
-//! connection answers pings and closes through its outbox. Every byte
-//! towards the client goes through the outbox: [`Writer`] sends what it
-//! queued — pre-encoded frames, shared between all recipients of a publish —
-//! with vectored writes, and while nothing is queued the outbox may send a
-//! frame itself (see `outbox.rs`). Reading and writing never wait for each
-//! other.
+//! The [`Socket`] is held once, by the [`Writer`] (whose end detaches the
+//! outbox from it before it closes), not split into two halves behind a
+//! shared `Arc`: the connection's loop polls reading and writing in turn
+//! and lends the socket to the reading side for each poll.
+//!
+//! [`ReadSide`] reads the socket and decodes what the client sends
+//! (`client_frames.rs`) into messages, pings and closes; the connection
+//! answers pings and closes through its outbox. Every byte towards the
+//! client goes through the outbox: [`Writer`] sends what it queued —
+//! pre-encoded frames, shared between all recipients of a publish — with
+//! vectored writes, and while nothing is queued the outbox may send a frame
+//! itself (see `outbox.rs`). Reading and writing never wait for each other.
 //!
 //! Memory of an idle connection is the budget here. [`ReadSide`] reads the
 //! socket into a buffer that exists only while bytes wait for the decoder
@@ -25,7 +30,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpStream, UnixStream, tcp, unix};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_util::io::poll_read_buf;
 
 use crate::client_frames::{self, Decoder, Head, Incoming, Limits};
@@ -46,18 +51,19 @@ const DECODE_STEP: usize = 4096;
 /// A client socket on a `tls://` listener, its handshake done.
 pub type TlsSocket = tokio_rustls::server::TlsStream<TcpStream>;
 
-/// The read half of a client socket.
-pub enum ReadHalf {
+/// A client socket after the upgrade.
+pub enum Socket {
     /// TCP.
-    Tcp(tcp::OwnedReadHalf),
+    Tcp(TcpStream),
     /// Unix stream socket.
-    Unix(unix::OwnedReadHalf),
-    /// TLS over TCP: the session is shared with the write half (a lock
-    /// taken for each read or write call).
-    Tls(tokio::io::ReadHalf<TlsSocket>),
+    Unix(UnixStream),
+    /// TLS over TCP. Boxed: the session is large, and plain sockets are
+    /// the many. rustls may keep encrypted bytes the socket did not take:
+    /// the writer flushes them before it writes more or waits.
+    Tls(Box<TlsSocket>),
 }
 
-impl AsyncRead for ReadHalf {
+impl AsyncRead for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -66,7 +72,7 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             Self::Unix(r) => Pin::new(r).poll_read(cx, buf),
-            Self::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Tls(r) => Pin::new(&mut **r).poll_read(cx, buf),
         }
     }
 }
@@ -145,39 +151,20 @@ fn weigh(head: &Head) -> u8 {
     }
 }
 
-/// The write half of a client socket.
-pub enum WriteHalf {
-    /// TCP.
-    Tcp(tcp::OwnedWriteHalf),
-    /// Unix stream socket.
-    Unix(unix::OwnedWriteHalf),
-    /// TLS over TCP. rustls may keep encrypted bytes the socket did not
-    /// take: the writer flushes them before it writes more or waits.
-    Tls(tokio::io::WriteHalf<TlsSocket>),
-}
-
-/// Splits an upgraded socket; `None` when it is neither TCP, TLS nor Unix.
-pub fn split(upgraded: hyper::upgrade::Upgraded) -> Option<(ReadHalf, WriteHalf, Bytes)> {
+/// The socket under an upgraded connection, and what hyper read past the
+/// handshake; `None` when it is neither TCP, TLS nor Unix.
+pub fn socket(upgraded: hyper::upgrade::Upgraded) -> Option<(Socket, Bytes)> {
     use hyper_util::rt::TokioIo;
     let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (r, w) = parts.io.into_inner().into_split();
-            return Some((ReadHalf::Tcp(r), WriteHalf::Tcp(w), parts.read_buf));
-        }
+        Ok(parts) => return Some((Socket::Tcp(parts.io.into_inner()), parts.read_buf)),
         Err(upgraded) => upgraded,
     };
     let upgraded = match upgraded.downcast::<TokioIo<UnixStream>>() {
-        Ok(parts) => {
-            let (r, w) = parts.io.into_inner().into_split();
-            return Some((ReadHalf::Unix(r), WriteHalf::Unix(w), parts.read_buf));
-        }
+        Ok(parts) => return Some((Socket::Unix(parts.io.into_inner()), parts.read_buf)),
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<TlsSocket>>() {
-        Ok(parts) => {
-            let (r, w) = tokio::io::split(parts.io.into_inner());
-            Some((ReadHalf::Tls(r), WriteHalf::Tls(w), parts.read_buf))
-        }
+        Ok(parts) => Some((Socket::Tls(Box::new(parts.io.into_inner())), parts.read_buf)),
         Err(_) => None,
     }
 }
@@ -201,9 +188,9 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// A client socket's read half and what it sent: decoded messages.
+/// What a client sent, decoded into messages from the [`Socket`] lent to
+/// each poll.
 pub struct ReadSide {
-    half: ReadHalf,
     /// Read from the socket, not yet taken by the decoder; unallocated when empty.
     pending: BytesMut,
     /// Bytes read from the socket per read call at most.
@@ -228,11 +215,10 @@ enum Inflated {
 }
 
 impl ReadSide {
-    /// Wraps a read half that reads up to `chunk` bytes per call, charging
-    /// what it holds to `intake`.
-    pub fn new(half: ReadHalf, chunk: usize, intake: Intake) -> Self {
+    /// A read side that reads up to `chunk` bytes per call, charging what
+    /// it holds to `intake`.
+    pub fn new(chunk: usize, intake: Intake) -> Self {
         Self {
-            half,
             pending: BytesMut::new(),
             chunk,
             gate: FrameGate::default(),
@@ -242,13 +228,14 @@ impl ReadSide {
         }
     }
 
-    /// The read side of a new connection, as `websocket` configures it:
-    /// charged to the daemon's inbound budget, inflating when the client
+    /// The read side of the new connection `conn`, as `websocket`
+    /// configures it: charged to the daemon's inbound budget (and what its
+    /// events hold to `conn`'s account), inflating when the client
     /// agreed to permessage-deflate with `inflate_window`, starting with
     /// `pre_read` (what hyper read past the handshake: a pipelined first
     /// frame, copied so that hyper's read buffer is let go).
     pub fn open(
-        half: ReadHalf,
+        conn: Arc<ConnHandle>,
         budget: Arc<crate::inbound::Budget>,
         websocket: &crate::config::WebSocketConfig,
         inflate_window: Option<u8>,
@@ -260,7 +247,7 @@ impl ReadSide {
             websocket.max_message_size,
             websocket.read_buffer_size,
         );
-        let mut side = Self::new(half, websocket.read_buffer_size, Intake::new(ledger));
+        let mut side = Self::new(websocket.read_buffer_size, Intake::new(conn, ledger));
         if let Some(window_bits) = inflate_window {
             side.inflate_with(window_bits, websocket.max_frame_size);
         }
@@ -268,18 +255,20 @@ impl ReadSide {
         side
     }
 
-    /// The next thing the client said; `None` when the socket ended (at a
-    /// frame's boundary or not: either way the client left without a close).
-    /// Cancel-safe: bytes read stay here until the decoder takes them.
+    /// The next thing the client said on `socket`; `None` when the socket
+    /// ended (at a frame's boundary or not: either way the client left
+    /// without a close). Bytes read stay here until the decoder takes them.
     pub fn poll_next(
         &mut self,
+        socket: &mut Socket,
         cx: &mut Context<'_>,
         limits: Limits,
     ) -> Poll<Option<Result<Incoming, ReadError>>> {
         loop {
-            let mut step = [0u8; DECODE_STEP];
-            let mut buf = ReadBuf::new(&mut step);
-            if let Err(e) = std::task::ready!(Pin::new(&mut *self).poll_read(cx, &mut buf)) {
+            // Only what `fill` puts in is read: no need to zero it first.
+            let mut step = [std::mem::MaybeUninit::<u8>::uninit(); DECODE_STEP];
+            let mut buf = ReadBuf::uninit(&mut step);
+            if let Err(e) = std::task::ready!(self.fill(socket, cx, &mut buf)) {
                 return Poll::Ready(Some(Err(match self.inflate_fault() {
                     Some(fault) => ReadError::Refused(client_frames::Fault {
                         code: fault.code,
@@ -307,14 +296,6 @@ impl ReadSide {
                 None => {}
             }
         }
-    }
-
-    /// A future of [`ReadSide::poll_next`].
-    pub fn next(
-        &mut self,
-        limits: Limits,
-    ) -> impl Future<Output = Option<Result<Incoming, ReadError>>> + '_ {
-        std::future::poll_fn(move |cx| self.poll_next(cx, limits))
     }
 
     /// The client negotiated permessage-deflate and compresses with a
@@ -471,68 +452,68 @@ impl ReadSide {
     }
 }
 
-impl AsyncRead for ReadSide {
-    fn poll_read(
-        self: Pin<&mut Self>,
+impl ReadSide {
+    /// Puts into `buf` what the decoder may have next: bytes read from
+    /// `socket` (through `pending`), or a compressed message inflated.
+    /// Nothing put in at the socket's end.
+    fn fill(
+        &mut self,
+        socket: &mut Socket,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if let Some(handed) = this.hand_over(buf, cx) {
+            if let Some(handed) = self.hand_over(buf, cx) {
                 return handed;
             }
-            let n = if this.pending.is_empty() {
+            let n = if self.pending.is_empty() {
                 // Nothing buffered: read onto the stack, so a connection
                 // waiting here for its client holds no heap buffer at all.
-                let allowed = std::task::ready!(this.intake.allowance(STACK_READ, cx));
+                let allowed = std::task::ready!(self.intake.allowance(STACK_READ, cx));
                 let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
                 let mut first = ReadBuf::uninit(&mut stack[..allowed.min(STACK_READ)]);
-                std::task::ready!(Pin::new(&mut this.half).poll_read(cx, &mut first))?;
+                std::task::ready!(Pin::new(&mut *socket).poll_read(cx, &mut first))?;
                 let got = first.filled();
                 if !got.is_empty() {
                     let mut capacity = got.len();
                     if got.len() == STACK_READ {
                         // More is likely on its way: room for a full chunk, if allowed.
-                        capacity += this.intake.spare(this.chunk.saturating_sub(STACK_READ));
+                        capacity += self.intake.spare(self.chunk.saturating_sub(STACK_READ));
                     }
-                    this.pending = BytesMut::with_capacity(capacity);
-                    this.pending.extend_from_slice(got);
-                    this.intake.hold_buffer(this.pending.capacity());
+                    self.pending = BytesMut::with_capacity(capacity);
+                    self.pending.extend_from_slice(got);
+                    self.intake.hold_buffer(self.pending.capacity());
                 }
                 got.len()
             } else {
                 // A header arrived in part: read the rest straight in.
-                if this.pending.capacity() - this.pending.len() < 64 {
-                    let allowed = std::task::ready!(this.intake.allowance(this.chunk.max(64), cx));
-                    let mut grown = BytesMut::with_capacity(this.pending.len() + allowed);
-                    grown.extend_from_slice(&this.pending);
-                    this.intake.free_buffer();
-                    this.pending = grown;
-                    this.intake.hold_buffer(this.pending.capacity());
+                if self.pending.capacity() - self.pending.len() < 64 {
+                    let allowed = std::task::ready!(self.intake.allowance(self.chunk.max(64), cx));
+                    let mut grown = BytesMut::with_capacity(self.pending.len() + allowed);
+                    grown.extend_from_slice(&self.pending);
+                    self.intake.free_buffer();
+                    self.pending = grown;
+                    self.intake.hold_buffer(self.pending.capacity());
                 }
-                std::task::ready!(poll_read_buf(
-                    Pin::new(&mut this.half),
-                    cx,
-                    &mut this.pending
-                ))?
+                std::task::ready!(poll_read_buf(Pin::new(&mut *socket), cx, &mut self.pending))?
             };
             if n == 0 {
-                if this.pending.is_empty() {
+                if self.pending.is_empty() {
                     return Poll::Ready(Ok(())); // EOF
                 }
                 // EOF inside a header: let the decoder see what there is.
-                this.gate.passthrough = true;
+                self.gate.passthrough = true;
             }
         }
     }
 }
 
-/// The writer of a client socket: it writes what the outbox queued, and
-/// lets the outbox write directly while nothing is queued (see `outbox.rs`).
+/// The writer of a client socket, and its holder: it writes what the outbox
+/// queued, and lets the outbox write directly while nothing is queued (see
+/// `outbox.rs`). It lends the socket to the [`ReadSide`] ([`Writer::socket`]).
 pub struct Writer {
     socket: Sending,
     /// Whose outbox it drains, and which may write to the socket directly
@@ -543,10 +524,13 @@ pub struct Writer {
 /// The socket side of a [`Writer`]: kept apart from the handle so a write
 /// and a wait on the outbox can be borrowed at once.
 struct Sending {
-    half: WriteHalf,
+    half: Socket,
     bytes_out: Counter,
     /// Frames taken from the outbox, the first possibly partly written.
     batch: VecDeque<Bytes>,
+    /// The outbox cost the last write settled, for the next
+    /// [`Outbox::drain_into`].
+    settled: usize,
 }
 
 impl Writer {
@@ -555,11 +539,11 @@ impl Writer {
     /// to the socket directly.
     /// A TLS socket is never written directly: every frame is encrypted
     /// by the writer.
-    pub fn new(half: WriteHalf, bytes_out: Counter, handle: Arc<ConnHandle>) -> Self {
+    pub fn new(half: Socket, bytes_out: Counter, handle: Arc<ConnHandle>) -> Self {
         let fd = match &half {
-            WriteHalf::Tcp(w) => Some(w.as_ref().as_raw_fd()),
-            WriteHalf::Unix(w) => Some(w.as_ref().as_raw_fd()),
-            WriteHalf::Tls(_) => None,
+            Socket::Tcp(w) => Some(w.as_raw_fd()),
+            Socket::Unix(w) => Some(w.as_raw_fd()),
+            Socket::Tls(_) => None,
         };
         if let Some(fd) = fd {
             handle.outbox.attach(fd, bytes_out.clone());
@@ -569,69 +553,72 @@ impl Writer {
                 half,
                 bytes_out,
                 batch: VecDeque::new(),
+                settled: 0,
             },
             handle,
         }
     }
 
     /// Writes whatever the outbox queues, for as long as the connection
-    /// lives; returns only with a signal to act on, or a write error.
-    /// Cancel-safe: dropping it loses nothing (the batch stays here, the
-    /// signal in the outbox), so it can sit in the connection's `select!`.
-    pub async fn run(&mut self) -> io::Result<Signal> {
+    /// lives; ready only with a signal to act on, or a write error.
+    /// Everything it keeps between polls is in the writer (the batch, the
+    /// cost its last write settled), so a connection's loop polls it with
+    /// its other sources and holds no future of it while idle.
+    pub fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Signal>> {
         let Self { socket, handle } = self;
         let outbox = &handle.outbox;
-        let mut settled = 0;
         loop {
             // Taking frames also settles the cost of the last write (one lock).
+            let settled = std::mem::take(&mut socket.settled);
             let more = outbox.drain_into(&mut socket.batch, MAX_IOVECS, settled);
-            settled = 0;
             if let Some(signal) = outbox.take_signal() {
-                return Ok(signal);
+                return Poll::Ready(Ok(signal));
             }
             if !more {
                 if socket.holds_encrypted() {
                     // TLS bytes rustls kept go out before the writer sleeps;
                     // a signal still gets through meanwhile.
-                    tokio::select! {
-                        biased;
-                        flushed = socket.flush() => flushed?,
-                        () = outbox.wait() => continue,
+                    if let Poll::Ready(flushed) = socket.poll_flush(cx) {
+                        flushed?;
                     }
                 }
-                outbox.wait().await;
-                continue;
+                if outbox.poll_wait(cx).is_ready() {
+                    continue;
+                }
+                return Poll::Pending;
             }
             // A client that stops reading blocks this write; a signal (slow
-            // consumer, close request) must still get through at once.
-            // `write_batch` is cancel-safe: a write either happened or did not.
-            settled = loop {
-                tokio::select! {
-                    biased;
-                    n = socket.write_batch() => break n?,
-                    () = outbox.wait() => {
-                        if let Some(signal) = outbox.take_signal() {
-                            return Ok(signal);
-                        }
+            // consumer, close request) must still get through at once, so
+            // the outbox's wake-up is looked at too.
+            match socket.poll_write_batch(cx) {
+                Poll::Ready(written) => socket.settled = written?,
+                Poll::Pending => {
+                    if outbox.poll_wait(cx).is_pending() {
+                        return Poll::Pending;
                     }
                 }
-            };
+            }
         }
+    }
+
+    /// The socket, for the [`ReadSide`] to read from.
+    pub fn socket(&mut self) -> &mut Socket {
+        &mut self.socket.half
     }
 
     /// Writes everything queued (frames taken and still in the outbox), for
     /// the end of a connection. The caller bounds it with a timeout.
     pub async fn flush_all(&mut self) -> io::Result<()> {
         let Self { socket, handle } = self;
-        let mut settled = 0;
         loop {
+            let settled = std::mem::take(&mut socket.settled);
             handle
                 .outbox
                 .drain_into(&mut socket.batch, MAX_IOVECS, settled);
             if socket.batch.is_empty() {
                 return socket.shutdown().await;
             }
-            settled = socket.write_batch().await?;
+            socket.settled = std::future::poll_fn(|cx| socket.poll_write_batch(cx)).await?;
         }
     }
 }
@@ -639,29 +626,27 @@ impl Writer {
 impl Sending {
     /// Writes what it can of the batch; returns the outbox cost this settled
     /// (the bytes written, and [`Outbox::settle`]'s share per finished frame).
-    async fn write_batch(&mut self) -> io::Result<usize> {
+    /// A write either happened or did not: nothing is lost when it is pending.
+    fn poll_write_batch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         // The iovec array lives on the stack during each poll only, so it
-        // does not weigh on every idle connection's task.
-        let n = std::future::poll_fn(|cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count = self.batch.len().min(MAX_IOVECS);
-            for (slot, frame) in slices.iter_mut().zip(self.batch.iter()) {
-                *slot = IoSlice::new(frame);
+        // does not weigh on every idle connection.
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let count = self.batch.len().min(MAX_IOVECS);
+        for (slot, frame) in slices.iter_mut().zip(self.batch.iter()) {
+            *slot = IoSlice::new(frame);
+        }
+        let n = std::task::ready!(match &mut self.half {
+            Socket::Tcp(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+            Socket::Unix(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+            Socket::Tls(w) => {
+                // What rustls kept goes first; nothing of the batch is
+                // taken until it is out.
+                std::task::ready!(Pin::new(&mut **w).poll_flush(cx))?;
+                Pin::new(&mut **w).poll_write_vectored(cx, &slices[..count])
             }
-            match &mut self.half {
-                WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
-                WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
-                WriteHalf::Tls(w) => {
-                    // What rustls kept goes first; nothing of the batch is
-                    // taken until it is out (so this stays cancel-safe).
-                    std::task::ready!(Pin::new(&mut *w).poll_flush(cx))?;
-                    Pin::new(w).poll_write_vectored(cx, &slices[..count])
-                }
-            }
-        })
-        .await?;
+        })?;
         if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         self.bytes_out.inc_by(n as u64);
         let mut left = n;
@@ -682,28 +667,28 @@ impl Sending {
         if self.batch.is_empty() && self.batch.capacity() > MAX_IOVECS {
             self.batch = VecDeque::new();
         }
-        Ok(Outbox::settle(n, finished))
+        Poll::Ready(Ok(Outbox::settle(n, finished)))
     }
 
     /// Does rustls hold bytes that a flush must send (TLS only)?
     fn holds_encrypted(&self) -> bool {
-        matches!(self.half, WriteHalf::Tls(_))
+        matches!(self.half, Socket::Tls(_))
     }
 
     /// Sends what rustls holds; nothing to do for plain sockets.
-    async fn flush(&mut self) -> io::Result<()> {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.half {
-            WriteHalf::Tls(w) => w.flush().await,
-            WriteHalf::Tcp(_) | WriteHalf::Unix(_) => Ok(()),
+            Socket::Tls(w) => Pin::new(&mut **w).poll_flush(cx),
+            Socket::Tcp(_) | Socket::Unix(_) => Poll::Ready(Ok(())),
         }
     }
 
     /// Closes the sending side; on TLS after a close_notify alert.
     async fn shutdown(&mut self) -> io::Result<()> {
         match &mut self.half {
-            WriteHalf::Tcp(w) => w.shutdown().await,
-            WriteHalf::Unix(w) => w.shutdown().await,
-            WriteHalf::Tls(w) => w.shutdown().await,
+            Socket::Tcp(w) => w.shutdown().await,
+            Socket::Unix(w) => w.shutdown().await,
+            Socket::Tls(w) => w.shutdown().await,
         }
     }
 }
@@ -766,15 +751,15 @@ mod tests {
                 .connect(ServerName::try_from("localhost").unwrap(), client),
             tokio_rustls::TlsAcceptor::from(Arc::new(server_config)).accept(server)
         );
-        let (_read, write) = tokio::io::split(server.unwrap());
+        let socket = Socket::Tls(Box::new(server.unwrap()));
 
         let mut config = crate::config::Config::default();
         config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
         let ctx = crate::context::Context::new(config);
         let handle = ctx.hub.register(1 << 20);
-        let mut writer = Writer::new(WriteHalf::Tls(write), Counter::default(), handle.clone());
+        let mut writer = Writer::new(socket, Counter::default(), handle.clone());
         let sending = tokio::spawn(async move {
-            let _ = writer.run().await;
+            let _ = std::future::poll_fn(|cx| writer.poll_run(cx)).await;
             drop(writer);
         });
         let frame: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();

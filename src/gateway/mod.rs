@@ -555,9 +555,7 @@ async fn handshake(
         close_due,
         inflate_window: deflate.map(|d| d.client_window_bits),
     };
-    let task = connection::serve(Box::new(accepted), on_upgrade).instrument(span);
-    tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task size");
-    tracker.spawn(task);
+    connection::spawn(&tracker, Box::new(accepted), on_upgrade, span);
     Ok(response)
 }
 

@@ -14,6 +14,9 @@ use crate::frame::Kind;
 use crate::outbox::Outbox;
 use crate::v1;
 
+/// A connection's metadata entries, in the order they were first set.
+type Meta = Box<[(Box<str>, Box<str>)]>;
+
 /// Most metadata entries one connection may hold.
 pub const MAX_META_ENTRIES: usize = 64;
 
@@ -61,7 +64,13 @@ pub struct ConnHandle {
     pub id: ConnId,
     /// Frames on their way to the client.
     pub outbox: Outbox,
-    pub(super) meta: Mutex<Vec<(Box<str>, Box<str>)>>,
+    /// What the connection's events waiting for PHP hold of the inbound
+    /// budget (`inbound.rs`): kept here, where its read side and its events
+    /// reach it, instead of in an allocation of its own.
+    pub inbound: crate::inbound::Queued,
+    /// A boxed slice, not a `Vec`: a word less in every connection, and
+    /// rewritten whole on each change anyway.
+    pub(super) meta: Mutex<Meta>,
     /// The hub's observer, for metadata changes (none on a single node).
     pub(super) observer: Option<Arc<dyn Observer>>,
     /// The client speaks `ws2fcgi.v1`: set once, in the open, before any
@@ -136,7 +145,7 @@ impl ConnHandle {
     /// (`response::meta_key`). Fails, changing nothing, past [`MAX_META_ENTRIES`].
     pub fn update_meta(&self, changes: &[(String, Option<String>)]) -> Result<(), String> {
         let mut meta = self.lock_meta();
-        let mut next = meta.clone();
+        let mut next = meta.to_vec();
         for (key, value) in changes {
             let at = next.iter().position(|(k, _)| **k == **key);
             match (at, value) {
@@ -151,7 +160,7 @@ impl ConnHandle {
         if next.len() > MAX_META_ENTRIES {
             return Err(format!("more than {MAX_META_ENTRIES} metadata entries"));
         }
-        *meta = next;
+        *meta = next.into_boxed_slice();
         drop(meta);
         if let Some(observer) = &self.observer {
             observer.meta_changed(self.id);
@@ -159,7 +168,7 @@ impl ConnHandle {
         Ok(())
     }
 
-    fn lock_meta(&self) -> MutexGuard<'_, Vec<(Box<str>, Box<str>)>> {
+    fn lock_meta(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -236,7 +236,8 @@ impl Hub {
         let handle = Arc::new(ConnHandle {
             id,
             outbox: Outbox::new(outbox_limit),
-            meta: Mutex::new(Vec::new()),
+            inbound: Default::default(),
+            meta: Mutex::new(Box::default()),
             observer: self.observer.clone(),
             v1: AtomicBool::new(false),
             holding: AtomicBool::new(false),

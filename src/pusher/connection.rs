@@ -27,7 +27,9 @@
 //! their turn (so a connection's subscriptions are answered in order), and
 //! the end sends PHP the `close` event.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::time::{sleep, timeout_at};
@@ -132,7 +134,7 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         inflate_window,
     } = accepted;
     let config = ctx.config();
-    let Some((read_half, write_half, pre_read)) = transport::split(upgraded) else {
+    let Some((socket, pre_read)) = transport::socket(upgraded) else {
         tracing::error!(
             socket_id,
             "upgraded connection is neither TCP nor Unix; dropping it"
@@ -151,14 +153,14 @@ pub async fn serve(accepted: Accepted, upgraded: hyper::upgrade::Upgraded) {
         return;
     };
     let side = ReadSide::open(
-        read_half,
+        handle.clone(),
         ctx.inbound.clone(),
         &config.websocket,
         inflate_window,
         &pre_read,
     );
     drop(pre_read);
-    let mut writer = Writer::new(write_half, ctx.metrics.bytes_out.clone(), handle.clone());
+    let mut writer = Writer::new(socket, ctx.metrics.bytes_out.clone(), handle.clone());
     let rate = f64::from(config.pusher.client_events_per_second);
     let mut conn = Conn {
         ctx: ctx.clone(),
@@ -225,50 +227,71 @@ pub async fn abandon(accepted: Accepted) {
 }
 
 impl Conn {
+    /// Runs the loop until the connection ends: a hand-written poll
+    /// (`poll_run`), so that an idle connection's task holds no future of
+    /// the writer's or the read side's, only the timer.
     async fn run(&mut self, writer: &mut Writer) -> Ending {
+        let timer = sleep(self.config.pusher.activity_timeout);
+        tokio::pin!(timer);
+        std::future::poll_fn(|cx| self.poll_run(cx, writer, timer.as_mut())).await
+    }
+
+    /// Looks at PHP's answer, the outbox writer, the client's frames and
+    /// the timer, in that order, and again after each that was ready, until
+    /// none is (`Pending`: each has arranged its wake-up) or the connection
+    /// ends.
+    fn poll_run(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        writer: &mut Writer,
+        mut timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Poll<Ending> {
         let activity = self.config.pusher.activity_timeout;
         let limits = Limits {
             max_frame: self.config.websocket.max_frame_size,
             max_message: self.config.websocket.max_message_size,
         };
-        let timer = sleep(activity);
-        tokio::pin!(timer);
         loop {
-            tokio::select! {
-                biased;
-                result = php::answer(&mut self.php), if php::is_asking(&self.php) => {
-                    if let Some(ending) = self.on_php_answer(result) {
-                        return ending;
-                    }
+            if let Poll::Ready(result) = php::poll_answer(&mut self.php, cx) {
+                if let Some(ending) = self.on_php_answer(result) {
+                    return Poll::Ready(ending);
                 }
-                signal = writer.run() => match signal {
-                    Ok(Signal::Close(code, reason)) => return self.close(code, &reason),
+                continue;
+            }
+            if let Poll::Ready(signal) = writer.poll_run(cx) {
+                return Poll::Ready(match signal {
+                    Ok(Signal::Close(code, reason)) => self.close(code, &reason),
                     Ok(Signal::SlowConsumer) => {
                         self.ctx.metrics.closed("slow_consumer");
                         self.ctx.hub.stats.slow_consumers.inc();
                         tracing::warn!(socket_id = %self.socket_id, "pusher: slow consumer cut off");
-                        return Ending::new(false, c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER);
+                        Ending::new(false, c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER)
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "write failed");
-                        return Ending::vanished();
+                        Ending::vanished()
                     }
-                },
-                msg = self.side.next(limits), if php::can_read(&self.php, self.config.websocket.event_queue) => {
-                    self.last_seen = Instant::now();
-                    self.pinged = None;
-                    timer.as_mut().reset((self.last_seen + activity).into());
-                    if let Some(ending) = self.on_message(msg) {
-                        return ending;
-                    }
-                }
-                () = &mut timer => {
-                    if let Some(ending) = self.on_timer(activity) {
-                        return ending;
-                    }
-                    timer.as_mut().reset((Instant::now() + activity).into());
-                }
+                });
             }
+            if php::can_read(&self.php, self.config.websocket.event_queue)
+                && let Poll::Ready(msg) = self.side.poll_next(writer.socket(), cx, limits)
+            {
+                self.last_seen = Instant::now();
+                self.pinged = None;
+                timer.as_mut().reset((self.last_seen + activity).into());
+                if let Some(ending) = self.on_message(msg) {
+                    return Poll::Ready(ending);
+                }
+                continue;
+            }
+            if timer.as_mut().poll(cx).is_ready() {
+                if let Some(ending) = self.on_timer(activity) {
+                    return Poll::Ready(ending);
+                }
+                timer.as_mut().reset((Instant::now() + activity).into());
+                continue;
+            }
+            return Poll::Pending;
         }
     }
 
@@ -423,16 +446,15 @@ mod memory_budget {
         let ctx = Arc::new(Context::new(config));
         let handle = ctx.hub.register(1024);
         let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let (r, w) = a.into_split();
         let side = ReadSide::open(
-            transport::ReadHalf::Unix(r),
+            handle.clone(),
             ctx.inbound.clone(),
             &ctx.config().websocket,
             None,
             &[],
         );
         let mut writer = Writer::new(
-            transport::WriteHalf::Unix(w),
+            transport::Socket::Unix(a),
             Default::default(),
             handle.clone(),
         );
@@ -462,9 +484,9 @@ mod memory_budget {
         let conn_size = std::mem::size_of::<Conn>();
         let run_size = std::mem::size_of_val(&conn.run(&mut writer));
         eprintln!("Conn {conn_size} bytes, run future {run_size} bytes");
-        assert!(conn_size <= 310, "Conn grew to {conn_size} bytes");
+        assert!(conn_size <= 312, "Conn grew to {conn_size} bytes");
         assert!(
-            run_size <= 470,
+            run_size <= 168,
             "Conn::run's future grew to {run_size} bytes"
         );
     }

@@ -102,21 +102,19 @@ pub(super) fn decides(app: &App, kind: ChannelKind, channel: &str) -> bool {
 /// The prefix of encrypted channels (`private-encrypted-`, `private-encrypted-cache-`).
 const ENCRYPTED_PREFIX: &str = "private-encrypted-";
 
-/// Is PHP being asked something?
-pub(super) fn is_asking(side: &Option<Box<Side>>) -> bool {
-    side.as_ref().is_some_and(|s| s.asking.is_some())
-}
-
 /// May the connection read another frame? Not while `most` wait for PHP.
 pub(super) fn can_read(side: &Option<Box<Side>>, most: usize) -> bool {
     side.as_ref().is_none_or(|s| s.waiting.len() < most)
 }
 
 /// PHP's answer to the question in flight (pending when there is none).
-pub(super) async fn answer(side: &mut Option<Box<Side>>) -> Result<PhpResponse, EventError> {
+pub(super) fn poll_answer(
+    side: &mut Option<Box<Side>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<PhpResponse, EventError>> {
     match side.as_mut().and_then(|s| s.asking.as_mut()) {
-        Some(asking) => asking.answer.as_mut().await,
-        None => std::future::pending().await,
+        Some(asking) => std::future::Future::poll(asking.answer.as_mut(), cx),
+        None => std::task::Poll::Pending,
     }
 }
 

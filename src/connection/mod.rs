@@ -42,7 +42,7 @@ use crate::limits::TokenBucket;
 use crate::outbox::Push;
 use crate::php::EventError;
 use crate::response::PhpResponse;
-use crate::transport::{self, ReadSide, Writer};
+use crate::transport::{self, ReadSide, Socket, Writer};
 
 use finish::{Queued, finish};
 #[cfg(feature = "cluster")]
@@ -99,7 +99,26 @@ pub fn spawn(
     on_upgrade: hyper::upgrade::OnUpgrade,
     span: tracing::Span,
 ) {
-    let task = serve(accepted, on_upgrade);
+    spawn_in(tracker, serve(accepted, on_upgrade), span);
+}
+
+/// [`spawn`] for a connection whose 101 the gateway wrote itself on a plain
+/// TCP or Unix socket (its direct path): [`serve_socket`].
+pub fn spawn_on_socket(
+    tracker: &TaskTracker,
+    accepted: Box<Accepted>,
+    socket: Socket,
+    span: tracing::Span,
+) {
+    spawn_in(tracker, serve_socket(accepted, socket), span);
+}
+
+/// Spawns a connection's `task` on `tracker`, in `span` when it is enabled.
+fn spawn_in(
+    tracker: &TaskTracker,
+    task: impl Future<Output = ()> + Send + 'static,
+    span: tracing::Span,
+) {
     if span.is_disabled() {
         tracing::trace!(bytes = size_of_val(&task), "connection task size");
         tracker.spawn(task);
@@ -146,6 +165,15 @@ pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrad
     Box::pin(live.end(ending)).await;
 }
 
+/// Runs a connection whose 101 the gateway wrote itself on a plain TCP or
+/// Unix socket (its direct path, no hyper upgrade), until it ends and PHP
+/// has seen its close event.
+pub async fn serve_socket(accepted: Box<Accepted>, socket: Socket) {
+    let mut live = Live::start(*accepted, socket, &[]);
+    let ending = live.conn.run().await;
+    Box::pin(live.end(ending)).await;
+}
+
 /// A connection while it lives: its loop's state, and what it keeps for
 /// its end.
 struct Live {
@@ -169,6 +197,12 @@ impl Live {
             tracing::error!(conn = %accepted.ctx.public_id(&accepted.handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
             return Err(accepted);
         };
+        Ok(Self::start(*accepted, socket, &pre_read))
+    }
+
+    /// Sets the connection up on its socket; `pre_read`: what was read from
+    /// the socket past the handshake.
+    fn start(accepted: Accepted, socket: Socket, pre_read: &[u8]) -> Self {
         let Accepted {
             ctx,
             handle,
@@ -177,16 +211,15 @@ impl Live {
             slot,
             close_due,
             inflate_window,
-        } = *accepted;
+        } = accepted;
         let config = ctx.config();
         let side = ReadSide::open(
             handle.clone(),
             ctx.inbound.clone(),
             &config.websocket,
             inflate_window,
-            &pre_read,
+            pre_read,
         );
-        drop(pre_read);
         let mut conn = Conn {
             config: config.clone(),
             ctx: ctx.clone(),
@@ -213,11 +246,11 @@ impl Live {
         if let Some((code, reason)) = close_after_open {
             conn.start_close(code, reason);
         }
-        Ok(Self {
+        Self {
             conn,
             slot,
             close_due,
-        })
+        }
     }
 
     /// Takes the connection down after its loop ended: leaves the hub,
@@ -399,5 +432,25 @@ mod memory_budget {
         let size = std::mem::size_of_val(&task);
         eprintln!("connection task {size} bytes");
         assert!(size <= 664, "a connection's task grew to {size} bytes");
+        drop(task);
+        // The same for a connection the gateway's direct path set up.
+        let (socket, _peer) = tokio::net::UnixStream::pair().expect("a socket pair");
+        let accepted = Accepted {
+            ctx: ctx.clone(),
+            handle: ctx.hub.register(1024),
+            env: ConnEnv::empty(),
+            close_after_open: None,
+            slot: ctx.slots.admit(None).expect("a slot"),
+            close_due: ctx.books.owe(),
+            inflate_window: None,
+        };
+        let task =
+            TaskTracker::new().track_future(serve_socket(Box::new(accepted), Socket::Unix(socket)));
+        let size = std::mem::size_of_val(&task);
+        eprintln!("direct connection task {size} bytes");
+        assert!(
+            size <= 664,
+            "a direct connection's task grew to {size} bytes"
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! HTTP accept and the WebSocket handshake.
 //!
-//! Each accepted socket is served by hyper's HTTP/1 server. A request on a
-//! routed path that asks for a WebSocket upgrade becomes PHP's **open** event;
-//! the client's 101 waits for PHP's answer:
+//! A request on a routed path that asks for a WebSocket upgrade becomes
+//! PHP's **open** event; the client's 101 waits for PHP's answer:
 //!
 //! ```text
 //! client ──GET /chat Upgrade──▶ gateway ──open event──▶ php-fpm
@@ -39,7 +38,13 @@
 //! `tls.rs`); a socket refused at `accept` there is closed without an answer
 //! (it would not be readable before TLS).
 //!
-//! This file accepts, serves HTTP and runs the handshake; `refusal.rs`
+//! On a plain TCP or Unix listener the gateway reads and answers a raw
+//! route's WebSocket handshake itself (`direct.rs`, its head parsed by
+//! `head.rs`); every other request, and every request on a `tls://`
+//! listener, is served by hyper's HTTP/1 server.
+//!
+//! This file accepts and serves HTTP with hyper; `raw.rs` runs a raw
+//! route's handshake for both; `refusal.rs`
 //! answers and closes the sockets refused at `accept`; `turn_away.rs`
 //! accepts a handshake only to close it at once with a code (1012 after a
 //! SIGUSR2 handover); `pusher.rs` answers
@@ -47,7 +52,11 @@
 //! that path is then never a raw route); `tls.rs` runs the TLS handshake
 //! of `tls://` listeners.
 
+mod direct;
+/// The request head the direct path reads (public for its fuzz target).
+pub mod head;
 mod pusher;
+mod raw;
 mod refusal;
 mod tls;
 mod turn_away;
@@ -64,22 +73,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
-use crate::connection::{self, Accepted};
+use crate::connection;
 use crate::context::Context;
-use crate::event::{EnvSource, Event, connection_env};
-use crate::fpm::FpmError;
-use crate::host;
 use crate::limits::Slot;
 use crate::listen::{self, Listener};
-use crate::php::{self, EventError};
 use crate::proxy::{self, Origin};
-use crate::response::PhpResponse;
-use crate::v1;
+use raw::Outcome;
 use refusal::RefusalLog;
 
 /// Longest pause between retries after `accept` fails (EMFILE and the like).
@@ -144,17 +145,15 @@ fn admit<S>(
     tracker: &TaskTracker,
     refusals: &mut RefusalLog,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: direct::PlainSocket,
 {
     let counted = proxy::handshake_peer(peer, &ctx.config().trusted_proxies);
     match ctx.slots.admit(counted) {
         Ok(slot) => {
-            tracker.spawn(serve_http(
-                TokioIo::new(stream),
+            tracker.spawn(direct::serve(
+                stream,
                 peer,
                 slot,
-                None,
-                ctx.config().websocket.handshake_timeout,
                 ctx.clone(),
                 tracker.clone(),
             ));
@@ -257,7 +256,14 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> HttpResponse {
 
 /// Is this a valid WebSocket upgrade request (RFC 6455 §4.2.1)? Else the answer to give.
 fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpResponse>> {
-    let headers = req.headers();
+    check_upgrade_parts(req.method(), req.headers())
+}
+
+/// [`check_upgrade`] of a request's method and headers.
+fn check_upgrade_parts<'a>(
+    method: &hyper::Method,
+    headers: &'a hyper::HeaderMap,
+) -> Result<&'a HeaderValue, Box<HttpResponse>> {
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -275,7 +281,7 @@ fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpRespon
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         return Err(Box::new(r));
     }
-    if req.method() != hyper::Method::GET {
+    if method != hyper::Method::GET {
         return Err(Box::new(plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "a WebSocket handshake must be a GET request\n",
@@ -341,222 +347,38 @@ async fn handshake(
         let key = key.to_owned();
         return Ok(pusher::handshake(ctx, peer, tls, slot, req, tracker, key).await);
     }
-    let config = ctx.config();
-    let Some(script) = config.script_for(req.uri().path()).map(|s| s.to_owned()) else {
-        return Ok(plain(
-            StatusCode::NOT_FOUND,
-            "no WebSocket route for this path\n",
-        ));
-    };
-    let accept_key = match check_upgrade(&req) {
-        Ok(key) => derive_accept_key(key.as_bytes()),
-        Err(response) => return Ok(*response),
-    };
-    if ctx.handed_over() {
-        // A handshake that reached this process as the successor took over:
-        // not a refusal, a reconnect, which the successor serves.
-        return Ok(turn_away::close_at_once(
-            &mut req,
-            &accept_key,
-            crate::contract::CLOSE_RESTART,
-            crate::contract::REASON_RESTART.to_owned(),
-            slot,
-            &tracker,
-        ));
-    }
-    if ctx.is_shutting_down() {
-        return Ok(plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server shutting down\n",
-        ));
-    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-
-    // Host becomes SERVER_NAME, SERVER_PORT and HTTP_HOST: PHP never sees a malformed one.
-    let host = match host::from_headers(&parts.headers) {
-        Ok(host) => host,
-        Err(e) => {
-            ctx.metrics.refused("host");
-            tracing::info!(error = %e, "handshake refused: invalid Host header");
-            return Ok(plain(StatusCode::BAD_REQUEST, "invalid Host header\n"));
+    Ok(match raw::handshake(&ctx, peer, tls, slot, &parts).await {
+        Outcome::Answer { response, hold } => {
+            if let Some(slot) = hold {
+                hold_until_closed(&cell, slot);
+            }
+            response
         }
-    };
-    let origin = parts
-        .headers
-        .get(header::ORIGIN)
-        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !ctx.origins().allows(origin) {
-        ctx.metrics.refused("origin");
-        tracing::info!(
-            origin = origin.unwrap_or(""),
-            "handshake refused: origin not allowed"
-        );
-        return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
-    }
-    // A client that offers ws2fcgi.v1 may give its positions. A token that
-    // cannot be read is not refused (the client would retry it forever):
-    // the channels PHP joins are reported lost instead, so no gap is silent.
-    let (offers_v1, since) = v1::offer(
-        parts
-            .headers
-            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
-    let (since, since_invalid) = match since.map(v1::parse_since) {
-        None => (Vec::new(), false),
-        Some(Ok(positions)) => (positions, false),
-        Some(Err(e)) => {
-            tracing::info!(error = %e, "unreadable ws2fcgi.since token: the channels joined are reported lost");
-            (Vec::new(), true)
+        Outcome::TurnAway {
+            response,
+            code,
+            reason,
+            slot,
+        } => {
+            tracker.spawn(async move {
+                let _slot = slot;
+                if let Ok(upgraded) = on_upgrade.await {
+                    turn_away::close_now(TokioIo::new(upgraded), code, reason).await;
+                }
+            });
+            response
         }
-    };
-    let client = proxy::client_info(peer, &parts.headers, &config.trusted_proxies);
-    if let Err(refusal) = slot.claim_client(client.remote_ip) {
-        ctx.metrics.refused(refusal.kind());
-        tracing::info!(remote = %client.remote_ip, "handshake refused: max_connections_per_ip reached");
-        return Ok(plain(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many connections from this address\n",
-        ));
-    }
-
-    // The admission queue (admission.rs): a place while the open event waits
-    // for a slot and runs, or at once the time the queue needs.
-    let bounds = crate::admission::Bounds {
-        open_queue: config.fpm.open_queue,
-        pool_size: config.fpm.pool_size,
-        queue_timeout: config.fpm.queue_timeout,
-        event_time: ctx.fpm.event_time(),
-    };
-    let ticket = match ctx.admission.enter(&bounds) {
-        Ok(ticket) => ticket,
-        Err(full) => {
-            ctx.metrics.refused("open_queue");
-            tracing::debug!(
-                remote = %client.remote_ip,
-                retry_after = full.retry_after_secs,
-                queued = ctx.admission.queued(),
-                "handshake turned away: the admission queue is full"
-            );
-            return Ok(queue_full(
-                on_upgrade,
-                &parts.headers,
-                &accept_key,
-                offers_v1,
-                full,
-                slot,
-                &tracker,
-            ));
+        Outcome::Open {
+            response,
+            accepted,
+            span,
+        } => {
+            connection::spawn(&tracker, accepted, on_upgrade, span);
+            response
         }
-    };
-    let handle = ctx.hub.register(config.websocket.outbound_queue_bytes);
-    let id = ctx.public_id(&handle.id);
-    // Debug-level: a live span costs every idle connection ~230 bytes in the
-    // log subscriber; info+ lines of a connection carry `conn` themselves.
-    let span = tracing::debug_span!("conn", id = %id, remote = %client.remote_ip);
-    let env = connection_env(
-        &EnvSource {
-            request: &parts,
-            host,
-            server_name: config.server_name.as_deref(),
-            client: &client,
-            script: &script,
-            document_root: config.document_root.as_deref(),
-            conn_id: &id,
-            control_socket: config.control.socket.as_deref(),
-            tls: tls.as_deref(),
-        },
-        &ctx.envs,
-    );
-
-    let answer = php::call(&ctx, &handle, &env, &Event::Open)
-        .instrument(span.clone())
-        .await;
-    let answer = match answer {
-        Ok(answer) if answer.is_success() => answer,
-        Ok(answer) => {
-            ctx.hub.unregister(&handle.id);
-            ctx.metrics.refused("php");
-            tracing::info!(conn = %id, remote = %client.remote_ip, status = answer.status, "php rejected the handshake");
-            hold_until_closed(&cell, slot);
-            return Ok(rejection(&answer));
-        }
-        Err(e) => {
-            hold_until_closed(&cell, slot);
-            ctx.hub.unregister(&handle.id);
-            ctx.metrics.refused("php_unavailable");
-            tracing::error!(conn = %id, remote = %client.remote_ip, error = %e, kind = e.kind(), "open event failed");
-            return Ok(upstream_failure(&e));
-        }
-    };
-    // PHP answered: the place in the admission queue is free.
-    drop(ticket);
-
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = response.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(value) = HeaderValue::from_str(&accept_key) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
-    }
-    let mut chosen = None;
-    if let Some(choice) = answer.header("sec-websocket-protocol") {
-        if offered(&parts.headers, choice) {
-            chosen = Some(choice);
-        } else {
-            tracing::warn!(
-                conn = %id,
-                protocol = %String::from_utf8_lossy(choice),
-                "php chose a subprotocol the client did not offer; none selected"
-            );
-        }
-    }
-    // PHP chose none: a client that offered ws2fcgi.v1 gets it.
-    let chosen = chosen.or(offers_v1.then_some(v1::PROTOCOL.as_bytes()));
-    let speaks_v1 = chosen == Some(v1::PROTOCOL.as_bytes());
-    if let Some(value) = chosen.and_then(|c| HeaderValue::from_bytes(c).ok()) {
-        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-    }
-    let deflate = agree_deflate(&config, &parts.headers, headers, &handle);
-    for (name, value) in &answer.headers {
-        if name == "set-cookie"
-            && let Ok(value) = HeaderValue::from_bytes(value)
-        {
-            headers.append(header::SET_COOKIE, value);
-        }
-    }
-
-    let open_v1 = speaks_v1.then(|| {
-        handle.set_v1();
-        connection::OpenV1 {
-            public_id: &id,
-            since: &since,
-            since_invalid,
-        }
-    });
-    let close_after_open = match open_v1 {
-        // In a cluster what the client missed is read from Redis.
-        #[cfg(feature = "cluster")]
-        Some(open) if ctx.cluster.is_some() => {
-            connection::open_in_cluster(&ctx, &handle, &answer, open).await
-        }
-        open_v1 => connection::apply_answer(&ctx, &handle, &answer, open_v1),
-    };
-    let close_due = ctx.books.owe();
-    let accepted = Accepted {
-        ctx,
-        handle,
-        env,
-        close_after_open,
-        slot,
-        close_due,
-        inflate_window: deflate.map(|d| d.client_window_bits),
-    };
-    connection::spawn(&tracker, Box::new(accepted), on_upgrade, span);
-    Ok(response)
+    })
 }
 
 /// permessage-deflate, when `websocket.compression` is on and the client
@@ -589,90 +411,4 @@ pub(super) fn agree_deflate(
 /// large, and a client that does not read it keeps its socket open.
 fn hold_until_closed(cell: &SlotCell, slot: Slot) {
     *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(slot);
-}
-
-/// Did the client offer this subprotocol?
-fn offered(headers: &hyper::HeaderMap, chosen: &[u8]) -> bool {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().as_bytes() == chosen)
-}
-
-/// PHP's refusal, passed on: its status, headers and body.
-fn rejection(answer: &PhpResponse) -> HttpResponse {
-    let mut response = Response::new(Full::new(answer.body.clone()));
-    *response.status_mut() =
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in &answer.headers {
-        if let (Ok(name), Ok(value)) = (
-            header::HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            response.headers_mut().append(name, value);
-        }
-    }
-    response
-}
-
-/// The answer to a handshake the admission queue has no room for: a client
-/// that speaks ws2fcgi.v1 gets a 101 closed at once with 1013 and the delay
-/// in the reason (a browser cannot read a refused handshake's status or
-/// headers); any other `503` with `Retry-After`.
-fn queue_full(
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    headers: &hyper::HeaderMap,
-    accept_key: &str,
-    offers_v1: bool,
-    full: crate::admission::Full,
-    slot: Slot,
-    tracker: &TaskTracker,
-) -> HttpResponse {
-    let secs = full.retry_after_secs;
-    if offers_v1 {
-        return turn_away::close_upgrade_at_once(
-            on_upgrade,
-            headers,
-            accept_key,
-            crate::admission::CLOSE_TRY_AGAIN,
-            crate::admission::reason(secs),
-            slot,
-            tracker,
-        );
-    }
-    let mut r = plain(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ws2fcgi: busy, try again\n",
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    r
-}
-
-/// The client's answer when PHP could not be asked.
-fn upstream_failure(error: &EventError) -> HttpResponse {
-    match error {
-        EventError::Fpm(FpmError::PoolTimeout(..) | FpmError::NoDescriptor(_)) => {
-            let mut r = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ws2fcgi: php-fpm is busy, try again\n",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            r
-        }
-        EventError::Fpm(FpmError::Timeout(_)) => plain(
-            StatusCode::GATEWAY_TIMEOUT,
-            "ws2fcgi: php did not answer in time\n",
-        ),
-        EventError::Fpm(FpmError::Connect { .. }) => {
-            plain(StatusCode::BAD_GATEWAY, "ws2fcgi: php-fpm is unavailable\n")
-        }
-        _ => plain(
-            StatusCode::BAD_GATEWAY,
-            "ws2fcgi: php's answer could not be used\n",
-        ),
-    }
 }

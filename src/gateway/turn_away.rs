@@ -68,6 +68,21 @@ pub(super) fn close_upgrade_at_once(
     slot: Slot,
     tracker: &TaskTracker,
 ) -> Response<Full<Bytes>> {
+    tracker.spawn(async move {
+        let _slot = slot;
+        if let Ok(upgraded) = on_upgrade.await {
+            close_now(TokioIo::new(upgraded), code, reason).await;
+        }
+    });
+    response(request_headers, accept_key)
+}
+
+/// The 101 of a handshake that is turned away after it (the gateway's
+/// direct path writes it itself, then calls [`close_now`]).
+pub(super) fn response(
+    request_headers: &hyper::HeaderMap,
+    accept_key: &str,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -76,35 +91,33 @@ pub(super) fn close_upgrade_at_once(
     if let Ok(value) = HeaderValue::from_str(accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
     }
-    // A client that offered subprotocols may fail a 101 that selects none
-    // (the `ws` package does): ws2fcgi.v1 when offered, else the first.
     if let Some(chosen) = subprotocol(request_headers)
         && let Ok(value) = HeaderValue::from_str(&chosen)
     {
         headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
-    tracker.spawn(async move {
-        let _slot = slot;
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        let frame = CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        };
-        let exchange = async {
-            ws.close(Some(frame)).await?;
-            // Until the client's close frame (or it goes).
-            while let Some(message) = ws.next().await {
-                message?;
-            }
-            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
-        };
-        let _ = tokio::time::timeout(TURN_AWAY_LINGER, exchange).await;
-    });
     response
+}
+
+/// Closes the WebSocket on `io` (its 101 sent) with `code` and `reason`,
+/// and waits for the client's close, [`TURN_AWAY_LINGER`] at most.
+pub(super) async fn close_now<IO>(io: IO, code: u16, reason: String)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let exchange = async {
+        ws.close(Some(frame)).await?;
+        while let Some(message) = ws.next().await {
+            message?;
+        }
+        Ok::<_, tokio_tungstenite::tungstenite::Error>(())
+    };
+    let _ = tokio::time::timeout(TURN_AWAY_LINGER, exchange).await;
 }
 
 /// The subprotocol to select: ws2fcgi.v1 when offered, else the first offered.

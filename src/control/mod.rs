@@ -215,7 +215,7 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
             }
             return Ok(Line::Eof);
         }
-        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
             Some(at) => (&available[..at], Some(at + 1)),
             None => (available, None),
         };

@@ -487,7 +487,20 @@ async fn the_admin_listener_serves_sixteen_connections_and_queues_the_rest() {
     let watched = Instant::now();
     loop {
         let now = accepted_on(admin.port());
-        assert!(now <= 16, "{now} admin connections accepted");
+        if now > 16 {
+            // The idle clients never leave, so a seventeenth accepted is
+            // still there a moment later. A single read of 17 was seen once,
+            // in a CI run sharing the machine with a second suite, against
+            // an accept loop that takes one of 16 permits before `accept`:
+            // /proc/net/tcp is the whole machine's table, written while its
+            // sockets move.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let again = accepted_on(admin.port());
+            assert!(
+                again <= 16,
+                "{now}, then {again} admin connections accepted"
+            );
+        }
         if watched.elapsed() >= Duration::from_millis(500) {
             break;
         }

@@ -48,6 +48,18 @@ fn holds_signals(pid: u32) -> bool {
     })
 }
 
+/// Whether `pid` has exec'd the daemon. Until then it is the test's own
+/// child inside `posix_spawn`, which blocks every signal until it sets the
+/// mask it was asked for, just before `exec`: that mask must not be taken for
+/// the daemon's own.
+fn is_the_daemon(pid: u32) -> bool {
+    let daemon = Path::new(env!("CARGO_BIN_EXE_ws2fcgi"));
+    let daemon = daemon
+        .canonicalize()
+        .unwrap_or_else(|_| daemon.to_path_buf());
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == daemon)
+}
+
 /// Waits until the process runs its own code. A binary that `holds` its
 /// signals shows it exactly: SIGHUP blocked (`main`'s first line) or
 /// handled. One that does not shows nothing there; for it, 1 ms after
@@ -59,10 +71,11 @@ fn wait_until_main(pid: u32, holds: bool) {
     let mut runtime_seen: Option<Instant> = None;
     loop {
         let hup = bit(Signal::SIGHUP);
-        if signal_mask(pid, "SigBlk") & hup != 0 || signal_mask(pid, "SigCgt") & hup != 0 {
+        if !is_the_daemon(pid) {
+            // Still the test's child, before `exec`.
+        } else if signal_mask(pid, "SigBlk") & hup != 0 || signal_mask(pid, "SigCgt") & hup != 0 {
             return;
-        }
-        if !holds && signal_mask(pid, "SigIgn") & bit(Signal::SIGPIPE) != 0 {
+        } else if !holds && signal_mask(pid, "SigIgn") & bit(Signal::SIGPIPE) != 0 {
             let seen = *runtime_seen.get_or_insert_with(Instant::now);
             if seen.elapsed() >= Duration::from_millis(1) {
                 return;

@@ -53,7 +53,7 @@
 //! of `tls://` listeners.
 
 mod direct;
-/// The request head the direct path reads (public for its fuzz target).
+// The request head the direct path reads: public for its fuzz target.
 pub mod head;
 mod pusher;
 mod raw;

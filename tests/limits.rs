@@ -277,6 +277,44 @@ async fn origins_outside_the_list_get_403_before_php() {
     daemon.shutdown().await;
 }
 
+/// Pusher clients (`/app/{key}`) are held to the same Origin list.
+#[tokio::test]
+async fn pusher_clients_from_origins_outside_the_list_get_403() {
+    let fpm = Fpm::start(1);
+    let mut config = fpm.config("faults.php");
+    config.websocket.allowed_origins = vec!["https://app.example".into()];
+    config.pusher.apps = vec![ws2fcgi::config::PusherApp {
+        id: "1".into(),
+        key: "origin-key".into(),
+        secret: "origin-secret".into(),
+        script: None,
+        auth: Default::default(),
+    }];
+    let daemon = Daemon::start(config).await;
+    let url = daemon.url("/app/origin-key?protocol=7");
+
+    let response = refused(request(&url, &[("Origin", "https://evil.example")])).await;
+    assert_eq!(response.status(), 403);
+    let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+    assert!(body.contains("origin not allowed"), "{body}");
+    assert_eq!(
+        metric(
+            &daemon.metrics(),
+            "ws2fcgi_handshakes_refused_total{kind=\"origin\"}"
+        ),
+        1.0
+    );
+
+    let (mut ws, _) = connect_with(request(&url, &[("Origin", "https://app.example")])).await;
+    let established = recv_text(&mut ws).await;
+    assert!(
+        established.contains("pusher:connection_established"),
+        "{established}"
+    );
+    close(ws).await;
+    daemon.shutdown().await;
+}
+
 #[tokio::test]
 async fn oversized_messages_and_frames_close_1009_and_never_reach_php() {
     let fpm = Fpm::start(2);

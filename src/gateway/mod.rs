@@ -254,6 +254,29 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> HttpResponse {
     response
 }
 
+/// The 403 for a handshake whose `Origin` the configuration does not allow
+/// (counted and logged, `what` naming the handshake in the log line), or
+/// `None` when it is allowed. An Origin that is not visible ASCII is
+/// compared as U+FFFD, which matches no listed origin.
+fn refuse_origin(
+    ctx: &Context,
+    headers: &hyper::HeaderMap,
+    what: &'static str,
+) -> Option<HttpResponse> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
+    if ctx.origins().allows(origin) {
+        return None;
+    }
+    ctx.metrics.refused("origin");
+    tracing::info!(
+        origin = origin.unwrap_or(""),
+        "{what} refused: origin not allowed"
+    );
+    Some(plain(StatusCode::FORBIDDEN, "origin not allowed\n"))
+}
+
 /// Is this a valid WebSocket upgrade request (RFC 6455 §4.2.1)? Else the answer to give.
 fn check_upgrade(req: &Request<Incoming>) -> Result<&HeaderValue, Box<HttpResponse>> {
     check_upgrade_parts(req.method(), req.headers())

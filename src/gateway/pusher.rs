@@ -83,17 +83,8 @@ pub(super) async fn handshake(
     if ctx.is_shutting_down() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server shutting down\n");
     }
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !ctx.origins().allows(origin) {
-        ctx.metrics.refused("origin");
-        tracing::info!(
-            origin = origin.unwrap_or(""),
-            "pusher handshake refused: origin not allowed"
-        );
-        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    if let Some(refusal) = super::refuse_origin(&ctx, req.headers(), "pusher handshake") {
+        return refusal;
     }
     let app = ctx.pusher_apps().by_key(&key).cloned();
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -110,17 +110,8 @@ pub(super) async fn handshake(
             return Outcome::answer(plain(StatusCode::BAD_REQUEST, "invalid Host header\n"));
         }
     };
-    let origin = parts
-        .headers
-        .get(header::ORIGIN)
-        .map(|o| o.to_str().unwrap_or("\u{fffd}"));
-    if !ctx.origins().allows(origin) {
-        ctx.metrics.refused("origin");
-        tracing::info!(
-            origin = origin.unwrap_or(""),
-            "handshake refused: origin not allowed"
-        );
-        return Outcome::answer(plain(StatusCode::FORBIDDEN, "origin not allowed\n"));
+    if let Some(refusal) = super::refuse_origin(ctx, &parts.headers, "handshake") {
+        return Outcome::answer(refusal);
     }
     // A client that offers ws2fcgi.v1 may give its positions. A token that
     // cannot be read is not refused (the client would retry it forever):

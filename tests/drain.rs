@@ -121,7 +121,10 @@ async fn open_clients(
             .map(|_| {
                 let url = url.to_owned();
                 tokio::spawn(async move {
-                    let mut ws = connect(&url).await;
+                    // 50 opens at once on a pool of 1 or 2 can fill the
+                    // admission queue on a loaded machine: retried as
+                    // clients do, since the subject here is the drain.
+                    let mut ws = connect_retrying_when_busy(&url).await;
                     let hello = recv_text(&mut ws).await;
                     (ws, hello)
                 })

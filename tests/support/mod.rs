@@ -314,6 +314,32 @@ pub async fn connect(url: &str) -> Client {
         .0
 }
 
+/// Connects as a well-behaved client does when the server is busy: a 503
+/// with `Retry-After` (the admission queue is full, issue 15) is retried
+/// after the seconds it names, for up to a minute; any other failure panics.
+/// For tests whose subject is not admission but that open many clients at
+/// once, which a loaded machine's slow PHP can turn into a full queue.
+pub async fn connect_retrying_when_busy(url: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio_tungstenite::connect_async(url).await {
+            Ok((client, _)) => return client,
+            Err(WsError::Http(response))
+                if response.status() == 503 && Instant::now() < deadline =>
+            {
+                let secs = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .expect("a 503 from the admission queue names its Retry-After");
+                tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+}
+
 /// Connects with a handshake request of the test's making (extra headers,
 /// subprotocols); returns the client and the server's 101 response.
 pub async fn connect_with(request: http::Request<()>) -> (Client, Response) {

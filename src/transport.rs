@@ -35,6 +35,7 @@ use tokio_util::io::poll_read_buf;
 
 use crate::client_frames::{self, Decoder, Head, Incoming, Limits};
 use crate::deflate::{self, Fault, Inflating, Step};
+use crate::gateway::replay::Replay;
 use crate::hub::ConnHandle;
 use crate::inbound::{Charge, Intake};
 use crate::outbox::{Outbox, Signal};
@@ -152,21 +153,44 @@ fn weigh(head: &Head) -> u8 {
 }
 
 /// The socket under an upgraded connection, and what hyper read past the
-/// handshake; `None` when it is neither TCP, TLS nor Unix.
+/// handshake; `None` when it is neither TCP, TLS nor Unix. A plain socket
+/// comes to hyper in a `Replay` (the gateway read its first bytes,
+/// `gateway/replay.rs`): what hyper did not take of those follows what it
+/// read.
 pub fn socket(upgraded: hyper::upgrade::Upgraded) -> Option<(Socket, Bytes)> {
     use hyper_util::rt::TokioIo;
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => return Some((Socket::Tcp(parts.io.into_inner()), parts.read_buf)),
+    let upgraded = match upgraded.downcast::<TokioIo<Replay<TcpStream>>>() {
+        Ok(parts) => {
+            let (stream, unread) = parts.io.into_inner().into_parts();
+            return Some((Socket::Tcp(stream), joined(parts.read_buf, unread)));
+        }
         Err(upgraded) => upgraded,
     };
-    let upgraded = match upgraded.downcast::<TokioIo<UnixStream>>() {
-        Ok(parts) => return Some((Socket::Unix(parts.io.into_inner()), parts.read_buf)),
+    let upgraded = match upgraded.downcast::<TokioIo<Replay<UnixStream>>>() {
+        Ok(parts) => {
+            let (stream, unread) = parts.io.into_inner().into_parts();
+            return Some((Socket::Unix(stream), joined(parts.read_buf, unread)));
+        }
         Err(upgraded) => upgraded,
     };
     match upgraded.downcast::<TokioIo<TlsSocket>>() {
         Ok(parts) => Some((Socket::Tls(Box::new(parts.io.into_inner())), parts.read_buf)),
         Err(_) => None,
     }
+}
+
+/// `first` and then `then`, copied only when both have bytes.
+fn joined(first: Bytes, then: Bytes) -> Bytes {
+    if then.is_empty() {
+        return first;
+    }
+    if first.is_empty() {
+        return then;
+    }
+    let mut both = BytesMut::with_capacity(first.len() + then.len());
+    both.extend_from_slice(&first);
+    both.extend_from_slice(&then);
+    both.freeze()
 }
 
 /// Why [`ReadSide::poll_next`] gives up.
@@ -775,6 +799,15 @@ mod tests {
         .unwrap();
         assert!(got == frame, "the bytes, in order");
         sending.abort();
+    }
+
+    #[test]
+    fn what_hyper_read_comes_before_what_it_left_of_the_replay() {
+        let (ab, cd) = (Bytes::from_static(b"ab"), Bytes::from_static(b"cd"));
+        assert_eq!(joined(ab.clone(), cd.clone()), Bytes::from_static(b"abcd"));
+        assert_eq!(joined(ab.clone(), Bytes::new()), ab);
+        assert_eq!(joined(Bytes::new(), cd.clone()), cd);
+        assert!(joined(Bytes::new(), Bytes::new()).is_empty());
     }
 
     #[test]

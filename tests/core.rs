@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use support::raw;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{Message, http};
@@ -655,6 +656,38 @@ async fn an_unrouted_path_gets_404_when_routes_are_configured() {
     let mut ws = connect(&daemon.url("/chat?room=1")).await;
     assert!(recv_text(&mut ws).await.starts_with("hello "));
     close(ws).await;
+    daemon.shutdown().await;
+}
+
+/// A frame the client sends right behind its handshake, before the 101, is
+/// its first message: the gateway's direct path reads it with the head. A
+/// head longer than the direct path's first read (4 KiB) goes to hyper,
+/// which gets the bytes already read first, and its connection is the same.
+#[tokio::test]
+async fn a_frame_sent_with_the_handshake_and_a_head_past_the_first_read_both_work() {
+    let fpm = Fpm::start(2);
+    let daemon = Daemon::start(fpm.config("echo.php")).await;
+    for (case, extra) in [
+        ("a short head", String::new()),
+        ("a 6 KiB head", format!("X-Pad: {}\r\n", "p".repeat(6000))),
+    ] {
+        let early = raw::frame(true, 0x1, b"sent before the 101", true);
+        let (mut client, head) = raw::handshake_then(daemon.addr, "/", &extra, &early).await;
+        assert!(head.contains("sec-websocket-accept"), "{case}: {head}");
+        let limit = Duration::from_secs(10);
+        let hello = client.next_frame(limit).await.expect("the open's answer");
+        assert!(hello.text().starts_with("hello "), "{case}: {hello:?}");
+        let echo = client
+            .next_frame(limit)
+            .await
+            .expect("the early frame's echo");
+        assert_eq!(echo.text(), "sent before the 101", "{case}");
+        client
+            .send(&raw::frame(true, 0x1, b"and after", true))
+            .await;
+        let echo = client.next_frame(limit).await.expect("the next echo");
+        assert_eq!(echo.text(), "and after", "{case}");
+    }
     daemon.shutdown().await;
 }
 

@@ -69,6 +69,11 @@ pub struct Accepted {
     /// permessage-deflate was negotiated: the window (log2) the client
     /// compresses with, for the read side's inflater.
     pub inflate_window: Option<u8>,
+    /// What was read from the socket past the handshake (a frame the client
+    /// sent before the 101): the read side's first input. Empty from the
+    /// handshake; set by whoever read it (the gateway's direct path, or
+    /// [`serve`] from hyper's upgrade).
+    pub pre_read: bytes::Bytes,
 }
 
 /// How the connection ended, as PHP's close event tells it.
@@ -169,7 +174,7 @@ pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrad
 /// Unix socket (its direct path, no hyper upgrade), until it ends and PHP
 /// has seen its close event.
 pub async fn serve_socket(accepted: Box<Accepted>, socket: Socket) {
-    let mut live = Live::start(*accepted, socket, &[]);
+    let mut live = Live::start(*accepted, socket);
     let ending = live.conn.run().await;
     Box::pin(live.end(ending)).await;
 }
@@ -197,12 +202,14 @@ impl Live {
             tracing::error!(conn = %accepted.ctx.public_id(&accepted.handle.id), "upgraded connection is neither TCP nor Unix; dropping it");
             return Err(accepted);
         };
-        Ok(Self::start(*accepted, socket, &pre_read))
+        let mut accepted = *accepted;
+        accepted.pre_read = pre_read;
+        Ok(Self::start(accepted, socket))
     }
 
-    /// Sets the connection up on its socket; `pre_read`: what was read from
-    /// the socket past the handshake.
-    fn start(accepted: Accepted, socket: Socket, pre_read: &[u8]) -> Self {
+    /// Sets the connection up on its socket (`accepted.pre_read` its first
+    /// input).
+    fn start(accepted: Accepted, socket: Socket) -> Self {
         let Accepted {
             ctx,
             handle,
@@ -211,6 +218,7 @@ impl Live {
             slot,
             close_due,
             inflate_window,
+            pre_read,
         } = accepted;
         let config = ctx.config();
         let side = ReadSide::open(
@@ -218,7 +226,7 @@ impl Live {
             ctx.inbound.clone(),
             &config.websocket,
             inflate_window,
-            pre_read,
+            &pre_read,
         );
         let mut conn = Conn {
             config: config.clone(),
@@ -426,6 +434,7 @@ mod memory_budget {
             slot: ctx.slots.admit(None).expect("a slot"),
             close_due: ctx.books.owe(),
             inflate_window: None,
+            pre_read: bytes::Bytes::new(),
         };
         let on_upgrade = hyper::upgrade::on(hyper::Request::new(()));
         let task = TaskTracker::new().track_future(serve(Box::new(accepted), on_upgrade));
@@ -443,6 +452,7 @@ mod memory_budget {
             slot: ctx.slots.admit(None).expect("a slot"),
             close_due: ctx.books.owe(),
             inflate_window: None,
+            pre_read: bytes::Bytes::new(),
         };
         let task =
             TaskTracker::new().track_future(serve_socket(Box::new(accepted), Socket::Unix(socket)));

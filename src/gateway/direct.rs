@@ -5,21 +5,26 @@
 //! what serving it costs is held 10,000 times at once: hyper's connection
 //! (an 8 KiB read buffer and an 8 KiB header buffer per socket), its
 //! upgrade hand-off (a channel, a boxed socket), and a 101 written apart
-//! from the first frames. Here the head is looked at with one `MSG_PEEK`
-//! into the stack; when it is a whole `GET` upgrade to a raw route
-//! (`head::peek`), exactly its bytes are read, and the 101 goes out in one
-//! `writev` with the frames the open queued (the `connected` message,
-//! PHP's body), on the socket the connection then runs on:
+//! from the first frames. Here the socket's first bytes are read with one
+//! `recv` into the stack, at once (a client sends its head with the
+//! connection, so it is there before the runtime would report the new
+//! socket readable; only when it is not does the task wait for that). When
+//! they are a whole `GET` upgrade to a raw route (`head::peek`), the head
+//! is handled here, and the 101 goes out in one `writev` with the frames
+//! the open queued (the `connected` message, PHP's body), on the socket the
+//! connection then runs on; anything read past the head (a frame sent
+//! before the 101) is the connection's first input:
 //!
 //! ```text
-//! socket readable ─ peek ─┬─ raw route, whole head ─▶ read head ─▶ raw::handshake ─▶ writev(101 + frames)
-//!                         └─ anything else ─────────▶ hyper (serve_http), the socket untouched
+//! accepted ─ recv ─┬─ raw route, whole head ─▶ raw::handshake ─▶ writev(101 + frames)
+//!                  └─ anything else ─────────▶ hyper (serve_http), the bytes read replayed first
 //! ```
 //!
 //! Anything else — a partial or malformed head, another method, a Pusher
-//! app's path, the Pusher HTTP API, a plain GET — goes to hyper with the
-//! socket untouched, and is answered as before. The head must arrive within
-//! `websocket.handshake_timeout`, as hyper's header read timeout.
+//! app's path, the Pusher HTTP API, a plain GET — goes to hyper, which reads
+//! the bytes already taken first (`replay.rs`) and answers as before. The
+//! head must arrive within `websocket.handshake_timeout`, as hyper's header
+//! read timeout.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -31,13 +36,14 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::raw::{self, Outcome};
+use super::replay::Replay;
 use super::{HttpResponse, head};
 use crate::connection;
 use crate::context::Context;
@@ -46,9 +52,9 @@ use crate::outbox::Outbox;
 use crate::proxy::Origin;
 use crate::transport::Socket;
 
-/// Bytes of a socket looked at for a head the direct path serves (on the
-/// stack, for the peek only); a longer head goes to hyper.
-const PEEK_BYTES: usize = 4096;
+/// Bytes of a socket read at first for a head the direct path serves (on
+/// the stack; what is kept is copied out); a longer head goes to hyper.
+const FIRST_READ: usize = 4096;
 
 /// Frames written with the 101 in its `writev` at most; the rest is the
 /// connection's writer's.
@@ -56,7 +62,7 @@ const FIRST_FRAMES: usize = 15;
 
 /// A plain (not TLS) client socket.
 pub(super) trait PlainSocket:
-    tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + Sync + 'static
 {
     /// Waits until the socket may be read.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
@@ -90,14 +96,24 @@ impl PlainSocket for UnixStream {
     }
 }
 
-/// What the first look at a socket found.
+/// What the first read of a socket found.
 enum Look {
-    /// A whole head of this many bytes, for the direct path.
-    Direct(usize),
-    /// Anything else: hyper serves the socket.
-    Hyper,
+    /// A whole head for the direct path, and what was read past it.
+    Direct { head: Bytes, rest: Bytes },
+    /// Anything else: hyper serves the socket, these bytes first.
+    Hyper(Bytes),
     /// The client closed before sending anything.
     Closed,
+}
+
+/// Whether the first read waits for the runtime to report the socket
+/// readable.
+#[derive(Clone, Copy)]
+enum Read {
+    /// At once: the head usually came with the connection.
+    Now,
+    /// Once readable (the last read found nothing).
+    WhenReady,
 }
 
 /// Serves a plain socket just accepted (holding `slot`): directly when its
@@ -110,61 +126,40 @@ pub(super) async fn serve<S: PlainSocket>(
     tracker: TaskTracker,
 ) {
     let deadline = Instant::now() + ctx.config().websocket.handshake_timeout;
-    let mut answer_in_shutdown = false;
-    let look = loop {
-        let readable = tokio::select! {
-            readable = timeout_at(deadline, stream.readable()) => readable,
-            // As hyper's graceful shutdown: a socket that sent nothing yet
-            // is closed, unless this process handed over (then it still
-            // gets its answer, a 1012 close: reconnect).
-            () = ctx.shutdown_started(), if !answer_in_shutdown => {
-                if !ctx.handed_over() {
-                    return;
-                }
-                answer_in_shutdown = true;
-                continue;
-            }
-        };
-        match readable {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "socket failed before its request");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("no request head within handshake_timeout");
-                return;
-            }
-        }
-        match look(&stream, &ctx) {
-            Ok(look) => break look,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+    // In shutdown the wait decides (a socket that sent nothing is closed).
+    let now = if ctx.is_shutting_down() {
+        None
+    } else {
+        match look(&stream, &ctx, Read::Now) {
+            Ok(look) => Some(look),
+            Err(e) if would_block(&e) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "socket failed before its request");
                 return;
             }
         }
     };
-    let len = match look {
-        Look::Direct(len) => len,
+    let look = match now {
+        Some(look) => look,
+        None => match wait_for_head(&stream, &ctx, deadline).await {
+            Some(look) => look,
+            None => return,
+        },
+    };
+    let (request_head, rest) = match look {
+        Look::Direct { head, rest } => (head, rest),
         Look::Closed => return,
-        Look::Hyper => {
+        Look::Hyper(read) => {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            let io = TokioIo::new(stream);
+            let io = TokioIo::new(Replay::new(read, stream));
             super::serve_http(io, peer, slot, None, left, ctx, tracker).await;
             return;
         }
     };
-    // The bytes are in the socket already: this read does not wait.
-    let mut bytes = vec![0; len];
-    if let Err(e) = stream.read_exact(&mut bytes).await {
-        tracing::debug!(error = %e, "socket failed reading its request head");
-        return;
-    }
     slot.head_received();
-    let parts = match head::parts(&Bytes::from(bytes)) {
+    let parts = match head::parts(&request_head) {
         Ok(parts) => parts,
         Err(e) => {
             // httparse took it, `http` does not (a target or header value
@@ -193,25 +188,87 @@ pub(super) async fn serve<S: PlainSocket>(
             response,
             accepted,
             span,
-        } => open(stream, &response, accepted, span, &ctx, &tracker).await,
+        } => open(stream, &response, rest, accepted, span, &ctx, &tracker).await,
     }
 }
 
-/// The first look at a readable socket: one `MSG_PEEK` into the stack.
-fn look<S: PlainSocket>(stream: &S, ctx: &Context) -> io::Result<Look> {
-    let mut buf = [0u8; PEEK_BYTES];
+/// Waits until the socket is readable and reads its first bytes, until
+/// `deadline`; `None` when the socket is to be closed (it failed, sent no
+/// head in time, or shutdown began before it sent anything).
+async fn wait_for_head<S: PlainSocket>(
+    stream: &S,
+    ctx: &Context,
+    deadline: Instant,
+) -> Option<Look> {
+    let mut answer_in_shutdown = false;
+    loop {
+        let readable = tokio::select! {
+            readable = timeout_at(deadline, stream.readable()) => readable,
+            // As hyper's graceful shutdown: a socket that sent nothing yet
+            // is closed, unless this process handed over (then it still
+            // gets its answer, a 1012 close: reconnect).
+            () = ctx.shutdown_started(), if !answer_in_shutdown => {
+                if !ctx.handed_over() {
+                    return None;
+                }
+                answer_in_shutdown = true;
+                continue;
+            }
+        };
+        match readable {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "socket failed before its request");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("no request head within handshake_timeout");
+                return None;
+            }
+        }
+        match look(stream, ctx, Read::WhenReady) {
+            Ok(look) => return Some(look),
+            Err(e) if would_block(&e) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "socket failed before its request");
+                return None;
+            }
+        }
+    }
+}
+
+/// The first read of a socket: one `recv` into the stack. [`Read::Now`]
+/// reads the socket whether or not the runtime has seen it readable yet;
+/// [`Read::WhenReady`] goes through its readiness, which a read that finds
+/// nothing clears.
+fn look<S: PlainSocket>(stream: &S, ctx: &Context, when: Read) -> io::Result<Look> {
+    use nix::sys::socket::{MsgFlags, recv};
+    let mut buf = [0u8; FIRST_READ];
     let fd = stream.as_fd().as_raw_fd();
-    let n = stream.try_read_io(|| {
-        use nix::sys::socket::{MsgFlags, recv};
-        recv(fd, &mut buf, MsgFlags::MSG_PEEK).map_err(io::Error::from)
-    })?;
+    let mut read = || recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from);
+    let n = match when {
+        Read::Now => read()?,
+        Read::WhenReady => stream.try_read_io(read)?,
+    };
     if n == 0 {
         return Ok(Look::Closed);
     }
-    Ok(match head::peek(&buf[..n]) {
-        Some(peeked) if routes_direct(ctx, peeked.path) => Look::Direct(peeked.len),
-        _ => Look::Hyper,
+    let read = &buf[..n];
+    Ok(match head::peek(read) {
+        Some(peeked) if routes_direct(ctx, peeked.path) => Look::Direct {
+            head: Bytes::copy_from_slice(&read[..peeked.len]),
+            rest: Bytes::copy_from_slice(&read[peeked.len..]),
+        },
+        _ => Look::Hyper(Bytes::copy_from_slice(read)),
     })
+}
+
+/// Did a read find nothing to read (or get interrupted): try again later?
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// Is `path` a raw route the direct path serves? A Pusher app's path and
@@ -226,16 +283,19 @@ fn routes_direct(ctx: &Context, path: &str) -> bool {
 }
 
 /// Writes the 101 and, in the same `writev`, the frames the open queued;
-/// then runs the connection on the socket in a task of its own. A client
-/// gone before that still costs PHP its close event.
+/// then runs the connection on the socket in a task of its own, `rest`
+/// (what the client sent past its head) its first input. A client gone
+/// before that still costs PHP its close event.
 async fn open<S: PlainSocket>(
     mut stream: S,
     response: &HttpResponse,
-    accepted: Box<connection::Accepted>,
+    rest: Bytes,
+    mut accepted: Box<connection::Accepted>,
     span: tracing::Span,
     ctx: &Context,
     tracker: &TaskTracker,
 ) {
+    accepted.pre_read = rest;
     let outbox = &accepted.handle.outbox;
     let mut batch = VecDeque::new();
     batch.push_back(Bytes::from(encode_head(

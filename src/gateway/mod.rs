@@ -41,7 +41,8 @@
 //! On a plain TCP or Unix listener the gateway reads and answers a raw
 //! route's WebSocket handshake itself (`direct.rs`, its head parsed by
 //! `head.rs`); every other request, and every request on a `tls://`
-//! listener, is served by hyper's HTTP/1 server.
+//! listener, is served by hyper's HTTP/1 server (on a plain listener
+//! through `replay.rs`, which hands hyper the bytes the gateway read first).
 //!
 //! This file accepts and serves HTTP with hyper; `raw.rs` runs a raw
 //! route's handshake for both; `refusal.rs`
@@ -58,6 +59,8 @@ pub mod head;
 mod pusher;
 mod raw;
 mod refusal;
+// Read by `transport::socket`, which takes an upgraded socket back out.
+pub(crate) mod replay;
 mod tls;
 mod turn_away;
 

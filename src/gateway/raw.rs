@@ -269,6 +269,7 @@ pub(super) async fn handshake(
         slot,
         close_due,
         inflate_window: deflate.map(|d| d.client_window_bits),
+        pre_read: Bytes::new(),
     };
     Outcome::Open {
         response,

@@ -54,15 +54,26 @@ pub async fn handshake_with(
     path_and_query: &str,
     extra: &str,
 ) -> (RawClient, String) {
+    handshake_then(addr, path_and_query, extra, &[]).await
+}
+
+/// As [`handshake_with`], sending `then` (client frames) in the same write
+/// as the request, before the 101.
+pub async fn handshake_then(
+    addr: SocketAddr,
+    path_and_query: &str,
+    extra: &str,
+    then: &[u8],
+) -> (RawClient, String) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
+    let mut request = format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
-    );
-    tcp.write_all(request.as_bytes())
-        .await
-        .expect("send handshake");
+    )
+    .into_bytes();
+    request.extend_from_slice(then);
+    tcp.write_all(&request).await.expect("send handshake");
     let mut buf = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let head_end = loop {

@@ -294,6 +294,14 @@ impl FpmPool {
         }
     }
 
+    /// Is every slot taken now? Asked right after an event ended: its slot
+    /// went straight to an event waiting for one (tokio's semaphore hands a
+    /// released permit to the first waiter), whose task is woken to send
+    /// its request.
+    pub fn is_saturated(&self) -> bool {
+        self.inner.permits.available_permits() == 0
+    }
+
     /// Runs one request: `params` are encoded name-value pairs (in pieces), `stdin` the body.
     pub async fn call(&self, params: &[&[u8]], stdin: &[u8]) -> Result<FpmOutput, FpmError> {
         let config = self.inner.config.load();

@@ -208,6 +208,13 @@ pub(super) async fn handshake(
     };
     // PHP answered: the place in the admission queue is free.
     drop(ticket);
+    // In a storm this open's FastCGI slot went on to a waiting one, whose
+    // task was just woken (next on this thread). Let it send its request
+    // first: starting this connection would put it behind every task queued
+    // here, and a PHP worker would wait for all of them.
+    if ctx.fpm.is_saturated() {
+        tokio::task::yield_now().await;
+    }
 
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

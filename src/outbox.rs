@@ -2,7 +2,7 @@
 //!
 //! PHP's answers, publishes, sends, and the connection's own pongs and close
 //! frames all land here as encoded frames; the connection's task writes them
-//! out in order, many per `writev`. The queue is bounded in *bytes*
+//! out in order, many per `sendmsg`. The queue is bounded in *bytes*
 //! (`websocket.outbound_queue_bytes`): a client that stops reading fills it,
 //! and the next push marks it a slow consumer, to be cut off with close 1008,
 //! instead of growing the daemon's memory or delaying other members.
@@ -18,6 +18,11 @@
 //! client that sends pings and never reads costs one pong, not a queue.
 //!
 //! An idle outbox allocates nothing (an empty `VecDeque` has no buffer).
+//!
+//! The outbox also tells the connection's task who woke it: its writer
+//! ([`WOKEN_WRITER`], a push or a signal) or one of its other sources
+//! ([`WOKEN_OTHER`], through [`Outbox::wake_other`]), so that a turn woken
+//! for the writer alone polls nothing else (`connection/task.rs`).
 //!
 //! Direct writes: while nothing is queued and the writer holds no frames,
 //! [`Outbox::push`] writes the frame to the socket itself, with one
@@ -37,12 +42,17 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
+
+/// [`Outbox::take_woken`]: something was pushed or signalled.
+pub const WOKEN_WRITER: u8 = 1;
+/// [`Outbox::take_woken`]: one of the connection's other sources woke its task.
+pub const WOKEN_OTHER: u8 = 2;
 
 /// How far control frames (close, ping) may go past the byte limit.
 pub const CONTROL_SLACK: usize = 4096;
@@ -147,9 +157,11 @@ pub struct Outbox {
     /// Whether `state.signal` may be set: lets the writer skip the lock in
     /// the common case. Set and cleared under the lock.
     signalled: AtomicBool,
-    /// Something was pushed or signalled since the writer last looked: a
-    /// wake-up kept for it when it is not waiting (see [`Outbox::poll_wait`]).
-    woken: AtomicBool,
+    /// Who woke the connection's task since it last looked: [`WOKEN_WRITER`]
+    /// (something was pushed or signalled: a wake-up kept for the writer
+    /// when it is not waiting, see [`Outbox::poll_wait`]) and
+    /// [`WOKEN_OTHER`] (see [`Outbox::wake_other`]).
+    woken: AtomicU8,
     /// The writer's task, while it waits. One writer per outbox: a waker
     /// cell, not a queue of waiters (a `Notify` and its `Notified` future
     /// weighed on every idle connection).
@@ -163,7 +175,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             signalled: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
+            woken: AtomicU8::new(0),
             writer: AtomicWaker::new(),
             limit,
         }
@@ -224,8 +236,42 @@ impl Outbox {
     /// Wakes the writer for frames [`push_quiet`](Self::push_quiet) queued.
     /// A writer not waiting now finds the wake-up kept when it next looks.
     pub fn wake(&self) {
-        self.woken.store(true, Ordering::SeqCst);
+        self.woken.fetch_or(WOKEN_WRITER, Ordering::SeqCst);
         self.writer.wake();
+    }
+
+    /// Wakes the connection's task for one of its other sources (the
+    /// client's frames, its timer, PHP's answer), through the waker the
+    /// writer registered, and notes it: a turn that finds only
+    /// [`WOKEN_WRITER`] looks at the writer alone (`connection/task.rs`).
+    pub fn wake_other(&self) {
+        self.woken.fetch_or(WOKEN_OTHER, Ordering::SeqCst);
+        self.writer.wake();
+    }
+
+    /// Makes the connection task's next turn look at every source, as if
+    /// they had woken it: for its first turn, before any of them has a
+    /// wake-up registered (frames pushed during the open set the writer's
+    /// bit alone).
+    pub fn mark_other(&self) {
+        self.woken.fetch_or(WOKEN_OTHER, Ordering::SeqCst);
+    }
+
+    /// Who woke the connection's task since the last call: the
+    /// [`WOKEN_WRITER`] and [`WOKEN_OTHER`] bits. Takes [`WOKEN_OTHER`]
+    /// and leaves [`WOKEN_WRITER`] to the writer's [`poll_wait`](Self::poll_wait).
+    pub fn take_woken(&self) -> u8 {
+        let woken = self.woken.load(Ordering::SeqCst);
+        if woken & WOKEN_OTHER == 0 {
+            return woken;
+        }
+        self.woken.fetch_and(!WOKEN_OTHER, Ordering::SeqCst)
+    }
+
+    /// Was the task woken for its other sources since
+    /// [`take_woken`](Self::take_woken)? (It keeps the mark.)
+    pub fn woken_other(&self) -> bool {
+        self.woken.load(Ordering::SeqCst) & WOKEN_OTHER != 0
     }
 
     fn push_with(&self, frame: Bytes, direct: bool) -> Push {
@@ -245,10 +291,15 @@ impl Outbox {
         } else {
             frame
         };
+        // A writer with frames queued already has a wake-up coming, or is
+        // writing and takes this one next (as for `push_quiet`).
+        let owed = state.frames.is_empty();
         state.cost += cost(&rest);
         state.frames.push_back(rest);
         drop(state);
-        self.wake();
+        if owed {
+            self.wake();
+        }
         Push::Queued
     }
 
@@ -387,16 +438,25 @@ impl Outbox {
     /// woken when that happens. For the outbox's one writer only: a second
     /// waiter would take the first one's place.
     pub fn poll_wait(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.woken.swap(false, Ordering::SeqCst) {
+        if self.take_writer_wake() {
             return Poll::Ready(());
         }
         self.writer.register(cx.waker());
         // A wake between the first look and the registration found no waker
         // (or the old one): the flag tells.
-        if self.woken.swap(false, Ordering::SeqCst) {
+        if self.take_writer_wake() {
             return Poll::Ready(());
         }
         Poll::Pending
+    }
+
+    /// Takes the writer's wake-up, if one is kept: for a writer about to
+    /// look at the queue anyway (it finds what the wake-up was for).
+    pub fn take_writer_wake(&self) -> bool {
+        // A plain load first: a locked instruction only when there is
+        // something to take.
+        self.woken.load(Ordering::SeqCst) & WOKEN_WRITER != 0
+            && self.woken.fetch_and(!WOKEN_WRITER, Ordering::SeqCst) & WOKEN_WRITER != 0
     }
 }
 
@@ -638,6 +698,63 @@ mod tests {
             outbox.poll_wait(&mut cx).is_ready(),
             "kept for the next look"
         );
+    }
+
+    /// The task's other sources wake it through the writer's waker and
+    /// say so; the writer's own wait is not ended by them, and a turn can
+    /// tell a wake-up for the writer alone from one for the rest.
+    #[test]
+    fn other_wake_ups_are_marked_apart_from_the_writers() {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(1024);
+        assert!(outbox.poll_wait(&mut cx).is_pending());
+        outbox.wake_other();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task is woken");
+        assert!(outbox.woken_other());
+        assert!(
+            outbox.poll_wait(&mut cx).is_pending(),
+            "not a wake-up for the writer"
+        );
+        assert_eq!(outbox.take_woken(), WOKEN_OTHER);
+        assert!(!outbox.woken_other(), "taken");
+        outbox.push_queued(Bytes::from_static(b"a"));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(outbox.take_woken(), WOKEN_WRITER, "the writer's alone");
+        assert_eq!(
+            outbox.take_woken(),
+            WOKEN_WRITER,
+            "left for the writer to take"
+        );
+        assert!(outbox.take_writer_wake());
+        assert!(!outbox.take_writer_wake());
+        assert_eq!(outbox.take_woken(), 0);
+    }
+
+    /// A push behind queued frames wakes nobody: the writer has a wake-up
+    /// coming for the first, or takes it with them.
+    #[test]
+    fn only_a_push_into_an_empty_queue_wakes_the_writer() {
+        let outbox = Outbox::new(1024);
+        outbox.push_queued(Bytes::from_static(b"a"));
+        assert!(outbox.take_writer_wake());
+        outbox.push_queued(Bytes::from_static(b"b"));
+        assert!(!outbox.take_writer_wake(), "queued behind a");
+        let mut batch = VecDeque::new();
+        assert!(outbox.drain_into(&mut batch, 16, 0));
+        assert_eq!(batch.len(), 2);
+        outbox.push_queued(Bytes::from_static(b"c"));
+        assert!(outbox.take_writer_wake(), "the queue was empty again");
     }
 
     #[test]

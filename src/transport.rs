@@ -592,6 +592,9 @@ impl Writer {
         let Self { socket, handle } = self;
         let outbox = &handle.outbox;
         loop {
+            // What the wake-up was for is taken next: a push that woke the
+            // writer before it looks needs no second look.
+            outbox.take_writer_wake();
             // Taking frames also settles the cost of the last write (one lock).
             let settled = std::mem::take(&mut socket.settled);
             let more = outbox.drain_into(&mut socket.batch, MAX_IOVECS, settled);

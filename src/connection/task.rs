@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use crate::fpm::FpmError;
 use crate::frame::{self, Kind};
 use crate::hub::ConnHandle;
 use crate::limits::TokenBucket;
-use crate::outbox::Signal;
+use crate::outbox::{Signal, WOKEN_WRITER};
 use crate::php::{self, EventError};
 use crate::response::PhpResponse;
 use crate::transport::{ReadError, ReadSide, Writer};
@@ -58,6 +58,8 @@ impl Conn {
     pub(super) async fn run(&mut self) -> Ending {
         let timer = sleep(self.config.websocket.ping_interval);
         tokio::pin!(timer);
+        // No source has a wake-up registered yet: the first turn polls all.
+        self.handle.outbox.mark_other();
         std::future::poll_fn(move |cx| self.poll_run(cx, timer.as_mut())).await
     }
 
@@ -65,10 +67,31 @@ impl Conn {
     /// client's frames and the timer, in that order, and again after each
     /// that was ready, until none is (`Pending`: each has arranged its
     /// wake-up) or the connection ends.
+    ///
+    /// Only the writer is polled with the task's own waker; the other
+    /// sources get the handle's (`hub/conn.rs`), which marks their
+    /// wake-ups in the outbox. A turn that the outbox alone woke (a
+    /// broadcast's member, once per publish) looks at the writer alone,
+    /// and at the rest only once the writer has something to act on.
     fn poll_run(&mut self, cx: &mut TaskContext<'_>, mut timer: Pin<&mut Sleep>) -> Poll<Ending> {
         let event_cap = self.config.websocket.event_queue;
         let limits = limits(&self.config);
+        let woken = self.handle.outbox.take_woken();
+        let mut others = (woken != WOKEN_WRITER).then(|| Waker::from(self.handle.clone()));
         loop {
+            let Some(other) = &others else {
+                // Woken by the outbox alone: the other sources' wake-ups
+                // are still registered, and none came.
+                let Poll::Ready(signal) = self.writer.poll_run(cx) else {
+                    break;
+                };
+                others = Some(Waker::from(self.handle.clone()));
+                if let Some(ending) = self.on_signal(signal) {
+                    return Poll::Ready(ending);
+                }
+                continue;
+            };
+            let ocx = &mut TaskContext::from_waker(other);
             if self.answer.is_none()
                 && let Some(event) = self.events.pop_front()
             {
@@ -82,7 +105,7 @@ impl Conn {
                 }
             }
             if let Some(answer) = &mut self.answer
-                && let Poll::Ready(result) = answer.as_mut().poll(cx)
+                && let Poll::Ready(result) = answer.as_mut().poll(ocx)
             {
                 self.answer = None;
                 if let Some(ending) = self.on_answer(result) {
@@ -91,26 +114,13 @@ impl Conn {
                 continue;
             }
             if let Poll::Ready(signal) = self.writer.poll_run(cx) {
-                match signal {
-                    Ok(Signal::Close(code, reason)) => self.start_close(code, reason),
-                    Ok(Signal::SlowConsumer) => {
-                        self.ctx.metrics.closed("slow_consumer");
-                        self.ctx.hub.stats.slow_consumers.inc();
-                        tracing::warn!(conn = %self.id(), queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
-                        return Poll::Ready(Ending {
-                            flush: false,
-                            ..Ending::new(c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER)
-                        });
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "write failed");
-                        return Poll::Ready(self.vanished());
-                    }
+                if let Some(ending) = self.on_signal(signal) {
+                    return Poll::Ready(ending);
                 }
                 continue;
             }
             if self.events.len() < event_cap
-                && let Poll::Ready(msg) = self.side.poll_next(self.writer.socket(), cx, limits)
+                && let Poll::Ready(msg) = self.side.poll_next(self.writer.socket(), ocx, limits)
             {
                 self.last_seen = Instant::now();
                 if let Some(ending) = self.on_frame(msg) {
@@ -118,7 +128,7 @@ impl Conn {
                 }
                 continue;
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if timer.as_mut().poll(ocx).is_ready() {
                 if let Some(ending) = self.on_timer() {
                     return Poll::Ready(ending);
                 }
@@ -130,7 +140,38 @@ impl Conn {
                     .reset((Instant::now() + ping_interval.min(idle_left)).into());
                 continue;
             }
-            return Poll::Pending;
+            break;
+        }
+        // Every source has arranged its wake-up, the writer's with the
+        // task's waker. One of the others that woke the handle's waker
+        // meanwhile found no task waker to pass it to: pass it on now.
+        if self.handle.outbox.woken_other() {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+
+    /// Acts on what the writer returned: a close asked for (the loop goes
+    /// on), or the end of the connection.
+    fn on_signal(&mut self, signal: std::io::Result<Signal>) -> Option<Ending> {
+        match signal {
+            Ok(Signal::Close(code, reason)) => {
+                self.start_close(code, reason);
+                None
+            }
+            Ok(Signal::SlowConsumer) => {
+                self.ctx.metrics.closed("slow_consumer");
+                self.ctx.hub.stats.slow_consumers.inc();
+                tracing::warn!(conn = %self.id(), queued = self.handle.outbox.queued_bytes(), "slow consumer cut off");
+                Some(Ending {
+                    flush: false,
+                    ..Ending::new(c::CLOSE_SLOW_CONSUMER, c::REASON_SLOW_CONSUMER)
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "write failed");
+                Some(self.vanished())
+            }
         }
     }
 

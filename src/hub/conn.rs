@@ -85,6 +85,21 @@ pub struct ConnHandle {
     pub(super) deflate_min: AtomicU32,
 }
 
+/// The waker of a connection's sources other than its writer (the client's
+/// frames, its timer, PHP's answer): it marks the wake-up as theirs and
+/// wakes the task through the waker its writer registered
+/// ([`Outbox::wake_other`]), so a turn woken by the outbox alone can skip
+/// them (`connection/task.rs`).
+impl std::task::Wake for ConnHandle {
+    fn wake(self: Arc<Self>) {
+        self.outbox.wake_other();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.outbox.wake_other();
+    }
+}
+
 impl ConnHandle {
     /// Does the client speak `ws2fcgi.v1`?
     pub fn is_v1(&self) -> bool {

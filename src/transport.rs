@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_util::io::poll_read_buf;
 
@@ -40,7 +40,7 @@ use crate::hub::ConnHandle;
 use crate::inbound::{Charge, Intake};
 use crate::outbox::{Outbox, Signal};
 
-/// Frames written per `writev` at most.
+/// Frames written per `sendmsg` (or `writev`, over TLS) at most.
 const MAX_IOVECS: usize = 64;
 
 /// The first read after a quiet spell goes onto the stack, this large.
@@ -657,21 +657,29 @@ impl Sending {
     /// (the bytes written, and [`Outbox::settle`]'s share per finished frame).
     /// A write either happened or did not: nothing is lost when it is pending.
     fn poll_write_batch(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        // The iovec array lives on the stack during each poll only, so it
-        // does not weigh on every idle connection.
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let count = self.batch.len().min(MAX_IOVECS);
-        for (slot, frame) in slices.iter_mut().zip(self.batch.iter()) {
-            *slot = IoSlice::new(frame);
-        }
+        let batch = &self.batch;
         let n = std::task::ready!(match &mut self.half {
-            Socket::Tcp(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
-            Socket::Unix(w) => Pin::new(w).poll_write_vectored(cx, &slices[..count]),
+            Socket::Tcp(w) => loop {
+                std::task::ready!(w.poll_write_ready(cx))?;
+                match w.try_io(Interest::WRITABLE, || send_batch(w.as_raw_fd(), batch)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    sent => break Poll::Ready(sent),
+                }
+            },
+            Socket::Unix(w) => loop {
+                std::task::ready!(w.poll_write_ready(cx))?;
+                match w.try_io(Interest::WRITABLE, || send_batch(w.as_raw_fd(), batch)) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    sent => break Poll::Ready(sent),
+                }
+            },
             Socket::Tls(w) => {
                 // What rustls kept goes first; nothing of the batch is
                 // taken until it is out.
                 std::task::ready!(Pin::new(&mut **w).poll_flush(cx))?;
-                Pin::new(&mut **w).poll_write_vectored(cx, &slices[..count])
+                with_slices(batch, |slices| {
+                    Pin::new(&mut **w).poll_write_vectored(cx, slices)
+                })
             }
         })?;
         if n == 0 {
@@ -724,6 +732,34 @@ impl Sending {
             Socket::Tcp(_) | Socket::Unix(_) => Ok(()),
         }
     }
+}
+
+/// Calls `f` with the first [`MAX_IOVECS`] frames of `batch` as slices.
+/// The array lives on the stack during the call only, so it does not
+/// weigh on every idle connection.
+fn with_slices<R>(batch: &VecDeque<Bytes>, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let count = batch.len().min(MAX_IOVECS);
+    for (slot, frame) in slices.iter_mut().zip(batch.iter()) {
+        *slot = IoSlice::new(frame);
+    }
+    f(&slices[..count])
+}
+
+/// Sends what the plain socket `fd` takes of `batch` now: `send` for one
+/// frame, `sendmsg` for more. The socket calls, not `writev`, which
+/// reaches the same send through the file layer at a measurable cost per
+/// write (docs/performance.md, "Broadcast delivery on a quiet machine").
+fn send_batch(fd: std::os::fd::RawFd, batch: &VecDeque<Bytes>) -> io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, SockaddrStorage, send, sendmsg};
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    match batch.front() {
+        Some(frame) if batch.len() == 1 => send(fd, frame, flags),
+        _ => with_slices(batch, |slices| {
+            sendmsg::<SockaddrStorage>(fd, slices, &[], flags, None)
+        }),
+    }
+    .map_err(io::Error::from)
 }
 
 impl Drop for Writer {

@@ -12,7 +12,7 @@
 //!
 //! `fanout_delay` holds each list that long before the wake-ups, so a
 //! member's writer finds several publishes queued and writes them in one
-//! `writev`: CPU per delivery for latency, at low rates. Frames are queued
+//! `sendmsg`: CPU per delivery for latency, at low rates. Frames are queued
 //! at once, so a writer woken for other reasons (its own PHP answer, a
 //! direct send) takes them early; the delay only bounds how late they go.
 

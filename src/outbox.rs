@@ -17,7 +17,10 @@
 //! batch if not yet begun, and it goes out before the queued data frames. A
 //! client that sends pings and never reads costs one pong, not a queue.
 //!
-//! An idle outbox allocates nothing (an empty `VecDeque` has no buffer).
+//! An idle outbox allocates nothing (an empty `VecDeque` has no buffer): a
+//! queue emptied after a burst of more than 64 frames gives its room back at
+//! once, a smaller one on its connection's next timer turn
+//! ([`Outbox::shed_capacity`]).
 //!
 //! The outbox also tells the connection's task who woke it: its writer
 //! ([`WOKEN_WRITER`], a push or a signal) or one of its other sources
@@ -421,6 +424,18 @@ impl Outbox {
         !batch.is_empty()
     }
 
+    /// Gives back the queue's memory when it is empty. The connection's task
+    /// calls it once a turn of its timer, so that room a few queued frames
+    /// once needed is not kept while the connection idles; a burst past 64
+    /// frames gives its room back at once ([`drain_into`](Self::drain_into)),
+    /// without a reallocation per burst for the smaller ones.
+    pub fn shed_capacity(&self) {
+        let mut state = self.lock();
+        if state.frames.is_empty() && state.frames.capacity() > 0 {
+            state.frames = VecDeque::new();
+        }
+    }
+
     /// The cost a write of `written` bytes settles, when it finished
     /// `finished` frames: their bytes and the [`FRAME_COST`] of each.
     pub fn settle(written: usize, finished: usize) -> usize {
@@ -482,6 +497,38 @@ mod tests {
         );
         assert_eq!(outbox.push(Bytes::from_static(b"x")), Push::Overflow);
         assert_eq!(outbox.take_signal(), Some(Signal::SlowConsumer));
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_room_back_when_shed() {
+        let outbox = Outbox::new(1 << 20);
+        let mut batch = VecDeque::new();
+        for _ in 0..10 {
+            outbox.push_queued(Bytes::from_static(b"x"));
+        }
+        outbox.drain_into(&mut batch, 4, 0);
+        outbox.shed_capacity();
+        assert!(
+            outbox.lock().frames.capacity() >= 6,
+            "kept while frames wait"
+        );
+        outbox.drain_into(&mut batch, 64, 0);
+        assert!(
+            outbox.lock().frames.capacity() >= 10,
+            "a small burst's room is kept"
+        );
+        outbox.shed_capacity();
+        assert_eq!(outbox.lock().frames.capacity(), 0);
+        for _ in 0..100 {
+            outbox.push_queued(Bytes::from_static(b"x"));
+        }
+        batch.clear();
+        outbox.drain_into(&mut batch, 128, 0);
+        assert_eq!(
+            outbox.lock().frames.capacity(),
+            0,
+            "a large burst's at once"
+        );
     }
 
     #[test]

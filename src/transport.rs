@@ -628,6 +628,15 @@ impl Writer {
         }
     }
 
+    /// Gives back the batch's memory when it is empty; the connection's
+    /// task calls it once a turn of its timer (as [`Outbox::shed_capacity`]:
+    /// a batch past [`MAX_IOVECS`] frames gives its room back at once).
+    pub fn shed_capacity(&mut self) {
+        if self.socket.batch.is_empty() {
+            self.socket.batch = VecDeque::new();
+        }
+    }
+
     /// The socket, for the [`ReadSide`] to read from.
     pub fn socket(&mut self) -> &mut Socket {
         &mut self.socket.half
@@ -844,6 +853,28 @@ mod tests {
         .unwrap();
         assert!(got == frame, "the bytes, in order");
         sending.abort();
+    }
+
+    #[tokio::test]
+    async fn an_emptied_batch_gives_its_room_back_when_shed() {
+        let handle = crate::hub::Hub::default().register(1 << 20);
+        let (socket, _client) = UnixStream::pair().unwrap();
+        let mut writer = Writer::new(Socket::Unix(socket), Counter::default(), handle.clone());
+        for _ in 0..10 {
+            handle.outbox.push_queued(Bytes::from_static(b"x"));
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(
+            writer.poll_run(&mut cx).is_pending(),
+            "written, waiting for more"
+        );
+        assert!(writer.socket.batch.is_empty());
+        assert!(
+            writer.socket.batch.capacity() >= 10,
+            "a small burst's room is kept"
+        );
+        writer.shed_capacity();
+        assert_eq!(writer.socket.batch.capacity(), 0);
     }
 
     #[test]

@@ -27,6 +27,11 @@ use crate::php::{self, EventError};
 use crate::response::PhpResponse;
 use crate::transport::{ReadError, ReadSide, Writer};
 
+/// Events the queue keeps room for once emptied: a burst that grew it past
+/// this gives the rest back at once; smaller room goes on the timer's turn
+/// ([`Conn::shed_capacity`]), not once per event.
+const EVENTS_KEPT: usize = 4;
+
 pub(super) struct Conn {
     pub(super) ctx: Arc<Context>,
     /// The configuration in force when the connection opened; it keeps it.
@@ -78,6 +83,8 @@ impl Conn {
         let limits = limits(&self.config);
         let woken = self.handle.outbox.take_woken();
         let mut others = (woken != WOKEN_WRITER).then(|| Waker::from(self.handle.clone()));
+        // The timer turned: the queues shed their room before the task sleeps.
+        let mut ticked = false;
         loop {
             let Some(other) = &others else {
                 // Woken by the outbox alone: the other sources' wake-ups
@@ -93,7 +100,7 @@ impl Conn {
             };
             let ocx = &mut TaskContext::from_waker(other);
             if self.answer.is_none()
-                && let Some(event) = self.events.pop_front()
+                && let Some(event) = self.next_event()
             {
                 self.ctx.metrics.events_queued.dec();
                 self.answer = Some(self.dispatch(event));
@@ -138,9 +145,13 @@ impl Conn {
                 timer
                     .as_mut()
                     .reset((Instant::now() + ping_interval.min(idle_left)).into());
+                ticked = true;
                 continue;
             }
             break;
+        }
+        if ticked {
+            self.shed_capacity();
         }
         // Every source has arranged its wake-up, the writer's with the
         // task's waker. One of the others that woke the handle's waker
@@ -173,6 +184,29 @@ impl Conn {
                 Some(self.vanished())
             }
         }
+    }
+
+    /// The next event for PHP, if one is queued; a queue a burst grew past
+    /// [`EVENTS_KEPT`] gives its room back once emptied.
+    fn next_event(&mut self) -> Option<Event> {
+        let event = self.events.pop_front()?;
+        if self.events.is_empty() && self.events.capacity() > EVENTS_KEPT {
+            self.events = VecDeque::new();
+        }
+        Some(event)
+    }
+
+    /// Gives back the room of the queues that are empty: the events', the
+    /// writer's batch and the outbox's. Once a turn of the timer (every
+    /// `ping_interval`), after the ping went out, so that what traffic
+    /// once needed is not kept while the connection idles, and nothing is
+    /// reallocated per event or per delivery.
+    fn shed_capacity(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        self.writer.shed_capacity();
+        self.handle.outbox.shed_capacity();
     }
 
     /// The public id, for log lines (the connection's span is debug-level).
@@ -438,5 +472,55 @@ mod memory_budget {
             run_size <= 144,
             "Conn::run's future grew to {run_size} bytes"
         );
+    }
+
+    #[tokio::test]
+    async fn an_emptied_event_queue_gives_its_room_back() {
+        let mut config = crate::config::Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = Arc::new(Context::new(config));
+        let handle = ctx.hub.register(1024);
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let side = ReadSide::new(
+            4096,
+            Intake::new(
+                handle.clone(),
+                Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096),
+            ),
+        );
+        let mut conn = Conn {
+            config: ctx.config(),
+            ctx: ctx.clone(),
+            handle: handle.clone(),
+            env: ConnEnv::empty(),
+            side,
+            writer: Writer::new(
+                transport::Socket::Unix(a),
+                Default::default(),
+                handle.clone(),
+            ),
+            events: VecDeque::new(),
+            answer: None,
+            last_seen: Instant::now(),
+            closing: None,
+            rate: None,
+        };
+        let event = || Event::Close {
+            code: 1000,
+            reason: String::new(),
+        };
+        // A burst: its room goes as soon as the queue is empty.
+        conn.events
+            .extend(std::iter::repeat_with(event).take(EVENTS_KEPT + 1));
+        while conn.next_event().is_some() {
+            assert!(conn.events.is_empty() || conn.events.capacity() > EVENTS_KEPT);
+        }
+        assert_eq!(conn.events.capacity(), 0);
+        // One event at a time: the room stays until the timer's turn.
+        conn.events.push_back(event());
+        assert!(conn.next_event().is_some());
+        assert!(conn.events.capacity() > 0, "no reallocation per event");
+        conn.shed_capacity();
+        assert_eq!(conn.events.capacity(), 0);
     }
 }

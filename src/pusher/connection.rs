@@ -251,6 +251,10 @@ impl Conn {
             max_frame: self.config.websocket.max_frame_size,
             max_message: self.config.websocket.max_message_size,
         };
+        // The timer turned (the client was quiet): the writer's batch and
+        // the outbox give back the room they no longer use before the task
+        // sleeps, as the raw connection's do (`connection/task.rs`).
+        let mut ticked = false;
         loop {
             if let Poll::Ready(result) = php::poll_answer(&mut self.php, cx) {
                 if let Some(ending) = self.on_php_answer(result) {
@@ -289,7 +293,12 @@ impl Conn {
                     return Poll::Ready(ending);
                 }
                 timer.as_mut().reset((Instant::now() + activity).into());
+                ticked = true;
                 continue;
+            }
+            if ticked {
+                writer.shed_capacity();
+                self.handle.outbox.shed_capacity();
             }
             return Poll::Pending;
         }

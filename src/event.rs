@@ -1,9 +1,11 @@
 //! WebSocket events and the CGI variables that describe them to PHP.
 //!
 //! The variables that never change during a connection (the handshake's
-//! headers, addresses, script, connection id) are encoded once, at the
-//! handshake, into FastCGI name-value bytes kept with the connection; each
-//! event adds only its own few (`WS_EVENT`, message type, metadata, …). See
+//! headers, addresses, script, connection id) are worked out once, at the
+//! handshake: the part every connection of a route and listener shares is
+//! encoded as FastCGI name-value bytes and interned, the connection's own
+//! part is kept compactly (`conn_vars.rs`) and written out with each event,
+//! whose own few (`WS_EVENT`, message type, metadata, …) follow. See
 //! `docs/protocol.md` for the full list.
 
 use std::net::IpAddr;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::http::request::Parts;
 
+use crate::conn_vars::{self, OwnVars};
 use crate::contract as c;
 use crate::fcgi::push_param;
 use crate::frame::Kind;
@@ -90,23 +93,24 @@ pub struct EnvSource<'a> {
     pub script: &'a Path,
     /// DOCUMENT_ROOT; the script's directory when `None`.
     pub document_root: Option<&'a Path>,
-    /// WS_CONNECTION_ID.
-    pub conn_id: &'a str,
     /// WS_CONTROL_SOCKET, when a control socket is configured.
     pub control_socket: Option<&'a Path>,
     /// The TLS session, on a `tls://` listener (`SSL_*`).
     pub tls: Option<&'a crate::tls::Session>,
 }
 
-/// A connection's fixed CGI variables, encoded: a part that is the same for
-/// every connection of a route and listener (shared, see [`EnvInterner`]) and
-/// the connection's own part (addresses, URI, id, headers).
+/// A connection's fixed CGI variables: a part that is the same for every
+/// connection of a route and listener (encoded, shared, see
+/// [`EnvInterner`]) and the connection's own part (addresses, URI, id,
+/// headers), kept compactly and written out for each event
+/// ([`OwnVars::push_to`]).
 #[derive(Debug, Clone)]
 pub struct ConnEnv {
     /// Script, document root, software, scheme, control socket…
     pub shared: Arc<[u8]>,
-    /// What differs from one connection to the next.
-    pub own: Arc<[u8]>,
+    /// What differs from one connection to the next; `WS_CONNECTION_ID`'s
+    /// value is given when it is written.
+    pub own: OwnVars,
 }
 
 impl ConnEnv {
@@ -114,7 +118,7 @@ impl ConnEnv {
     pub fn empty() -> Self {
         Self {
             shared: Arc::from(&b""[..]),
-            own: Arc::from(&b""[..]),
+            own: OwnVars::empty(),
         }
     }
 }
@@ -140,7 +144,7 @@ impl EnvInterner {
     }
 }
 
-/// Encodes the variables every event of a connection shares.
+/// Works out the variables every event of a connection shares.
 pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     let req = src.request;
     let path = req.uri.path();
@@ -200,17 +204,17 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
         );
     }
 
-    let mut own = Vec::with_capacity(512);
-    let mut p = |name: &str, value: &[u8]| push_param(&mut own, name.as_bytes(), value);
+    let mut own = conn_vars::Builder::new();
+    let mut p = |name: &str, value: &[u8]| own.var(name.as_bytes(), value);
     p("SERVER_NAME", server_name.as_bytes());
     p("SERVER_PORT", server_port.as_bytes());
     p("REMOTE_ADDR", src.client.remote_ip.to_string().as_bytes());
     p("REMOTE_PORT", src.client.remote_port.to_string().as_bytes());
-    p("REQUEST_URI", request_uri.as_bytes());
-    p("DOCUMENT_URI", path.as_bytes());
-    p("QUERY_STRING", query.as_bytes());
-    p("SCRIPT_NAME", path.as_bytes());
-    p(c::VAR_CONNECTION_ID, src.conn_id.as_bytes());
+    // REQUEST_URI, DOCUMENT_URI, QUERY_STRING, SCRIPT_NAME; then
+    // WS_CONNECTION_ID, written from the hub's id with each event.
+    own.uri(request_uri, path, query);
+    own.connection_id();
+    let mut p = |name: &str, value: &[u8]| own.var(name.as_bytes(), value);
     if let Some(tls) = src.tls {
         p(c::VAR_SSL_PROTOCOL, tls.protocol.as_bytes());
         p(c::VAR_SSL_CLIENT_VERIFY, tls.verify().as_bytes());
@@ -224,7 +228,7 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
     push_headers(&mut own, &req.headers);
     ConnEnv {
         shared: interner.intern(&shared),
-        own: Arc::from(own),
+        own: own.finish(),
     }
 }
 
@@ -232,7 +236,7 @@ pub fn connection_env(src: &EnvSource<'_>, interner: &EnvInterner) -> ConnEnv {
 /// digits and '-' (so `X_Forwarded_For` cannot pose as `X-Forwarded-For`),
 /// never `HTTP_PROXY` (httpoxy). Repeated headers are joined with ", "
 /// (Cookie with "; ").
-fn push_headers(out: &mut Vec<u8>, headers: &hyper::HeaderMap) {
+fn push_headers(out: &mut conn_vars::Builder, headers: &hyper::HeaderMap) {
     let mut name_buf = Vec::with_capacity(64);
     for name in headers.keys() {
         let raw = name.as_str();
@@ -255,13 +259,12 @@ fn push_headers(out: &mut Vec<u8>, headers: &hyper::HeaderMap) {
             buf.extend_from_slice(more.as_bytes());
         }
         let value = joined.as_deref().unwrap_or(first.as_bytes());
-        push_param(out, &name_buf, value);
+        out.var(&name_buf, value);
     }
 }
 
-/// Encodes the variables of one event into `out` (cleared first).
+/// Appends the variables of one event to `out` (after the connection's own).
 pub fn event_env(event: &Event, handle: &ConnHandle, out: &mut Vec<u8>) {
-    out.clear();
     let mut p = |name: &[u8], value: &[u8]| push_param(out, name, value);
     p(c::VAR_EVENT.as_bytes(), event.name().as_bytes());
     match event {
@@ -335,13 +338,19 @@ mod tests {
                 client: &client,
                 script: Path::new("/srv/app/ws.php"),
                 document_root: None,
-                conn_id: "abc",
                 control_socket: Some(Path::new("/run/c.sock")),
                 tls: None,
             },
             &interner,
         );
-        decode(&[&env.shared[..], &env.own[..]].concat())
+        decode(&[&env.shared[..], &own_of(&env, "abc")].concat())
+    }
+
+    /// The connection's own variables as PHP receives them.
+    fn own_of(env: &ConnEnv, conn_id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        env.own.push_to(&[conn_id.as_bytes()], &mut out);
+        out
     }
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -362,6 +371,7 @@ mod tests {
         assert_eq!(get(&env, "SERVER_NAME"), Some("example.com"));
         assert_eq!(get(&env, "SERVER_PORT"), Some("8090"));
         assert_eq!(get(&env, "REMOTE_ADDR"), Some("10.1.2.3"));
+        assert_eq!(get(&env, "WS_CONNECTION_ID"), Some("abc"));
         assert_eq!(get(&env, "HTTP_COOKIE"), Some("a=1; b=2"));
         assert_eq!(get(&env, "WS_CONTROL_SOCKET"), Some("/run/c.sock"));
         assert_eq!(get(&env, "HTTPS"), None);
@@ -398,7 +408,6 @@ mod tests {
                     client: &client,
                     script: Path::new("/srv/app/ws.php"),
                     document_root: None,
-                    conn_id: host,
                     control_socket: None,
                     tls: None,
                 },
@@ -408,7 +417,7 @@ mod tests {
         let a = make("a.example:1");
         let b = make("b.example:2");
         assert!(Arc::ptr_eq(&a.shared, &b.shared), "one copy for both");
-        assert_ne!(a.own, b.own);
+        assert_ne!(own_of(&a, "a"), own_of(&b, "a"));
     }
 
     #[test]

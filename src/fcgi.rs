@@ -109,7 +109,38 @@ pub(crate) fn decode_params(mut buf: &[u8]) -> Vec<(String, String)> {
     pairs
 }
 
-fn push_len(out: &mut Vec<u8>, len: usize) {
+/// Appends one name-value pair whose value comes in pieces, as one value.
+///
+/// ```
+/// let mut out = Vec::new();
+/// ws2fcgi::fcgi::push_param_parts(&mut out, b"ID", &[b"node", b".", b"0a"]);
+/// assert_eq!(out, b"\x02\x07IDnode.0a");
+/// ```
+pub fn push_param_parts(out: &mut Vec<u8>, name: &[u8], value: &[&[u8]]) {
+    push_len(out, name.len());
+    push_len(out, value.iter().map(|part| part.len()).sum());
+    out.extend_from_slice(name);
+    for part in value {
+        out.extend_from_slice(part);
+    }
+}
+
+/// Reads one length as [`push_param`] writes it from the front of `buf`:
+/// the length and the rest, or `None` when `buf` ends first.
+pub(crate) fn read_len(buf: &[u8]) -> Option<(usize, &[u8])> {
+    match *buf {
+        [b, ref rest @ ..] if b < 128 => Some((usize::from(b), rest)),
+        [b0, b1, b2, b3, ref rest @ ..] => {
+            let len = u32::from_be_bytes([b0 & 0x7f, b1, b2, b3]);
+            Some((usize::try_from(len).ok()?, rest))
+        }
+        _ => None,
+    }
+}
+
+/// Appends one length in FastCGI's name-value encoding: one byte below
+/// 128, else four with the top bit set.
+pub(crate) fn push_len(out: &mut Vec<u8>, len: usize) {
     if len < 128 {
         out.push(len as u8);
     } else {

@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client_frames;
 pub mod cluster;
 pub mod config;
+pub mod conn_vars;
 pub mod connection;
 pub mod context;
 pub mod contract;

@@ -43,6 +43,23 @@ impl EventError {
     }
 }
 
+/// What an event's own variables are written into first: room for a
+/// connection's own variables and the event's, for most clients.
+pub const VARS_CAPACITY: usize = 512;
+
+/// Appends the connection's own variables (`env.own`) to `out`, with
+/// `WS_CONNECTION_ID` written from the hub's id as [`Context::public_id`]
+/// writes it, without formatting machinery or an allocation.
+pub fn push_conn_vars(ctx: &Context, handle: &ConnHandle, env: &ConnEnv, out: &mut Vec<u8>) {
+    let hex = handle.id.hex();
+    match &ctx.cluster {
+        Some(cluster) => env
+            .own
+            .push_to(&[cluster.node_id().as_bytes(), b".", &hex], out),
+        None => env.own.push_to(&[&hex], out),
+    }
+}
+
 /// Sends `event` once; `env` is the connection's fixed variables.
 pub async fn call(
     ctx: &Context,
@@ -50,7 +67,8 @@ pub async fn call(
     env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
-    let mut vars = Vec::with_capacity(256);
+    let mut vars = Vec::with_capacity(VARS_CAPACITY);
+    push_conn_vars(ctx, handle, env, &mut vars);
     event_env(event, handle, &mut vars);
     send(ctx, &request(handle, env, &vars, event)).await
 }
@@ -63,8 +81,9 @@ pub struct Request<'a> {
     pub event: &'static str,
     /// The connection it is about, for logs (none for a channel's event).
     pub conn: Option<&'a ConnId>,
-    /// The encoded variables, in parts (shared, the connection's, the event's).
-    pub params: [&'a [u8]; 3],
+    /// The encoded variables, in parts: the route's shared part, then the
+    /// connection's own and the event's.
+    pub params: [&'a [u8]; 2],
     /// The request body.
     pub body: &'a [u8],
 }
@@ -78,7 +97,7 @@ fn request<'a>(
     Request {
         event: event.name(),
         conn: Some(&handle.id),
-        params: [&env.shared, &env.own, vars],
+        params: [&env.shared, vars],
         body: event.body(),
     }
 }
@@ -136,7 +155,8 @@ pub async fn call_retrying(
     env: &ConnEnv,
     event: &Event,
 ) -> Result<PhpResponse, EventError> {
-    let mut vars = Vec::with_capacity(256);
+    let mut vars = Vec::with_capacity(VARS_CAPACITY);
+    push_conn_vars(ctx, handle, env, &mut vars);
     event_env(event, handle, &mut vars);
     send_retrying(ctx, &request(handle, env, &vars, event)).await
 }
@@ -178,5 +198,29 @@ pub async fn send_retrying(ctx: &Context, req: &Request<'_>) -> Result<PhpRespon
             () = ctx.drain.over() => {}
         }
         pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_event_names_its_connection_as_its_public_id() {
+        let mut config = crate::config::Config::default();
+        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
+        let ctx = Context::new(config);
+        let handle = ctx.hub.register(1024);
+        let mut own = crate::conn_vars::Builder::new();
+        own.connection_id();
+        let env = ConnEnv {
+            own: own.finish(),
+            ..ConnEnv::empty()
+        };
+        let mut vars = Vec::new();
+        push_conn_vars(&ctx, &handle, &env, &mut vars);
+        let vars = crate::fcgi::decode_params(&vars);
+        let id = ctx.public_id(&handle.id);
+        assert_eq!(vars, [("WS_CONNECTION_ID".to_owned(), id)]);
     }
 }

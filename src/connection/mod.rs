@@ -58,7 +58,7 @@ pub struct Accepted {
     pub ctx: Arc<Context>,
     /// The connection's handle (already registered in the hub).
     pub handle: Arc<ConnHandle>,
-    /// The connection's fixed CGI variables, encoded.
+    /// The connection's fixed CGI variables, worked out at the handshake.
     pub env: ConnEnv,
     /// A close PHP asked for in its open answer.
     pub close_after_open: Option<(u16, String)>,

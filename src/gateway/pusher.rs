@@ -154,7 +154,6 @@ pub(super) async fn handshake(
                     client: &client,
                     script: &script,
                     document_root: config.document_root.as_deref(),
-                    conn_id: &conn_id,
                     control_socket: config.control.socket.as_deref(),
                     tls: tls.as_deref(),
                 },

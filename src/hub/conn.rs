@@ -35,6 +35,22 @@ impl fmt::Display for ConnId {
 }
 
 impl ConnId {
+    /// The 40 hex digits [`Display`](fmt::Display) writes, without its
+    /// machinery: each event writes them into its `WS_CONNECTION_ID`.
+    pub fn hex(&self) -> [u8; 40] {
+        fn put(out: &mut [u8], mut value: u64) {
+            for digit in out.iter_mut().rev() {
+                *digit = b"0123456789abcdef"[(value & 0xf) as usize];
+                value >>= 4;
+            }
+        }
+        let mut out = [0; 40];
+        put(&mut out[..8], u64::from(self.index));
+        put(&mut out[8..24], self.serial);
+        put(&mut out[24..], self.tag);
+        out
+    }
+
     /// The slot and the serial number, without the keyed tag: unique in the
     /// daemon's life but guessable, so only for ids that are public by
     /// design (a Pusher `socket_id`, see `pusher/socket_id.rs`).
@@ -185,5 +201,23 @@ impl ConnHandle {
 
     fn lock_meta(&self) -> MutexGuard<'_, Meta> {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_what_display_writes() {
+        let ids = [
+            (0, 0, 0),
+            (1, 0xabc, u64::MAX),
+            (u32::MAX, 0x0123_4567_89ab_cdef, 42),
+        ];
+        for (index, serial, tag) in ids {
+            let id = ConnId { index, serial, tag };
+            assert_eq!(&id.hex()[..], id.to_string().as_bytes());
+        }
     }
 }

@@ -244,7 +244,7 @@ async fn send(ctx: Arc<Context>, job: Job) -> String {
         let request = Request {
             event,
             conn: None,
-            params: [&params, b"", b""],
+            params: [&params, b""],
             body: b"",
         };
         let result = send_retrying(&ctx, &request).await;

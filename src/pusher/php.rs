@@ -33,7 +33,7 @@ use crate::contract as c;
 use crate::event::{ConnEnv, push_meta};
 use crate::fcgi::push_param;
 use crate::hub::ConnHandle;
-use crate::php::{EventError, Request, send_retrying};
+use crate::php::{EventError, Request, VARS_CAPACITY, push_conn_vars, send_retrying};
 use crate::response::PhpResponse;
 
 /// An event of one Pusher connection, as PHP is told it.
@@ -91,20 +91,15 @@ impl ConnEvent<'_> {
 /// Adds the Pusher connection's fixed variables to the raw contract's
 /// (`event::connection_env`): `WS_PUSHER_APP_ID`, `WS_PUSHER_SOCKET_ID`.
 pub fn connection_env(mut env: ConnEnv, app_id: &str, socket_id: &str) -> ConnEnv {
-    let mut own = Vec::with_capacity(env.own.len() + 64);
-    own.extend_from_slice(&env.own);
-    push_param(&mut own, c::VAR_PUSHER_APP_ID.as_bytes(), app_id.as_bytes());
-    push_param(
-        &mut own,
-        c::VAR_PUSHER_SOCKET_ID.as_bytes(),
-        socket_id.as_bytes(),
-    );
-    env.own = own.into();
+    env.own = env.own.extended(|own| {
+        own.var(c::VAR_PUSHER_APP_ID.as_bytes(), app_id.as_bytes());
+        own.var(c::VAR_PUSHER_SOCKET_ID.as_bytes(), socket_id.as_bytes());
+    });
     env
 }
 
-/// Encodes the variables of one connection event into `out` (cleared
-/// first); `user_id` is `WS_PUSHER_USER_ID` (the presence member on its
+/// Appends the variables of one connection event to `out` (after the
+/// connection's own); `user_id` is `WS_PUSHER_USER_ID` (the presence member on its
 /// channel, else the signed-in user).
 pub fn event_vars(
     event: &ConnEvent<'_>,
@@ -112,7 +107,6 @@ pub fn event_vars(
     handle: &ConnHandle,
     out: &mut Vec<u8>,
 ) {
-    out.clear();
     let mut p = |name: &str, value: &[u8]| push_param(out, name.as_bytes(), value);
     p(c::VAR_EVENT, event.name().as_bytes());
     match event {
@@ -153,12 +147,13 @@ pub async fn ask(
     event: ConnEvent<'_>,
     user_id: Option<&str>,
 ) -> Result<PhpResponse, EventError> {
-    let mut vars = Vec::with_capacity(256);
+    let mut vars = Vec::with_capacity(VARS_CAPACITY);
+    push_conn_vars(ctx, handle, env, &mut vars);
     event_vars(&event, user_id, handle, &mut vars);
     let request = Request {
         event: event.name(),
         conn: Some(&handle.id),
-        params: [&env.shared, &env.own, &vars],
+        params: [&env.shared, &vars],
         body: event.body(),
     };
     send_retrying(ctx, &request).await
@@ -321,6 +316,7 @@ mod tests {
             code: 4201,
             reason: "pong reply not received",
         };
+        out.clear();
         event_vars(&close, None, &handle, &mut out);
         let env = decode(&out);
         assert_eq!(get(&env, "WS_EVENT"), Some("close"));
@@ -330,7 +326,9 @@ mod tests {
         assert!(close.body().is_empty());
 
         let env = connection_env(ConnEnv::empty(), "1001", "12.34");
-        let env = decode(&env.own);
+        out.clear();
+        env.own.push_to(&[], &mut out);
+        let env = decode(&out);
         assert_eq!(get(&env, "WS_PUSHER_APP_ID"), Some("1001"));
         assert_eq!(get(&env, "WS_PUSHER_SOCKET_ID"), Some("12.34"));
     }

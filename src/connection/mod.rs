@@ -174,7 +174,7 @@ pub async fn serve(accepted: Box<Accepted>, on_upgrade: hyper::upgrade::OnUpgrad
 /// Unix socket (its direct path, no hyper upgrade), until it ends and PHP
 /// has seen its close event.
 pub async fn serve_socket(accepted: Box<Accepted>, socket: Socket) {
-    let mut live = Live::start(*accepted, socket);
+    let mut live = Live::unbox(accepted, socket);
     let ending = live.conn.run().await;
     Box::pin(live.end(ending)).await;
 }
@@ -205,6 +205,14 @@ impl Live {
         let mut accepted = *accepted;
         accepted.pre_read = pre_read;
         Ok(Self::start(accepted, socket))
+    }
+
+    /// Sets the connection up on its socket from the box, which is freed
+    /// here: moved out of in [`serve_socket`], it would stay allocated
+    /// until the connection ends.
+    #[allow(clippy::boxed_local, reason = "the box is freed here, not at the end")]
+    fn unbox(accepted: Box<Accepted>, socket: Socket) -> Self {
+        Self::start(*accepted, socket)
     }
 
     /// Sets the connection up on its socket (`accepted.pre_read` its first

@@ -709,21 +709,26 @@ mod tests {
         );
     }
 
+    /// Counts its wake-ups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A waker and the count of its wake-ups (`count.0`).
+    fn counting_waker() -> (std::sync::Arc<Count>, std::task::Waker) {
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (count.clone(), std::task::Waker::from(count))
+    }
+
     /// The writer's wait keeps a wake-up that came while it was not
     /// waiting, and a wake-up while it waits reaches its task.
     #[test]
     fn the_writer_is_woken_once_per_push_whenever_it_looks() {
-        use std::sync::Arc;
-        use std::sync::atomic::AtomicUsize;
-        use std::task::Wake;
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let outbox = Outbox::new(1024);
         assert!(outbox.poll_wait(&mut cx).is_pending(), "nothing pushed yet");
@@ -752,17 +757,7 @@ mod tests {
     /// tell a wake-up for the writer alone from one for the rest.
     #[test]
     fn other_wake_ups_are_marked_apart_from_the_writers() {
-        use std::sync::Arc;
-        use std::sync::atomic::AtomicUsize;
-        use std::task::Wake;
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(count.clone());
+        let (count, waker) = counting_waker();
         let mut cx = Context::from_waker(&waker);
         let outbox = Outbox::new(1024);
         assert!(outbox.poll_wait(&mut cx).is_pending());

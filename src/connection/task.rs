@@ -430,14 +430,14 @@ mod memory_budget {
     use crate::inbound::{Intake, Ledger};
     use crate::transport;
 
-    #[tokio::test]
-    async fn an_idle_connection_stays_small() {
-        use std::mem::size_of_val;
+    /// A fresh idle connection on a Unix socket pair (the peer's end returned
+    /// to keep it open), as every connection's task holds it.
+    fn idle_conn() -> (Conn, tokio::net::UnixStream) {
         let mut config = crate::config::Config::default();
         config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
         let ctx = Arc::new(Context::new(config));
         let handle = ctx.hub.register(1024);
-        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let side = ReadSide::new(
             4096,
             Intake::new(
@@ -445,23 +445,26 @@ mod memory_budget {
                 Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096),
             ),
         );
-        let mut conn = Conn {
+        let conn = Conn {
             config: ctx.config(),
-            ctx: ctx.clone(),
+            ctx,
             handle: handle.clone(),
             env: ConnEnv::empty(),
             side,
-            writer: Writer::new(
-                transport::Socket::Unix(a),
-                Default::default(),
-                handle.clone(),
-            ),
+            writer: Writer::new(transport::Socket::Unix(a), Default::default(), handle),
             events: VecDeque::new(),
             answer: None,
             last_seen: Instant::now(),
             closing: None,
             rate: None,
         };
+        (conn, b)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_stays_small() {
+        use std::mem::size_of_val;
+        let (mut conn, _peer) = idle_conn();
         // Every idle connection's task holds `Conn` and the `run` future:
         // they are the memory budget (docs/performance.md), so growth fails here.
         let conn_size = std::mem::size_of::<Conn>();
@@ -476,35 +479,7 @@ mod memory_budget {
 
     #[tokio::test]
     async fn an_emptied_event_queue_gives_its_room_back() {
-        let mut config = crate::config::Config::default();
-        config.fpm.address = Some(crate::config::FpmAddr::Unix("/nonexistent".into()));
-        let ctx = Arc::new(Context::new(config));
-        let handle = ctx.hub.register(1024);
-        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
-        let side = ReadSide::new(
-            4096,
-            Intake::new(
-                handle.clone(),
-                Ledger::new(ctx.inbound.clone(), 1 << 20, 1 << 20, 4096),
-            ),
-        );
-        let mut conn = Conn {
-            config: ctx.config(),
-            ctx: ctx.clone(),
-            handle: handle.clone(),
-            env: ConnEnv::empty(),
-            side,
-            writer: Writer::new(
-                transport::Socket::Unix(a),
-                Default::default(),
-                handle.clone(),
-            ),
-            events: VecDeque::new(),
-            answer: None,
-            last_seen: Instant::now(),
-            closing: None,
-            rate: None,
-        };
+        let (mut conn, _peer) = idle_conn();
         let event = || Event::Close {
             code: 1000,
             reason: String::new(),

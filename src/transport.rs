@@ -630,7 +630,7 @@ impl Writer {
 
     /// Gives back the batch's memory when it is empty; the connection's
     /// task calls it once a turn of its timer (as [`Outbox::shed_capacity`]:
-    /// a batch past [`MAX_IOVECS`] frames gives its room back at once).
+    /// a batch past `MAX_IOVECS` frames gives its room back at once).
     pub fn shed_capacity(&mut self) {
         if self.socket.batch.is_empty() {
             self.socket.batch = VecDeque::new();
